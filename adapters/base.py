@@ -1,0 +1,158 @@
+"""The contract every provider adapter implements.
+
+Adapters are sans-IO (like httpx's ``Auth.auth_flow``): a push is a generator that yields
+``httpx.Request`` objects and receives the ``httpx.Response`` for each, so a provider that
+needs several calls (Wix: look up, then PATCH with a revision) stays a pure, testable
+function. Adapters never retry, sleep, read a clock or touch the store; secrets live only
+in the ``httpx.Auth`` they hand to the dispatcher's client.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, cast
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.errors import PermanentError, TransientError
+from schemas.consent import SubjectState
+
+Projection = dict[str, Any]
+"""A subject's desired state in one provider's own terms; plain JSON, compared for changes."""
+
+TRANSIENT_STATUSES = frozenset({408, 429})
+
+
+class Ack(BaseModel):
+    """What a provider accepted: the projection now held there and what to remember."""
+
+    model_config = ConfigDict(frozen=True)
+
+    acknowledged: Projection
+    memo: dict[str, Any] = Field(default_factory=dict)  # provider ids, revisions: fed to the next push
+
+
+Flow = Generator[httpx.Request, httpx.Response, Ack]
+
+
+class ProviderSettings(BaseModel):
+    """Settings every provider has; an adapter subclasses this to add its own (and its secrets)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    base_url: str
+    purposes: dict[str, str] = Field(description="gateway purpose -> the provider's own term")
+    timeout_s: float = Field(default=10.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=256)
+    rate_per_minute: float | None = Field(default=None, gt=0, description="request budget; None = unlimited")
+
+
+class Adapter(ABC):
+    """One provider: translate a subject's merged state into its wire format and back."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[ProviderSettings]]
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def auth(self) -> httpx.Auth:
+        """The only place this provider's secrets are used."""
+
+    @abstractmethod
+    def project(self, state: SubjectState) -> Projection:
+        """The subject's state in this provider's terms; ``{}`` when nothing here is mapped."""
+
+    @abstractmethod
+    def push(self, state: SubjectState, previous: Projection, memo: Mapping[str, Any]) -> Flow:
+        """Bring the provider from ``previous`` (last acknowledged) to ``project(state)``.
+
+        Raises LocalValidationError before yielding anything when the provider's rules
+        reject the push.
+        """
+
+    def secrets(self) -> list[str]:
+        """Secret values to scrub from anything recorded (errors, logs, cassettes)."""
+        return [
+            value.get_secret_value()
+            for value in self.settings.__dict__.values()
+            if hasattr(value, "get_secret_value") and value.get_secret_value()
+        ]
+
+    def error_text(self, response: httpx.Response) -> str:
+        """The provider's own error text; providers override to pick their error body apart."""
+        return response.text[:500] or response.reason_phrase
+
+    def check(self, response: httpx.Response) -> None:
+        """Raise the classified error for a failed response (Singer's rule: 408/429/5xx retry)."""
+        status = response.status_code
+        if status < 400:
+            return
+        message = self.error_text(response)
+        if status in TRANSIENT_STATUSES or status >= 500:
+            raise TransientError(self.name, message, status, retry_after(response))
+        raise PermanentError(self.name, message, status)
+
+
+def validation_reason(error: ValidationError) -> str:
+    """Where and why a wire model refused a body, without the input (it may be personal data)."""
+    return "; ".join(
+        f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}" for item in error.errors(include_input=False)
+    )
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header, in either of its RFC 9110 forms."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def json_request(method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None) -> httpx.Request:
+    """A request relative to the provider's base URL (the dispatcher's client resolves it)."""
+    content = None if body is None else json.dumps(body, separators=(",", ":"))
+    headers = {"content-type": "application/json"} if content is not None else {}
+    return httpx.Request(method, path, params=params, content=content, headers=headers)
+
+
+def json_body(response: httpx.Response) -> dict[str, Any]:
+    """A JSON object body, or ``{}`` when there is none (Wix system errors are empty)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+async def drive(flow: Flow, send: Callable[[httpx.Request], Awaitable[httpx.Response]]) -> Ack:
+    """Run a flow to its Ack, sending each request it yields."""
+    try:
+        request = next(flow)
+        while True:
+            request = flow.send(await send(request))
+    except StopIteration as done:
+        return cast(Ack, done.value)
+
+
+def sender(client: httpx.AsyncClient) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    """Send a flow's relative request through a client configured with base URL and auth."""
+
+    async def send(request: httpx.Request) -> httpx.Response:
+        built = client.build_request(request.method, request.url, content=request.content, headers=request.headers)
+        return await client.send(built)
+
+    return send

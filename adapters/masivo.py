@@ -1,0 +1,207 @@
+"""Masivo (storefront v1): one full-state ``PATCH /customers/{id}/consent`` per push.
+
+Masivo quirks kept here: a JWT from ``GET /auth/authorize`` (valid 1 h) instead of the API
+key on each call; the whole purpose set on every write ("When consent **is** recorded, each
+purpose must be explicitly ``true`` to allow that use"); the ``^CO`` consent-string pattern;
+``{error, details}`` error bodies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from adapters.base import (
+    Ack,
+    Adapter,
+    Flow,
+    Projection,
+    ProviderSettings,
+    json_body,
+    json_request,
+    validation_reason,
+)
+from adapters.errors import LocalValidationError, TransientError
+from schemas.consent import PurposeState, SubjectState, most_restrictive
+from schemas.masivo import (
+    PURPOSES,
+    AuthorizeResponse,
+    Consent,
+    ConsentPurposes,
+    CustomerConsentUpdate,
+    ErrorBody,
+    tcf_problem,
+)
+
+AUTHORIZE_PATH = "/auth/authorize"
+TCF_VERSION = "2.0"  # the OpenAPI's example for ``version``; tcf_problem only admits v2 strings
+
+Clock = Callable[[], float]
+
+
+class MasivoSettings(ProviderSettings):
+    """Masivo settings; each gateway purpose maps to the Masivo purpose of the same name.
+
+    sms_marketing and analytics have no Masivo purpose, so they are not mapped.
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a mistyped key must not echo in errors
+
+    api_key: SecretStr
+    base_url: str = "https://app.masivo.ai/api/storefront/v1"
+    purposes: dict[str, str] = Field(default_factory=lambda: {purpose: purpose for purpose in PURPOSES})
+    token_ttl_s: float = Field(default=3600.0, gt=0, description="the docs: a token is valid for 1 h")
+    refresh_margin_s: float = Field(default=300.0, ge=0, description="refresh this long before expiry")
+
+    @field_validator("purposes")
+    @classmethod
+    def _masivo_purposes(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value.values()) - set(PURPOSES))
+        if unknown:
+            raise ValueError(f"not a Masivo purpose: {', '.join(unknown)}; Masivo has {', '.join(PURPOSES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _margin_within_ttl(self) -> MasivoSettings:
+        if self.refresh_margin_s >= self.token_ttl_s:
+            raise ValueError("refresh_margin_s must be shorter than token_ttl_s, or every request re-authorizes")
+        return self
+
+
+class MasivoAuth(httpx.Auth):
+    """Exchange the API key for a JWT, cache it, and refresh it before it expires or on a 401.
+
+    Concurrent requests that find the token expired may each fetch one; every token they
+    get is valid, so no lock is held across requests.
+    """
+
+    requires_response_body = True
+
+    def __init__(
+        self,
+        settings: MasivoSettings,
+        check: Callable[[httpx.Response], None],
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._api_key = settings.api_key
+        self._authorize_url = settings.base_url.rstrip("/") + AUTHORIZE_PATH
+        self._lifetime_s = settings.token_ttl_s - settings.refresh_margin_s
+        self._check = check
+        self._clock = clock
+        self._token: str | None = None
+        self._refresh_at = 0.0
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._token is None or self._clock() >= self._refresh_at:
+            yield from self._authorize()
+        response = yield self._bearer(request)
+        if response.status_code == 401:  # revoked or expired early: one fresh token, one resend
+            yield from self._authorize()
+            yield self._bearer(request)
+
+    def _bearer(self, request: httpx.Request) -> httpx.Request:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def _authorize(self) -> Generator[httpx.Request, httpx.Response, None]:
+        """``GET /auth/authorize`` with ``x-api-key`` → ``{"data": "<JWT>"}``."""
+        started = self._clock()
+        response = yield httpx.Request(
+            "GET", self._authorize_url, headers={"x-api-key": self._api_key.get_secret_value()}
+        )
+        self._check(response)
+        try:
+            token = AuthorizeResponse.model_validate_json(response.content).data
+        except ValidationError:
+            raise TransientError(
+                MasivoAdapter.name, 'token exchange answered without {"data": "<JWT>"}', response.status_code
+            ) from None
+        self._token = token
+        self._refresh_at = started + self._lifetime_s
+
+
+class MasivoAdapter(Adapter):
+    """Masivo receives the subject's full merged purpose set on every push."""
+
+    name: ClassVar[str] = "masivo"
+    Settings: ClassVar[type[ProviderSettings]] = MasivoSettings
+    settings: MasivoSettings
+
+    def auth(self) -> MasivoAuth:
+        return MasivoAuth(self.settings, self.check)
+
+    def project(self, state: SubjectState) -> Projection:
+        """Every mapped Masivo purpose as a bool: only ``granted`` is ``True``.
+
+        Denied, pending (double opt-in unconfirmed) and never decided are all ``False``:
+        once consent is recorded, Masivo allows a purpose only when it is explicitly true.
+        """
+        grouped = state.purposes_in(self.settings.purposes)
+        if not grouped:
+            return {}
+        purposes = {
+            term: term in grouped and most_restrictive(grouped[term]) is PurposeState.granted
+            for term in sorted(set(self.settings.purposes.values()))
+        }
+        return {
+            "purposes": purposes,
+            "vendors": dict(state.vendors),
+            "consent_string": state.tcf_string,
+            "customer_id": state.subject_id,
+        }
+
+    def push(self, state: SubjectState, previous: Projection, memo: Mapping[str, Any]) -> Flow:
+        """One ``PATCH`` with the full purpose set; nothing when no mapped purpose is decided.
+
+        An empty push would record consent with every purpose false, turning Masivo's
+        "no consent recorded: all purposes allowed" default into a block on everything.
+        """
+        desired = self.project(state)
+        if not desired:
+            return Ack(acknowledged={})
+        problem = tcf_problem(state.tcf_string)
+        if problem:
+            raise LocalValidationError(self.name, problem)
+        response = yield json_request(
+            "PATCH", f"/customers/{_path_segment(state.subject_id)}/consent", self._body(state, desired)
+        )
+        self.check(response)
+        return Ack(acknowledged=desired)
+
+    def _body(self, state: SubjectState, desired: Projection) -> dict[str, Any]:
+        """The request body, validated against Masivo's documented schema before it is sent."""
+        try:
+            update = CustomerConsentUpdate(
+                consent=Consent(
+                    consent_string=desired["consent_string"],
+                    version=TCF_VERSION,
+                    consent_timestamp=state.occurred_at,
+                    customer_id=desired["customer_id"],
+                    purposes=ConsentPurposes.model_validate(desired["purposes"]),
+                    vendors=desired["vendors"],
+                )
+            )
+        except ValidationError as error:
+            raise LocalValidationError(
+                self.name, f"Masivo's consent schema rejects the body: {validation_reason(error)}"
+            ) from None
+        return update.model_dump(mode="json", exclude_none=True)
+
+    def error_text(self, response: httpx.Response) -> str:
+        """Masivo errors are ``{error, details}`` (e.g. 404 customer not found, 422 invalid data)."""
+        try:
+            body = ErrorBody.model_validate(json_body(response))
+        except ValidationError:
+            return super().error_text(response)
+        return f"{body.error}: {body.details}"
+
+
+def _path_segment(value: str) -> str:
+    """Quote an id for a path; an id of only dots would otherwise resolve as ``.``/``..``."""
+    quoted = quote(value, safe="")
+    return quoted if quoted.strip(".") else quoted.replace(".", "%2E")

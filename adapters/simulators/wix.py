@@ -1,0 +1,256 @@
+"""Wix Marketing Consent simulator, under base https://www.wixapis.com, at the paths the Wix JS SDK uses.
+
+Routes under ``/marketing-consent/v1/marketing-consent``: ``POST ""`` create, ``GET /{id}``, ``GET /get-by``,
+``POST /query``, ``POST /upsert``, ``PATCH /{id}`` update, ``POST /remove``, ``DELETE /{id}``.
+Auth: ``Authorization: <API key>`` (no scheme word) plus ``wix-site-id``, or
+``Authorization: <scheme> <token>``.
+Validation errors → 400 ``{message, details.validationError.fieldViolations[]}``; application errors (401,
+404, 409) → ``{message, details.applicationError{code, description}}``; injected 5xx have an empty body, as
+Wix system errors do. No provider-specific ``/_faults`` controls. The rules themselves live in `wix_rules`.
+
+Decisions where the docs are silent or disagree:
+- Updatable: state, lastConfirmationActivity, lastRevokeActivity (else REVOKED could never be reached by
+  Update), extendedFields. Update without a mask (the JS SDK sends none) changes the updatable fields
+  present in the body; an empty mask means the same.
+  A masked path absent from the body clears that field (field-mask semantics); ``state`` in the mask with
+  no ``state`` in the body → 400. ``details`` must name the consent's own identifier (they are not updatable).
+- The state/activity rules are checked on the entity as it would be stored, so the update example in the
+  docs (REVOKED with only a confirmation activity) passes only if a revoke activity is already stored.
+- ``revision`` increases by one on every write that changes the entity; a write that changes nothing (e.g.
+  the ignored EMAIL → UNKNOWN_STATE) keeps it. Upsert ignores any ``revision`` sent.
+- Remove of an identifier with no consent → 404. Remove answers ``{marketingConsent}``.
+- Eligibility: granted for CONFIRMED, and for EMAIL in NEVER_CONFIRMED/UNKNOWN_STATE; ``reason`` is the
+  state name (Wix's reason values are undocumented).
+- Query: filter fields details.email / details.phone / state with a value, ``$eq`` or ``$in``; sort on those
+  fields or createdDate/updatedDate; default limit 50; the cursor is opaque.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import uuid
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from adapters.simulators.common import Faults, Reject, Simulator, authorization
+from adapters.simulators.wix_rules import (
+    OPTIONAL_FIELDS,
+    UPDATABLE,
+    Violations,
+    check_details,
+    check_fields,
+    check_rules,
+    consent_request,
+    copy_path,
+    eligibility,
+    identifier,
+    mask_paths,
+    parse_revision,
+    request_object,
+    run_query,
+)
+
+__all__ = ["BASE_PATH", "STALE_REVISION", "create_app"]
+
+BASE_PATH = "/marketing-consent/v1/marketing-consent"
+STALE_REVISION = "entity has already changed since the requested revision"
+APPLICATION_CODES = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+}
+
+
+def _application_error(status: int, code: str, message: str) -> Reject:
+    return Reject(status, {"message": message, "details": {"applicationError": {"code": code, "description": message}}})
+
+
+def _error_body(status: int, message: str) -> dict[str, Any] | None:
+    if status >= 500:
+        return None  # "System errors have an empty body"
+    code = APPLICATION_CODES.get(status, HTTPStatus(status).name)
+    return _application_error(status, code, message).body
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Wix:
+    """State and handlers of one Wix simulator."""
+
+    def __init__(self, faults: Faults | None) -> None:
+        self.consents: dict[str, dict[str, Any]] = {}
+        self.by_identifier: dict[tuple[str, str], str] = {}
+        self.sim = Simulator(
+            faults=faults,
+            error_body=_error_body,
+            state=lambda: {"consents": self.consents},
+            reset=self.reset,
+            authenticate=self.authenticate,
+        )
+
+    def reset(self) -> None:
+        self.consents.clear()
+        self.by_identifier.clear()
+
+    def authenticate(self, request: Request) -> None:
+        auth = authorization(request)
+        if auth is None:
+            raise _application_error(401, "UNAUTHENTICATED", "Missing Authorization header")
+        if auth[0] == "" and not request.headers.get("wix-site-id", "").strip():
+            raise _application_error(401, "UNAUTHENTICATED", "An API key needs a wix-site-id header")
+
+    def find(self, consent_id: str) -> dict[str, Any]:
+        entity = self.consents.get(consent_id)
+        if entity is None:
+            raise _application_error(404, "NOT_FOUND", f"Marketing consent {consent_id} not found")
+        return entity
+
+    def find_by(self, details: dict[str, Any]) -> dict[str, Any] | None:
+        consent_id = self.by_identifier.get(identifier(details))
+        return None if consent_id is None else self.consents[consent_id]
+
+    def insert(self, consent: dict[str, Any], state: str) -> dict[str, Any]:
+        details = consent["details"]
+        now, kind = _now(), details["type"]
+        own = "email" if kind == "EMAIL" else "phone"
+        entity: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "revision": "1",
+            "details": {"type": kind, own: details[own]},
+            "state": state,
+            "createdDate": now,
+            "updatedDate": now,
+        }
+        entity.update({field: copy.deepcopy(consent[field]) for field in OPTIONAL_FIELDS if field in consent})
+        self.consents[entity["id"]] = entity
+        self.by_identifier[identifier(entity["details"])] = entity["id"]
+        return entity
+
+    def save(self, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        if new != old:
+            new["revision"] = str(int(old["revision"]) + 1)
+            new["updatedDate"] = _now()
+            self.consents[new["id"]] = new
+        return self.consents[new["id"]]
+
+    def write(self, entity: dict[str, Any], consent: dict[str, Any], paths: list[str] | None) -> dict[str, Any]:
+        """Apply an update or upsert to an existing consent, check the result, store it."""
+        new = copy.deepcopy(entity)
+        for path in paths if paths is not None else [field for field in UPDATABLE if field in consent]:
+            copy_path(consent, new, path.split("."))
+        if entity["details"]["type"] == "EMAIL" and new.get("state") == "UNKNOWN_STATE":
+            new["state"] = entity["state"]  # the docs: "Trying to do so maintains the current state"
+        out = Violations()
+        check_rules(new, "marketingConsent.", out)
+        out.raise_any()
+        return self.save(entity, new)
+
+    # --- handlers ------------------------------------------------------------------------------------
+    async def create(self, request: Request, body: Any) -> Response:
+        consent, out = consent_request(body)
+        if not consent.get("lastConfirmationActivity"):
+            out.add("marketingConsent.lastConfirmationActivity", "is required", "REQUIRED_FIELD")
+        out.raise_any()
+        if self.find_by(consent["details"]) is not None:
+            raise _application_error(409, "ALREADY_EXISTS", "A marketing consent for this identifier already exists")
+        return JSONResponse({"marketingConsent": self.insert(consent, "CONFIRMED")})  # Create always confirms
+
+    async def get(self, request: Request, body: Any) -> Response:
+        return JSONResponse({"marketingConsent": self.find(request.path_params["id"])})
+
+    async def get_by(self, request: Request, body: Any) -> Response:
+        details = {key: request.query_params.get(key) for key in ("type", "email", "phone")}
+        out = Violations()
+        check_details(details, "", out)
+        out.raise_any()
+        entity = self.find_by(details)
+        if entity is None:
+            raise _application_error(404, "NOT_FOUND", "No marketing consent for this identifier")
+        return JSONResponse({"marketingConsent": entity, "communicationEligibility": eligibility(entity)})
+
+    async def query(self, request: Request, body: Any) -> Response:
+        return JSONResponse(run_query(request_object(body, "query"), self.consents.values()))
+
+    async def upsert(self, request: Request, body: Any) -> Response:
+        consent, out = consent_request(body)
+        if "state" not in consent:
+            out.add("marketingConsent.state", "is required", "REQUIRED_FIELD")
+        out.raise_any()
+        existing = self.find_by(consent["details"])
+        if existing is None:
+            check_rules(consent, "marketingConsent.", out)
+            out.raise_any()
+            entity = self.insert(consent, consent["state"])
+        else:
+            entity = self.write(existing, consent, None)
+        answer: dict[str, Any] = {"marketingConsent": entity}
+        if entity["state"] == "PENDING":  # the rules make PENDING imply DOUBLE_CONFIRMATION
+            token = secrets.token_urlsafe(24)
+            answer["link"] = {
+                "type": "CONFIRMATION",
+                "url": f"https://sim.wix/_manage-consent/subscribe?token={token}",
+            }
+        return JSONResponse(answer)
+
+    async def update(self, request: Request, body: Any) -> Response:
+        consent_id = request.path_params["id"]
+        consent, out = consent_request(body)
+        if consent.get("id", consent_id) != consent_id:
+            out.add("marketingConsent.id", "must match the id in the path", "OTHER", "ID_MISMATCH")
+        paths = mask_paths(body.get("mask"), out)
+        if paths is not None and "state" in paths and "state" not in consent:
+            out.add("marketingConsent.state", "is required when the mask names it", "REQUIRED_FIELD")
+        revision = parse_revision(consent.get("revision"), out)
+        out.raise_any()
+        entity = self.find(consent_id)
+        if identifier(consent["details"]) != identifier(entity["details"]):
+            out.add("marketingConsent.details", "must match the consent's identifier (not updatable)", "OTHER")
+            out.raise_any()
+        if revision is not None and revision != int(entity["revision"]):
+            raise _application_error(409, "REVISION_MISMATCH", STALE_REVISION)
+        return JSONResponse({"marketingConsent": self.write(entity, consent, paths)})
+
+    async def remove(self, request: Request, body: Any) -> Response:
+        out = Violations()
+        revoke = request_object(body, "lastRevokeActivity")
+        check_details(body.get("details"), "details.", out)
+        check_fields({"lastRevokeActivity": revoke}, "", out)
+        out.raise_any()
+        entity = self.find_by(body["details"])
+        if entity is None:
+            raise _application_error(404, "NOT_FOUND", "No marketing consent for this identifier")
+        revoked = {"state": "REVOKED", "lastRevokeActivity": revoke}
+        return JSONResponse({"marketingConsent": self.write(entity, revoked, None)})
+
+    async def delete(self, request: Request, body: Any) -> Response:
+        entity = self.find(request.path_params["id"])
+        del self.consents[entity["id"]]
+        del self.by_identifier[identifier(entity["details"])]
+        return JSONResponse({})
+
+
+def create_app(faults: Faults | None = None) -> Starlette:
+    """A Wix marketing-consent simulator."""
+    wix = _Wix(faults)
+    sim, base = wix.sim, BASE_PATH
+    return sim.build(
+        [
+            sim.route(base, wix.create, ["POST"]),
+            sim.route(f"{base}/get-by", wix.get_by, ["GET"]),
+            sim.route(f"{base}/query", wix.query, ["POST"]),
+            sim.route(f"{base}/upsert", wix.upsert, ["POST"]),
+            sim.route(f"{base}/remove", wix.remove, ["POST"]),
+            sim.route(f"{base}/{{id}}", wix.get, ["GET"]),
+            sim.route(f"{base}/{{id}}", wix.update, ["PATCH"]),
+            sim.route(f"{base}/{{id}}", wix.delete, ["DELETE"]),
+        ]
+    )

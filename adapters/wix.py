@@ -1,0 +1,274 @@
+"""Wix Marketing Consent: one consent per channel (EMAIL, PHONE) and address.
+
+One push may take several calls, so it is a sans-IO flow (see ``adapters.base``). Per
+channel whose projection changed:
+
+- consent known from the memo → PATCH it with its ``revision`` and a field mask; on 409
+  ("entity has already changed since the requested revision") GET it, copy the
+  ``revision`` and PATCH once more; 404 (deleted at Wix) → as on a first sync;
+- first sync → GET ``get-by`` the address; found → PATCH as above; 404 → Upsert.
+
+Create is never used: it "always sets CONFIRMED", and a second Create for one address fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+
+from adapters.base import (
+    Ack,
+    Adapter,
+    Flow,
+    Projection,
+    ProviderSettings,
+    json_body,
+    json_request,
+    validation_reason,
+)
+from adapters.errors import LocalValidationError, PermanentError, TransientError
+from schemas.consent import PurposeState, SubjectState, most_restrictive
+from schemas.wix import (
+    ConsentState,
+    ErrorBody,
+    GetByResponse,
+    GetResponse,
+    IdentifierType,
+    OptInLevel,
+    StoredConsent,
+    UpdateRequest,
+    UpsertRequest,
+    UpsertResponse,
+    received,
+)
+
+CONSENTS: Final = "/marketing-consent/v1/marketing-consent"
+
+WIX_STATE: Final = {
+    PurposeState.granted: ConsentState.CONFIRMED,
+    PurposeState.denied: ConsentState.REVOKED,
+    PurposeState.pending: ConsentState.PENDING,
+}
+
+ACTIVITY: Final = {
+    ConsentState.CONFIRMED: "lastConfirmationActivity",
+    ConsentState.PENDING: "lastConfirmationActivity",
+    ConsentState.REVOKED: "lastRevokeActivity",
+}
+"""The activity Wix requires for each state we send ("PENDING or CONFIRMED … REVOKED …")."""
+
+OPT_IN_LEVEL: Final = {
+    ConsentState.CONFIRMED: OptInLevel.SINGLE_CONFIRMATION,
+    ConsentState.PENDING: OptInLevel.DOUBLE_CONFIRMATION,  # "PENDING: relevant only for DOUBLE_CONFIRMATION"
+}
+
+WIX_SOURCE: Final = {"in_person": "IN_PERSON", "form": "FORM", "web": "FORM"}
+"""Decision source → Wix activity source (a name both Wix source enums share); others are OTHER."""
+
+IDENTIFIER: Final = {IdentifierType.EMAIL: "email", IdentifierType.PHONE: "phone"}
+"""The subject field, and the ``details`` field, that addresses each channel."""
+
+DEFAULT_PURPOSES: Final = {"email_marketing": "EMAIL", "sms_marketing": "PHONE"}
+
+Model = TypeVar("Model", bound=BaseModel)
+Step = Generator[httpx.Request, httpx.Response, StoredConsent]
+
+
+class WixSettings(ProviderSettings):
+    api_key: SecretStr
+    site_id: str = Field(min_length=1)
+    base_url: str = "https://www.wixapis.com"
+    purposes: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_PURPOSES), description="gateway purpose -> Wix channel"
+    )
+    # "200 requests per minute per app instance" (Wix API rate limits).
+    rate_per_minute: float | None = Field(default=200.0, gt=0)
+
+    @field_validator("purposes")
+    @classmethod
+    def _wix_channels(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value.values()) - set(IDENTIFIER))
+        if unknown:
+            raise ValueError(f"Wix channels are EMAIL and PHONE, not {', '.join(unknown)}")
+        return value
+
+
+class WixAuth(httpx.Auth):
+    """API-key auth as the Wix SDK sends it: ``Authorization: <API key>`` (no "Bearer") + ``wix-site-id``."""
+
+    def __init__(self, api_key: SecretStr, site_id: str) -> None:
+        self._api_key = api_key
+        self._site_id = site_id
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._api_key.get_secret_value()
+        request.headers["wix-site-id"] = self._site_id
+        yield request
+
+
+class WixAdapter(Adapter):
+    name: ClassVar[str] = "wix"
+    Settings: ClassVar[type[ProviderSettings]] = WixSettings
+    settings: WixSettings
+
+    def auth(self) -> httpx.Auth:
+        return WixAuth(self.settings.api_key, self.settings.site_id)
+
+    def project(self, state: SubjectState) -> Projection:
+        """``{"EMAIL": {"state": "CONFIRMED", "email": …}, "PHONE": {…}}`` for the mapped channels.
+
+        The address is part of the projection so a changed address is pushed too.
+        """
+        projection: Projection = {}
+        for term, states in state.purposes_in(self.settings.purposes).items():
+            channel = IdentifierType(term)
+            field = IDENTIFIER[channel]
+            projection[channel.value] = {
+                "state": WIX_STATE[most_restrictive(states)].value,
+                field: getattr(state, field),
+            }
+        return projection
+
+    def push(self, state: SubjectState, previous: Projection, memo: Mapping[str, Any]) -> Flow:
+        desired = self.project(state)
+        changed = [channel for channel, target in desired.items() if previous.get(channel) != target]
+        # Every body is built and checked before the first request, so a rule broken on
+        # one channel leaves the other untouched too.
+        bodies = {channel: self._upsert_body(state, channel, desired[channel]) for channel in changed}
+        remembered = dict(memo)
+        for channel, body in bodies.items():
+            consent = yield from self._sync(body, self._known(channel, desired, previous, memo))
+            remembered[channel] = {"id": consent.id, "revision": consent.revision}
+        return Ack(acknowledged=desired, memo=remembered)
+
+    def error_text(self, response: httpx.Response) -> str:
+        """Wix's ``message`` plus its ``details``: the application error, or each field violation.
+
+        "System errors have an empty body": then the reason phrase is all there is.
+        """
+        try:
+            error = received(ErrorBody, json_body(response))
+        except ValidationError:
+            return super().error_text(response)
+        parts = [error.message]
+        details = error.details
+        if details is not None and details.applicationError is not None:
+            application = details.applicationError
+            parts.append(": ".join(part for part in (application.code, application.description) if part))
+        if details is not None and details.validationError is not None:
+            parts.extend(
+                f"{violation.field}: {violation.description or violation.violatedRule}"
+                for violation in details.validationError.fieldViolations
+            )
+        return "; ".join(part for part in parts if part)[:500] or super().error_text(response)
+
+    def _upsert_body(self, state: SubjectState, term: str, target: Mapping[str, Any]) -> dict[str, Any]:
+        channel = IdentifierType(term)
+        field = IDENTIFIER[channel]
+        if target[field] is None:
+            raise LocalValidationError(self.name, f"a Wix {channel} consent needs the subject's {field}")
+        wix_state = ConsentState(target["state"])
+        activity: dict[str, Any] = {
+            "source": WIX_SOURCE.get(state.source, "OTHER"),
+            "description": state.note,
+            "updatedDate": self._decided_at(state, channel),
+        }
+        if wix_state in OPT_IN_LEVEL:
+            activity["optInLevel"] = OPT_IN_LEVEL[wix_state]
+        details = {"type": channel, field: target[field]}
+        consent = {"details": details, "state": wix_state, ACTIVITY[wix_state]: activity}
+        return self._body(UpsertRequest, {"marketingConsent": consent})
+
+    def _decided_at(self, state: SubjectState, channel: IdentifierType) -> datetime:
+        """When the person last decided about a purpose on this channel, in UTC.
+
+        Wix timestamps need an offset; a naive time from the store is taken as UTC.
+        """
+        decided = max(
+            record.occurred_at
+            for purpose, record in state.purposes.items()
+            if self.settings.purposes.get(purpose) == channel
+        )
+        return decided.astimezone(UTC) if decided.tzinfo else decided.replace(tzinfo=UTC)
+
+    def _known(
+        self, channel: str, desired: Projection, previous: Projection, memo: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """The memo's consent for this channel, unless the address changed since (it is another consent)."""
+        field = IDENTIFIER[IdentifierType(channel)]
+        known = memo.get(channel)
+        same_address = (previous.get(channel) or {}).get(field) == desired[channel][field]
+        if same_address and isinstance(known, Mapping) and known.get("id") and known.get("revision"):
+            return known
+        return None
+
+    def _sync(self, body: dict[str, Any], known: Mapping[str, Any] | None) -> Step:
+        """One channel to ``body``: PATCH the known consent, else the one found by address, else Upsert."""
+        if known is not None:
+            updated = yield from self._update(body, known["id"], known["revision"])
+            if updated is not None:
+                return updated
+        # Official SDK: GET …/get-by?type=EMAIL&email=… (the REST page "renders wrong").
+        found = yield json_request("GET", f"{CONSENTS}/get-by", params=body["marketingConsent"]["details"])
+        if found.status_code != 404:
+            existing = self._read(found, GetByResponse).marketingConsent
+            if existing is not None:
+                updated = yield from self._update(body, existing.id, existing.revision)
+                if updated is not None:
+                    return updated
+        created = yield json_request("POST", f"{CONSENTS}/upsert", body)
+        return self._read(created, UpsertResponse).marketingConsent
+
+    def _update(
+        self, body: dict[str, Any], consent_id: str, revision: str
+    ) -> Generator[httpx.Request, httpx.Response, StoredConsent | None]:
+        """PATCH at ``revision``; None when Wix no longer has the consent (404).
+
+        A 409 means "entity has already changed since the requested revision"; the doc's
+        fix is to GET the consent and copy its ``revision``. Done once: a second 409 means
+        someone else keeps writing, so retry later rather than race them.
+        """
+        response = yield self._patch(body, consent_id, revision)
+        if response.status_code == 409:
+            current = yield json_request("GET", _consent_path(consent_id))
+            if current.status_code == 404:
+                return None
+            revision = self._read(current, GetResponse).marketingConsent.revision
+            response = yield self._patch(body, consent_id, revision)
+            if response.status_code == 409:
+                message = f"revision still stale after a re-read: {self.error_text(response)}"
+                raise TransientError(self.name, message, 409)
+        if response.status_code == 404:
+            return None
+        return self._read(response, UpsertResponse).marketingConsent
+
+    def _patch(self, body: dict[str, Any], consent_id: str, revision: str) -> httpx.Request:
+        consent = {**body["marketingConsent"], "id": consent_id, "revision": revision}
+        mask = {"paths": ["state", ACTIVITY[ConsentState(consent["state"])]]}
+        update = self._body(UpdateRequest, {"marketingConsent": consent, "mask": mask})
+        return json_request("PATCH", _consent_path(consent_id), update)
+
+    def _body(self, model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` checked against the wire model and Wix's rules, as it goes on the wire."""
+        try:
+            return model.model_validate(data).model_dump(mode="json", exclude_none=True)
+        except ValidationError as error:
+            raise LocalValidationError(self.name, validation_reason(error)) from error
+
+    def _read(self, response: httpx.Response, model: type[Model]) -> Model:
+        """A successful answer as ``model``; any other status is classified by ``check``."""
+        self.check(response)
+        try:
+            return received(model, json_body(response))
+        except ValidationError as error:
+            message = f"unexpected answer: {validation_reason(error)}"
+            raise PermanentError(self.name, message, response.status_code) from error
+
+
+def _consent_path(consent_id: str) -> str:
+    return f"{CONSENTS}/{quote(consent_id, safe='')}"

@@ -1,0 +1,1 @@
+"""consent-gateway: the service (app factory, routes, store, delivery worker, CLI)."""

@@ -1,0 +1,152 @@
+"""Settings: a TOML file, overridable by ``CONSENT_GATEWAY_*`` environment variables.
+
+Secrets appear in the file only as ``${ENV_VAR}`` references, expanded at load time, so a
+config file can be committed and shared without leaking a key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from adapters import ADAPTERS, Adapter
+from adapters.errors import GatewayError
+from schemas.consent import DEFAULT_PURPOSES
+
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SCOPES = ("consents:write", "consents:read", "admin")
+CONFIG_FILE: ContextVar[str | None] = ContextVar("consent_gateway_config_file", default=None)
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used; the message names the key."""
+
+
+class ApiToken(BaseModel):
+    """A bearer token, stored only as its SHA-256 hex digest."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[str] = Field(default_factory=lambda: list(SCOPES))
+
+    @model_validator(mode="after")
+    def _known_scopes(self) -> ApiToken:
+        unknown = set(self.scopes) - set(SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scopes {sorted(unknown)}; known: {list(SCOPES)}")
+        return self
+
+
+class RetrySettings(BaseModel):
+    """Short in-process retries first, then a durable re-schedule on the ladder."""
+
+    attempts: int = Field(default=3, ge=1, le=10)
+    initial_s: float = Field(default=0.5, ge=0)
+    max_s: float = Field(default=10.0, ge=0)
+    retry_after_cap_s: float = Field(default=3600.0, ge=0)
+    min_after_429_s: float = Field(default=60.0, ge=0, description="a rate-limited provider gets at least this")
+    jitter: float = Field(default=0.2, ge=0, lt=1, description="±fraction applied to each ladder step")
+    ladder_s: list[float] = Field(default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000])
+
+
+class WorkerSettings(BaseModel):
+    enabled: bool = True
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    lease_s: float = Field(default=300.0, gt=0)
+    batch_size: int = Field(default=50, ge=1, le=1000)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONSENT_GATEWAY_", env_nested_delimiter="__", extra="forbid")
+
+    database_url: str = "sqlite+aiosqlite:///consent-gateway.db"
+    purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_batch_body_bytes: int = Field(default=16_000_000, ge=1024, description="for POST /v1/consents:batch")
+    idempotency_ttl_s: float = Field(default=86_400.0, ge=86_400.0, description="keys are kept at least 24 h")
+    idempotency_stale_s: float = Field(
+        default=300.0, gt=0, description="a key whose first request never answered is taken over after this"
+    )
+    tokens: list[ApiToken] = Field(default_factory=list)
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_env_references(cls, data: Any) -> Any:
+        return expand(data, "")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = CONFIG_FILE.get() or os.environ.get("CONSENT_GATEWAY_CONFIG")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if toml_file:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
+        return sources
+
+
+def expand(value: Any, where: str) -> Any:
+    """Replace ``${NAME}`` with the environment variable; a missing one is a ConfigError naming it."""
+    if isinstance(value, dict):
+        return {key: expand(item, f"{where}.{key}" if where else str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, str):
+        missing = [name for name in ENV_REFERENCE.findall(value) if name not in os.environ]
+        if missing:
+            raise ConfigError(f"{where}: environment variable {missing[0]} is not set")
+        return ENV_REFERENCE.sub(lambda match: os.environ[match.group(1)], value)
+    return value
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``path`` (or $CONSENT_GATEWAY_CONFIG), the environment and overrides."""
+    token = CONFIG_FILE.set(str(path) if path is not None else None)
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(describe(error)) from None
+    finally:
+        CONFIG_FILE.reset(token)
+
+
+def build_adapters(settings: Settings) -> dict[str, Adapter]:
+    """One adapter per enabled provider, each validated by its own Settings model."""
+    adapters: dict[str, Adapter] = {}
+    for name, raw in settings.providers.items():
+        adapter_cls = ADAPTERS.get(name)
+        if adapter_cls is None:
+            raise ConfigError(f"providers.{name}: unknown provider; known: {', '.join(ADAPTERS)}")
+        try:
+            provider_settings = adapter_cls.Settings.model_validate(raw)
+        except ValidationError as error:
+            raise ConfigError(describe(error, f"providers.{name}")) from None
+        unknown = set(provider_settings.purposes) - set(settings.purposes)
+        if unknown:
+            raise ConfigError(f"providers.{name}.purposes: unknown purpose {sorted(unknown)}")
+        if provider_settings.enabled:
+            adapters[name] = adapter_cls(provider_settings)
+    return adapters
+
+
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """A one-line summary naming each bad key, without echoing values (they may be secrets)."""
+    parts = []
+    for item in error.errors(include_input=False):
+        key = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+        parts.append(f"{key}: {item['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,52 @@
+"""Engine set-up and the few SQL helpers both backends need."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.schema import Table
+
+READ_ONLY = "consent_gateway_read_only"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so writers queue, not fail."""
+    if not url.startswith("sqlite"):
+        return create_async_engine(url, pool_pre_ping=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        deferred = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine for read-only work: on SQLite its transactions don't take the write
+    lock, so reads run beside a writer (WAL)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+def insert(conn: AsyncConnection, table: Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT on both backends."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+async def upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: list[str]) -> None:
+    statement = insert(conn, table).values(values)
+    changes = {name: statement.excluded[name] for name in values if name not in keys}
+    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))

@@ -1,0 +1,52 @@
+"""``serve --demo``: SQLite in the working directory, the three simulators in the same
+process, providers pointed at them, and a bearer token printed once. Zero set-up."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from adapters.simulators import create_all
+from gateway.app import create_app
+from gateway.auth import hash_token
+from gateway.config import ApiToken, Settings, load_settings
+from gateway.redaction import configure_logging
+from gateway.service import Gateway
+
+DEMO_DATABASE = "sqlite+aiosqlite:///consent-gateway-demo.db"
+
+
+def demo_token() -> str:
+    """$CONSENT_GATEWAY_TOKEN, or a fresh random token."""
+    return os.environ.get("CONSENT_GATEWAY_TOKEN") or secrets.token_urlsafe(24)
+
+
+def demo_settings(base_url: str, token: str) -> Settings:
+    """Settings for the demo; provider credentials are throwaway values the simulators accept."""
+    simulators = f"{base_url}/simulators"
+    providers: dict[str, dict[str, Any]] = {
+        "masivo": {"base_url": f"{simulators}/masivo", "api_key": secrets.token_hex(16)},
+        "wix": {"base_url": f"{simulators}/wix", "api_key": secrets.token_hex(16), "site_id": "demo-site"},
+        "intempt": {
+            "base_url": f"{simulators}/intempt",
+            "api_key": f"demo.{secrets.token_hex(16)}",
+            "org": "demo-organization",
+            "project": "demo-project",
+        },
+    }
+    return load_settings(
+        database_url=DEMO_DATABASE,
+        tokens=[ApiToken(name="demo", sha256=hash_token(token))],
+        providers=providers,
+    )
+
+
+def demo_app(host: str, port: int, token: str) -> Starlette:
+    """The gateway with the simulators mounted under /simulators and providers pointed at them."""
+    gateway = Gateway(demo_settings(f"http://{host}:{port}", token))
+    configure_logging([token, *gateway.secrets()])
+    return create_app(gateway, extra_routes=[Mount("/simulators", app=create_all())])

@@ -1,0 +1,243 @@
+"""Decisions in: the append-only ledger, the merged subject state and the outbox rows.
+
+A decision is recorded with its ledger row, the merged state and its deliveries in ONE
+transaction, under a lock on the subject row, so concurrent decisions for one subject
+merge one at a time and none is lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.base import Adapter
+from gateway.db import insert, reader, upsert
+from gateway.outbox import OPEN, delivery_out
+from gateway.tables import decisions, deliveries, delivery_decisions, provider_state, subject_purposes, subjects
+from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
+from schemas.consent import Decision, PurposeRecord, PurposeState, SubjectState
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Ledger:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.reader = reader(engine)
+
+    async def record(self, decision: Decision, adapters: Mapping[str, Adapter], now: datetime) -> DecisionOut:
+        """Ledger row, merged state and outbox rows, atomically; returns the recorded decision."""
+        decision_id = str(uuid.uuid4())
+        async with self.engine.begin() as conn:
+            await self._lock_subject(conn, decision, now)
+            before = await self._state(conn, decision.subject.id)
+            current = before.purposes if before else {}
+            effective = sorted(p for p in decision.purposes if _wins(decision.occurred_at, current.get(p)))
+            await conn.execute(
+                decisions.insert().values(
+                    id=decision_id,
+                    subject_id=decision.subject.id,
+                    occurred_at=decision.occurred_at,
+                    received_at=now,
+                    body=decision.model_dump(mode="json"),
+                    effective=effective,
+                    superseded=sorted(set(decision.purposes) - set(effective)),
+                )
+            )
+            await self._merge_purposes(conn, decision, decision_id, effective)
+            await self._merge_subject(conn, decision, now)
+            after = await self._state(conn, decision.subject.id)
+            assert after is not None
+            changed = {
+                name: (adapter.project(before) if before else {}) != adapter.project(after)
+                for name, adapter in adapters.items()
+            }
+            carried = await self._enqueue(conn, decision_id, decision.subject.id, changed, now)
+            row = (await conn.execute(select(decisions).where(decisions.c.id == decision_id))).mappings().one()
+            return _decision_out(row, carried)
+
+    async def _lock_subject(self, conn: AsyncConnection, decision: Decision, now: datetime) -> None:
+        """Create the subject row if new, then lock it so concurrent decisions merge one at a time."""
+        subject_id = decision.subject.id
+        row = {"id": subject_id, "vendors": {}, "source": decision.source, "occurred_at": EPOCH, "updated_at": now}
+        await conn.execute(insert(conn, subjects).values(row).on_conflict_do_nothing(index_elements=["id"]))
+        await conn.execute(select(subjects.c.id).where(subjects.c.id == subject_id).with_for_update())
+
+    async def _merge_purposes(
+        self, conn: AsyncConnection, decision: Decision, decision_id: str, effective: Sequence[str]
+    ) -> None:
+        for purpose in effective:
+            values = {
+                "subject_id": decision.subject.id,
+                "purpose": purpose,
+                "state": decision.purposes[purpose].value,
+                "occurred_at": decision.occurred_at,
+                "decision_id": decision_id,
+            }
+            await upsert(conn, subject_purposes, values, ["subject_id", "purpose"])
+
+    async def _merge_subject(self, conn: AsyncConnection, decision: Decision, now: datetime) -> None:
+        """The newest decision owns subject-level fields; an older one only fills gaps."""
+        row = (await conn.execute(select(subjects).where(subjects.c.id == decision.subject.id))).mappings().one()
+        subject = decision.subject
+        given = {"email": subject.email, "phone": subject.phone, "tcf_string": decision.tcf_string}
+        values: dict[str, Any] = {"updated_at": now}
+        if decision.occurred_at >= row["occurred_at"]:
+            values |= {key: value for key, value in given.items() if value is not None}
+            values |= {
+                "occurred_at": decision.occurred_at,
+                "source": decision.source,
+                "note": decision.note,
+                "expires_at": decision.expires_at,
+                "vendors": row["vendors"] | (decision.vendors or {}),
+            }
+        else:
+            values |= {key: value for key, value in given.items() if value is not None and row[key] is None}
+        await conn.execute(update(subjects).where(subjects.c.id == subject.id).values(values))
+
+    async def _enqueue(
+        self, conn: AsyncConnection, decision_id: str, subject_id: str, changed: dict[str, bool], now: datetime
+    ) -> list[DeliveryOut]:
+        """Coalesce: join each changed provider's delivery that has not been sent yet, else queue
+        a new one (``skipped`` where nothing changed); returns the deliveries this decision rides on.
+
+        The open rows are locked, so a worker claiming one meanwhile either waits for this
+        decision or is waited for (and then this decision gets a delivery of its own).
+        """
+        open_rows = await conn.execute(
+            select(deliveries.c.provider, deliveries.c.id)
+            .where(
+                deliveries.c.subject_id == subject_id,
+                deliveries.c.provider.in_([name for name, yes in changed.items() if yes]),
+                deliveries.c.status.in_([s.value for s in OPEN]),
+            )
+            .with_for_update()
+        )
+        joined = dict(open_rows.all())
+        new_rows = [
+            {
+                "id": str(uuid.uuid4()),
+                "decision_id": decision_id,
+                "subject_id": subject_id,
+                "provider": name,
+                "status": (DeliveryStatus.pending if yes else DeliveryStatus.skipped).value,
+                "attempts": 0,
+                "reschedules": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for name, yes in changed.items()
+            if name not in joined
+        ]
+        if new_rows:
+            await conn.execute(deliveries.insert(), new_rows)
+        ids = [*joined.values(), *(row["id"] for row in new_rows)]
+        if not ids:
+            return []
+        await conn.execute(
+            delivery_decisions.insert(), [{"delivery_id": id_, "decision_id": decision_id} for id_ in ids]
+        )
+        found = await conn.execute(select(deliveries).where(deliveries.c.id.in_(ids)).order_by(deliveries.c.provider))
+        return [delivery_out(row) for row in found.mappings()]
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def subject_state(self, subject_id: str) -> SubjectState | None:
+        async with self.reader.connect() as conn:
+            return await self._state(conn, subject_id)
+
+    async def _state(self, conn: AsyncConnection, subject_id: str) -> SubjectState | None:
+        row = (await conn.execute(select(subjects).where(subjects.c.id == subject_id))).mappings().first()
+        if row is None or row["occurred_at"] == EPOCH:
+            return None
+        purposes = (
+            await conn.execute(select(subject_purposes).where(subject_purposes.c.subject_id == subject_id))
+        ).mappings()
+        return SubjectState(
+            subject_id=subject_id,
+            email=row["email"],
+            phone=row["phone"],
+            purposes={
+                p["purpose"]: PurposeRecord(state=PurposeState(p["state"]), occurred_at=p["occurred_at"])
+                for p in purposes
+            },
+            vendors=row["vendors"],
+            tcf_string=row["tcf_string"],
+            expires_at=row["expires_at"],
+            source=row["source"],
+            note=row["note"],
+            occurred_at=row["occurred_at"],
+        )
+
+    async def decision(self, decision_id: str) -> DecisionOut | None:
+        async with self.reader.connect() as conn:
+            row = (await conn.execute(select(decisions).where(decisions.c.id == decision_id))).mappings().first()
+            if row is None:
+                return None
+            carried = await conn.execute(
+                select(deliveries)
+                .join(delivery_decisions, delivery_decisions.c.delivery_id == deliveries.c.id)
+                .where(delivery_decisions.c.decision_id == decision_id)
+                .order_by(deliveries.c.provider)
+            )
+            return _decision_out(row, [delivery_out(d) for d in carried.mappings()])
+
+    async def history(self, subject_id: str, limit: int) -> list[DecisionOut]:
+        """The subject's ledger, newest received first."""
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(
+                select(decisions)
+                .where(decisions.c.subject_id == subject_id)
+                .order_by(decisions.c.seq.desc())
+                .limit(limit)
+            )
+            found = [row for row in rows.mappings()]
+        return [decision for row in found if (decision := await self.decision(row["id"])) is not None]
+
+    async def decision_statuses(self, decision_id: str) -> list[DeliveryStatus]:
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(
+                select(deliveries.c.status)
+                .join(delivery_decisions, delivery_decisions.c.delivery_id == deliveries.c.id)
+                .where(delivery_decisions.c.decision_id == decision_id)
+            )
+            return [DeliveryStatus(row[0]) for row in rows]
+
+    async def provider_states(self, subject_id: str) -> dict[str, RowMapping]:
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(select(provider_state).where(provider_state.c.subject_id == subject_id))
+            return {row["provider"]: row for row in rows.mappings()}
+
+    async def last_deliveries(self, subject_id: str) -> dict[str, DeliveryOut]:
+        """The newest delivery per provider for a subject."""
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(
+                select(deliveries)
+                .where(deliveries.c.subject_id == subject_id)
+                .order_by(deliveries.c.created_at, deliveries.c.id)
+            )
+            return {row["provider"]: delivery_out(row) for row in rows.mappings()}
+
+
+def _wins(occurred_at: datetime, current: PurposeRecord | None) -> bool:
+    """Newest occurred_at wins; on a tie the later-received decision wins (receive order)."""
+    return current is None or occurred_at >= current.occurred_at
+
+
+def _decision_out(row: RowMapping, carried: list[DeliveryOut]) -> DecisionOut:
+    return DecisionOut(
+        id=row["id"],
+        subject_id=row["subject_id"],
+        received_at=row["received_at"],
+        decision=Decision.model_validate(row["body"], strict=False),
+        effective_purposes=row["effective"],
+        superseded_purposes=row["superseded"],
+        deliveries=carried,
+    )

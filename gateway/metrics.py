@@ -1,0 +1,50 @@
+"""Domain metrics for ``/metrics``: what was delivered, retried, dead-lettered, and what waits."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """One registry per gateway, so several gateways (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["provider"]
+        self.deliveries = Counter(
+            "consent_gateway_deliveries",
+            "Deliveries finished, by outcome",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
+        self.attempts = Counter(
+            "consent_gateway_attempts",
+            "Requests tried at providers, by outcome",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "consent_gateway_retries",
+            "Retries: in-process, or re-scheduled on the durable ladder",
+            [*labels, "kind"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "consent_gateway_dead_letters", "Deliveries that failed for good", labels, registry=self.registry
+        )
+        self.latency = Histogram(
+            "consent_gateway_attempt_seconds",
+            "Duration of one request to a provider",
+            labels,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "consent_gateway_queue_depth", "Deliveries due now and not yet claimed", labels, registry=self.registry
+        )
+        self.oldest_due = Gauge(
+            "consent_gateway_oldest_due_age_seconds",
+            "How long the oldest due delivery has waited",
+            labels,
+            registry=self.registry,
+        )

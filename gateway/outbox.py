@@ -1,0 +1,289 @@
+"""The outbox: deliveries claimed under leases, their attempts, dead letters and replay."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, text, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.base import Projection
+from gateway.db import reader, upsert
+from gateway.tables import deliveries, delivery_attempts, provider_state
+from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
+
+OPEN = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a newer decision may join
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery leased to one worker until its lease runs out."""
+
+    id: str
+    subject_id: str
+    provider: str
+    reschedules: int
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One request tried at a provider, for the dead-letter record."""
+
+    started_at: datetime
+    duration_ms: int
+    outcome: str  # succeeded | transient | permanent
+    status_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a claimed delivery ended, as the worker reports it."""
+
+    status: DeliveryStatus
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+    status_code: int | None = None
+    next_attempt_at: datetime | None = None
+    rescheduled: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class Outbox:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.reader = reader(engine)
+
+    async def claim(self, provider: str, limit: int, now: datetime, lease_s: float) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries of one provider, expired leases included.
+
+        A subject×provider pair with a delivery in flight is passed over, so two pushes
+        for one subject never race at a provider. PostgreSQL claimers serialize on an
+        advisory lock for that check and skip rows a recording transaction has locked.
+        """
+        other = deliveries.alias("other")
+        in_flight = exists().where(
+            other.c.subject_id == deliveries.c.subject_id,
+            other.c.provider == deliveries.c.provider,
+            other.c.status == DeliveryStatus.sending.value,
+            other.c.lease_until > now,
+        )
+        due = or_(
+            and_(deliveries.c.status.in_([s.value for s in OPEN]), deliveries.c.next_attempt_at <= now),
+            and_(deliveries.c.status == DeliveryStatus.sending.value, deliveries.c.lease_until <= now),
+        )
+        candidates = (
+            select(deliveries.c.id)
+            .where(deliveries.c.provider == provider, due, ~in_flight)
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        async with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(7301)"))
+            ids = [row[0] for row in await conn.execute(candidates)]
+            if not ids:
+                return []
+            lease_until = now + timedelta(seconds=lease_s)
+            leased = await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .values(status=DeliveryStatus.sending.value, lease_until=lease_until, updated_at=now)
+                .returning(deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules)
+            )
+            return [Claim(*row) for row in leased]
+
+    async def renew(self, claim: Claim, now: datetime, lease_s: float) -> None:
+        """Extend a lease still held, so a slow push is never claimed a second time meanwhile."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == claim.id, deliveries.c.status == DeliveryStatus.sending.value)
+                .values(lease_until=now + timedelta(seconds=lease_s))
+            )
+
+    async def acknowledged(self, subject_id: str, provider: str) -> tuple[Projection, dict[str, Any]]:
+        """What the provider last accepted for this subject, and the ids/revisions remembered."""
+        async with self.reader.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(provider_state.c.acknowledged, provider_state.c.memo).where(
+                        provider_state.c.subject_id == subject_id, provider_state.c.provider == provider
+                    )
+                )
+            ).first()
+        return (row[0], row[1]) if row else ({}, {})
+
+    async def finish(
+        self, claim: Claim, outcome: Outcome, now: datetime, ack: tuple[Projection, dict[str, Any]] | None = None
+    ) -> None:
+        """Record how a claimed delivery ended, every attempt, and on success what the provider holds."""
+        async with self.engine.begin() as conn:
+            if ack is not None:
+                values = {
+                    "subject_id": claim.subject_id,
+                    "provider": claim.provider,
+                    "acknowledged": ack[0],
+                    "memo": ack[1],
+                    "acknowledged_at": now,
+                }
+                await upsert(conn, provider_state, values, ["subject_id", "provider"])
+            elif any(attempt.outcome != "succeeded" for attempt in outcome.attempts):
+                # A failed push may still have been applied (answer lost, or a later step of the
+                # flow failed), so what the provider holds is now unknown: the next push sends
+                # everything rather than trusting the last acknowledgement. Ids/revisions are kept.
+                await conn.execute(
+                    update(provider_state)
+                    .where(provider_state.c.subject_id == claim.subject_id, provider_state.c.provider == claim.provider)
+                    .values(acknowledged={})
+                )
+            if outcome.attempts:
+                rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
+                await conn.execute(delivery_attempts.insert(), rows)
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == claim.id)
+                .values(
+                    status=outcome.status.value,
+                    attempts=deliveries.c.attempts + len(outcome.attempts),
+                    reschedules=deliveries.c.reschedules + int(outcome.rescheduled),
+                    last_error=outcome.error,
+                    last_status_code=outcome.status_code,
+                    next_attempt_at=outcome.next_attempt_at or now,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+
+    # -- dead letters and the admin surface ------------------------------------------------
+
+    async def get(self, delivery_id: str) -> DeliveryOut | None:
+        async with self.reader.connect() as conn:
+            row = (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id))).mappings().first()
+            if row is None:
+                return None
+            attempts = await conn.execute(
+                select(delivery_attempts)
+                .where(delivery_attempts.c.delivery_id == delivery_id)
+                .order_by(delivery_attempts.c.id)
+            )
+            return delivery_out(row, [AttemptOut.model_validate(dict(a)) for a in attempts.mappings()])
+
+    async def list(
+        self,
+        *,
+        provider: str | None = None,
+        status: DeliveryStatus | None = None,
+        subject_id: str | None = None,
+        since: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Newest first, filtered; ``cursor`` continues where the previous page ended."""
+        query = select(deliveries).order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc()).limit(limit + 1)
+        for column, value in (
+            (deliveries.c.provider, provider),
+            (deliveries.c.status, status.value if status else None),
+            (deliveries.c.subject_id, subject_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(deliveries.c.created_at >= since)
+        if cursor is not None:
+            created_at, delivery_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    deliveries.c.created_at < created_at,
+                    and_(deliveries.c.created_at == created_at, deliveries.c.id < delivery_id),
+                )
+            )
+        async with self.reader.connect() as conn:
+            rows = list((await conn.execute(query)).mappings())
+        items = [delivery_out(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, encode_cursor(items[-1]) if more else None)
+
+    async def replay(
+        self,
+        now: datetime,
+        *,
+        delivery_id: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """Put dead deliveries back in the queue (one by id, or all of a provider since a time).
+
+        The worker sends the subject's newest state when it gets to them, never the stale payload.
+        """
+        query = update(deliveries).where(deliveries.c.status == DeliveryStatus.dead.value)
+        if delivery_id is not None:
+            query = query.where(deliveries.c.id == delivery_id)
+        if provider is not None:
+            query = query.where(deliveries.c.provider == provider)
+        if since is not None:
+            query = query.where(deliveries.c.updated_at >= since)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                query.values(status=DeliveryStatus.pending.value, reschedules=0, next_attempt_at=now, updated_at=now)
+            )
+            return int(result.rowcount)
+
+    async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
+        """Per provider: deliveries due now, and the age in seconds of the oldest of them."""
+        query = (
+            select(deliveries.c.provider, func.count(), func.min(deliveries.c.next_attempt_at))
+            .where(deliveries.c.status.in_([s.value for s in OPEN]), deliveries.c.next_attempt_at <= now)
+            .group_by(deliveries.c.provider)
+        )
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(query)
+            return {name: (int(count), _age(now, oldest)) for name, count, oldest in rows}
+
+
+def _age(now: datetime, oldest: Any) -> float:
+    if oldest is None:
+        return 0.0
+    if isinstance(oldest, str):  # SQLite hands aggregates back untyped
+        oldest = datetime.fromisoformat(oldest)
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    return max(0.0, (now - oldest).total_seconds())
+
+
+def encode_cursor(last: DeliveryOut) -> str:
+    return base64.urlsafe_b64encode(f"{last.created_at.isoformat()}|{last.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError for a cursor this service did not hand out."""
+    created_at, _, delivery_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+    return datetime.fromisoformat(created_at), delivery_id
+
+
+def delivery_out(row: RowMapping, attempts: list[AttemptOut] | None = None) -> DeliveryOut:
+    status = DeliveryStatus(row["status"])
+    return DeliveryOut(
+        id=row["id"],
+        decision_id=row["decision_id"],
+        subject_id=row["subject_id"],
+        provider=row["provider"],
+        status=status,
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        last_status_code=row["last_status_code"],
+        next_attempt_at=None if status.final else row["next_attempt_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        attempt_log=attempts,
+    )

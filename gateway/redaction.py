@@ -1,0 +1,76 @@
+"""Scrub secrets from anything the gateway writes down: errors, logs, problem bodies."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEY = re.compile(r"(secret|token|password|api[_-]?key|authorization)", re.IGNORECASE)
+SECRET_PARAM = re.compile(r"(?i)\b(apikey|api_key|access_token|token)=[^&\s\"']+")
+BEARER = re.compile(r"(?i)\bbearer\s+[\w.~+/=-]+")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Replace known secret values and secret-shaped fragments (``apiKey=…``, ``Bearer …``)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    text = SECRET_PARAM.sub(r"\1=<redacted>", text)
+    return BEARER.sub("Bearer <redacted>", text)
+
+
+class Redactor:
+    """structlog processor: secret-named keys are masked, every string value is scrubbed."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = [s for s in secrets if s]
+
+    def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if SECRET_KEY.search(key):
+                event[key] = "<redacted>"
+            elif isinstance(value, str):
+                event[key] = redact(value, self.secrets)
+        return event
+
+
+class RedactingFilter(logging.Filter):
+    """For other libraries' loggers: uvicorn's access log prints request URLs, and Intempt's
+    apiKey travels in the query string."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage(), self.secrets), ()
+        return True
+
+
+THIRD_PARTY_LOGGERS = ("uvicorn.access", "uvicorn.error", "httpx", "httpcore")
+
+
+def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
+    """JSON log lines with secrets scrubbed, including what uvicorn and httpx log."""
+    logging.basicConfig(level=level, format="%(message)s")
+    secrets = list(secrets)
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(RedactingFilter(secrets))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            Redactor(secrets),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,91 @@
+"""``/v1/deliveries``: the outbox for admins — what was sent, what failed and why, replay."""
+
+from __future__ import annotations
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.auth import requires
+from gateway.openapi import Operation, Param, documented
+from gateway.outbox import decode_cursor
+from gateway.problems import ProblemError, bad_parameter, invalid
+from schemas.api import DeliveryOut, DeliveryPage, DeliveryStatus
+
+
+class DeliveryFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str | None = None
+    status: DeliveryStatus | None = None
+    subject: str | None = None
+    since: AwareDatetime | None = None
+    cursor: str | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+FILTER_PARAMS = [
+    Param("provider", "query", {"type": "string"}),
+    Param("status", "query", {"enum": [s.value for s in DeliveryStatus]}),
+    Param("subject", "query", {"type": "string"}, "subject id"),
+    Param("since", "query", {"type": "string", "format": "date-time"}, "created at or after"),
+    Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
+]
+ID_PARAM = [Param("delivery_id", "path", {"type": "string"})]
+
+
+@requires("admin")
+@documented(Operation("Deliveries, newest first, filtered and paginated", DeliveryPage, params=FILTER_PARAMS))
+async def list_deliveries(request: Request) -> Response:
+    try:
+        query = DeliveryFilter.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        raise invalid(error) from None
+    if query.cursor is not None:
+        try:
+            decode_cursor(query.cursor)
+        except ValueError:
+            raise bad_parameter("cursor", "not a cursor this service handed out") from None
+    page = await request.app.state.gateway.store.outbox.list(
+        provider=query.provider,
+        status=query.status,
+        subject_id=query.subject,
+        since=query.since,
+        cursor=query.cursor,
+        limit=query.limit,
+    )
+    return JSONResponse(DeliveryPage(items=page.items, next_cursor=page.next_cursor).model_dump(mode="json"))
+
+
+@requires("admin")
+@documented(Operation("One delivery with every attempt (time, status, duration, error)", DeliveryOut, params=ID_PARAM))
+async def get_delivery(request: Request) -> Response:
+    return JSONResponse((await _delivery(request)).model_dump(mode="json"))
+
+
+@requires("admin")
+@documented(Operation("Re-send a dead delivery; the subject's newest state is sent", DeliveryOut, 202, params=ID_PARAM))
+async def replay_delivery(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    found = await _delivery(request)
+    if found.status is not DeliveryStatus.dead:
+        raise ProblemError(409, "not-dead", "Only dead deliveries can be replayed", f"this one is {found.status}")
+    await gateway.store.outbox.replay(gateway.clock(), delivery_id=found.id)
+    gateway.worker.wake()
+    return JSONResponse((await _delivery(request)).model_dump(mode="json"), 202)
+
+
+async def _delivery(request: Request) -> DeliveryOut:
+    found = await request.app.state.gateway.store.outbox.get(request.path_params["delivery_id"])
+    if found is None:
+        raise ProblemError(404, "not-found", "No such delivery")
+    return found
+
+
+routes = [
+    Route("/v1/deliveries", list_deliveries, methods=["GET"]),
+    Route("/v1/deliveries/{delivery_id}", get_delivery, methods=["GET"]),
+    Route("/v1/deliveries/{delivery_id}/replay", replay_delivery, methods=["POST"]),
+]

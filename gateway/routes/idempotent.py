@@ -1,0 +1,65 @@
+"""``Idempotency-Key`` handling shared by the endpoints that record decisions."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.idempotency import Verdict
+from gateway.openapi import Param
+from gateway.problems import ProblemError, bad_parameter
+
+HEADER = "Idempotency-Key"
+KEY_PARAM = Param(
+    HEADER,
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": 255},
+    "makes a retry safe: the same key and body get the original response for 24 h",
+)
+Produce = Callable[[], Awaitable[tuple[int, Any]]]
+
+
+async def idempotent(request: Request, canonical_body: str, produce: Produce) -> Response:
+    """Run ``produce`` once per key and body; answer a retry with the stored response."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        status, body = await produce()
+        return JSONResponse(body, status)
+    if not 0 < len(key) <= 255:
+        message = "must be 1 to 255 characters"
+        raise bad_parameter(HEADER, message)
+    gateway = request.app.state.gateway
+    settings = gateway.settings
+    keys = gateway.store.keys
+    scope = request.state.principal.name
+    digest = hashlib.sha256(canonical_body.encode()).hexdigest()
+    lookup = await keys.begin(
+        scope, key, digest, gateway.clock(), settings.idempotency_ttl_s, settings.idempotency_stale_s
+    )
+    if lookup.verdict is Verdict.replay:
+        return JSONResponse(lookup.body, lookup.status, {"Idempotent-Replayed": "true"})
+    if lookup.verdict is Verdict.mismatch:
+        raise ProblemError(
+            409,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            f"this {HEADER} was used with a different request body",
+        )
+    if lookup.verdict is Verdict.in_progress:
+        raise ProblemError(
+            409,
+            "idempotency-key-in-progress",
+            "Request in progress",
+            f"a request with this {HEADER} is still being processed; retry later",
+        )
+    try:
+        status, body = await produce()
+    except BaseException:
+        await keys.release(scope, key)
+        raise
+    await keys.complete(scope, key, status, body)
+    return JSONResponse(body, status)

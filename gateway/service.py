@@ -1,0 +1,102 @@
+"""The gateway as one object: settings, store, adapters and worker, wired together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import httpx
+
+from adapters.base import Adapter, Projection
+from gateway.config import Settings, build_adapters
+from gateway.metrics import Metrics
+from gateway.store import Store
+from gateway.worker import Clock, Sleep, Worker, utcnow
+from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, ProviderSync, SubjectOut, SyncStatus
+from schemas.consent import Decision
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        adapters: Mapping[str, Adapter] | None = None,
+        transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        clock: Clock = utcnow,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store or Store.from_url(settings.database_url)
+        self.adapters = dict(adapters if adapters is not None else build_adapters(settings))
+        self.metrics = Metrics()
+        self.worker = Worker(
+            self.store, self.adapters, settings, transports=transports, clock=clock, sleep=sleep, metrics=self.metrics
+        )
+
+    async def start(self, *, run_worker: bool | None = None) -> None:
+        await self.store.create_schema()
+        if self.settings.worker.enabled if run_worker is None else run_worker:
+            self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        await self.store.close()
+
+    def secrets(self) -> list[str]:
+        return [secret for adapter in self.adapters.values() for secret in adapter.secrets()]
+
+    async def record(self, decision: Decision) -> DecisionOut:
+        recorded = await self.store.ledger.record(decision, self.adapters, self.clock())
+        self.worker.wake()
+        return recorded
+
+    async def wait_until_final(self, decision_id: str, timeout: float) -> DecisionOut:
+        """The decision once every delivery is final, or as it stands when ``timeout`` runs out.
+
+        Polls the store too, so it also sees deliveries finished by a worker in another process.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            statuses = await self.store.ledger.decision_statuses(decision_id)
+            remaining = deadline - loop.time()
+            if all(status.final for status in statuses) or remaining <= 0:
+                break
+            await self.worker.wait_for_change(min(remaining, 0.25))
+        found = await self.store.ledger.decision(decision_id)
+        assert found is not None
+        return found
+
+    async def subject(self, subject_id: str) -> SubjectOut | None:
+        state = await self.store.ledger.subject_state(subject_id)
+        if state is None:
+            return None
+        acknowledged = await self.store.ledger.provider_states(subject_id)
+        last = await self.store.ledger.last_deliveries(subject_id)
+        rows = []
+        for name, adapter in self.adapters.items():
+            desired = adapter.project(state)
+            ack = acknowledged.get(name)
+            delivery = last.get(name)
+            rows.append(
+                ProviderSync(
+                    provider=name,
+                    status=_sync_status(desired, ack["acknowledged"] if ack else {}, delivery),
+                    desired=desired,
+                    acknowledged=ack["acknowledged"] if ack else None,
+                    acknowledged_at=ack["acknowledged_at"] if ack else None,
+                    last_delivery=delivery,
+                )
+            )
+        return SubjectOut(state=state, providers=rows)
+
+
+def _sync_status(desired: Projection, acknowledged: Projection, delivery: DeliveryOut | None) -> SyncStatus:
+    if desired == acknowledged:
+        return SyncStatus.in_sync
+    if delivery is not None and delivery.status is DeliveryStatus.dead:
+        return SyncStatus.failed
+    return SyncStatus.pending

@@ -1,0 +1,139 @@
+"""The schema: an append-only ledger, merged subject state, the outbox and provider state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both backends (SQLite would otherwise hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _timestamp(name: str, nullable: bool = False) -> Column[datetime]:
+    return Column(name, UTCDateTime(), nullable=nullable)
+
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # receive order
+    Column("id", String(36), nullable=False, unique=True),
+    Column("subject_id", String(200), nullable=False),
+    _timestamp("occurred_at"),
+    _timestamp("received_at"),
+    Column("body", JSON, nullable=False),  # the decision as accepted, normalized
+    Column("effective", JSON, nullable=False),  # purposes this decision set (newest at the time)
+    Column("superseded", JSON, nullable=False),  # purposes a newer decision already held
+    Index("ix_decisions_subject", "subject_id", "seq"),
+)
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("email", String(320)),
+    Column("phone", String(20)),
+    Column("tcf_string", Text),
+    Column("vendors", JSON, nullable=False, default=dict),
+    _timestamp("expires_at", nullable=True),
+    Column("source", String(60), nullable=False),
+    Column("note", Text),
+    _timestamp("occurred_at"),  # newest decision seen: owns the subject-level fields
+    _timestamp("updated_at"),
+)
+
+subject_purposes = Table(
+    "subject_purposes",
+    metadata,
+    Column("subject_id", String(200), ForeignKey("subjects.id"), primary_key=True),
+    Column("purpose", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    _timestamp("occurred_at"),
+    Column("decision_id", String(36), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("decision_id", String(36), ForeignKey("decisions.id"), nullable=False),
+    Column("subject_id", String(200), nullable=False),
+    Column("provider", String(40), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),  # requests tried at the provider, in all
+    Column("reschedules", Integer, nullable=False, default=0),  # steps taken on the retry ladder
+    Column("last_error", Text),
+    Column("last_status_code", Integer),
+    _timestamp("next_attempt_at"),
+    _timestamp("lease_until", nullable=True),
+    _timestamp("created_at"),
+    _timestamp("updated_at"),
+    Index("ix_deliveries_due", "provider", "status", "next_attempt_at"),
+    Index("ix_deliveries_pair", "subject_id", "provider", "status"),
+    Index("ix_deliveries_decision", "decision_id"),
+)
+
+delivery_decisions = Table(
+    "delivery_decisions",  # coalescing: the decisions one delivery carries
+    metadata,
+    Column("delivery_id", String(36), ForeignKey("deliveries.id"), primary_key=True),
+    Column("decision_id", String(36), ForeignKey("decisions.id"), primary_key=True),
+    Index("ix_delivery_decisions_decision", "decision_id"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(36), ForeignKey("deliveries.id"), nullable=False),
+    _timestamp("started_at"),
+    Column("duration_ms", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),  # succeeded | transient | permanent
+    Column("status_code", Integer),
+    Column("error", Text),
+    Index("ix_delivery_attempts_delivery", "delivery_id", "id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(100), primary_key=True),  # the token's name: keys are per client
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("response_status", Integer),  # null while the first request is still running
+    Column("response_body", JSON),
+    _timestamp("created_at"),
+    _timestamp("expires_at"),
+    Index("ix_idempotency_expiry", "expires_at"),
+)
+
+provider_state = Table(
+    "provider_state",
+    metadata,
+    Column("subject_id", String(200), primary_key=True),
+    Column("provider", String(40), primary_key=True),
+    Column("acknowledged", JSON, nullable=False),
+    Column("memo", JSON, nullable=False),
+    _timestamp("acknowledged_at"),
+)

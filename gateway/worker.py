@@ -1,0 +1,335 @@
+"""The delivery worker: the only code that talks to providers.
+
+Each provider is a lane with its own httpx client, connection pool and concurrency
+limit, claimed separately, so one slow or failing provider never delays another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from adapters.base import Ack, Adapter, Flow, Projection, drive, sender
+from adapters.errors import PermanentError, ProviderError, TransientError
+from gateway.config import RetrySettings, Settings
+from gateway.metrics import Metrics
+from gateway.outbox import Attempt, Claim, Outcome
+from gateway.ratelimit import RateLimit
+from gateway.redaction import redact
+from gateway.store import Store
+from schemas.api import DeliveryStatus
+
+log = structlog.get_logger("consent_gateway.worker")
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Lane:
+    """One provider: its adapter, its own client and its own concurrency budget."""
+
+    def __init__(
+        self, adapter: Adapter, transport: httpx.AsyncBaseTransport | None = None, sleep: Sleep = asyncio.sleep
+    ) -> None:
+        settings = adapter.settings
+        self.adapter = adapter
+        self.rate = RateLimit(settings.rate_per_minute, sleep=sleep) if settings.rate_per_minute else None
+        self.limit = settings.concurrency
+        self.active = 0
+        self.client = httpx.AsyncClient(
+            base_url=settings.base_url,
+            auth=adapter.auth(),
+            transport=transport,
+            timeout=settings.timeout_s,
+            limits=httpx.Limits(max_connections=settings.concurrency),
+        )
+        self._send = sender(self.client)
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """Send with a hard deadline (also over in-process transports) and classify I/O failures."""
+        name, timeout = self.adapter.name, self.adapter.settings.timeout_s
+        if self.rate is not None:
+            await self.rate.acquire()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._send(request)
+        except (TimeoutError, httpx.TimeoutException):
+            raise TransientError(name, f"no answer within {timeout:g} s") from None
+        except httpx.TransportError as error:
+            raise TransientError(name, f"connection failed: {type(error).__name__}") from None
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        adapters: Mapping[str, Adapter],
+        settings: Settings,
+        *,
+        transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        clock: Clock = utcnow,
+        sleep: Sleep = asyncio.sleep,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        transports = transports or {}
+        self.lanes = {name: Lane(adapter, transports.get(name), sleep) for name, adapter in adapters.items()}
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._run(), name="delivery-worker")
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight deliveries finish, close the clients."""
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for lane in self.lanes.values():
+            await lane.client.aclose()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when any delivery finishes, or after ``timeout`` seconds."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.dispatch()
+            except Exception:  # a store hiccup must not kill the worker
+                log.exception("dispatch_failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.worker.poll_interval_s)
+            except TimeoutError:
+                pass
+
+    # -- claiming ------------------------------------------------------------------------
+
+    async def dispatch(self) -> int:
+        """Claim due deliveries for every lane with room and start them; returns how many."""
+        started = 0
+        for name, lane in self.lanes.items():
+            room = min(lane.limit - lane.active, self.settings.worker.batch_size)
+            if room <= 0:
+                continue
+            claims = await self.store.outbox.claim(name, room, self.clock(), self.settings.worker.lease_s)
+            for pair in _by_pair(claims):
+                lane.active += 1
+                task = asyncio.create_task(self._deliver_in_order(lane, pair))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            started += len(claims)
+        return started
+
+    async def drain(self) -> None:
+        """Deliver everything due now, and what that makes due, until nothing is left (tests, CLI)."""
+        while await self.dispatch() or self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    async def _deliver_in_order(self, lane: Lane, pair: list[Claim]) -> None:
+        try:
+            for claim in pair:
+                heartbeat = asyncio.create_task(self._keep_leased(claim))
+                try:
+                    await self.deliver(lane, claim)
+                finally:
+                    heartbeat.cancel()
+        finally:
+            lane.active -= 1
+            self.wake()
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _keep_leased(self, claim: Claim) -> None:
+        """Renew the lease every third of its length while the delivery runs (real time: a
+        lease guards against real crashes)."""
+        lease_s = self.settings.worker.lease_s
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                await self.store.outbox.renew(claim, self.clock(), lease_s)
+            except Exception:  # the next beat tries again; the lease is long enough for one miss
+                log.exception("lease_renewal_failed", delivery=claim.id)
+
+    # -- delivering ----------------------------------------------------------------------
+
+    async def deliver(self, lane: Lane, claim: Claim) -> None:
+        """Push the subject's newest state (never a stale payload) and record the outcome."""
+        adapter = lane.adapter
+        state = await self.store.ledger.subject_state(claim.subject_id)
+        previous, memo = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
+        if state is None or adapter.project(state) == previous:
+            await self._finish(claim, Outcome(DeliveryStatus.skipped))
+            return
+        attempts: list[Attempt] = []
+        try:
+            ack = await self._push(lane, adapter.push(state, previous, memo), attempts)
+        except PermanentError as error:
+            outcome = Outcome(DeliveryStatus.dead, attempts, self._text(adapter, error), error.status_code)
+        except TransientError as error:
+            outcome = self._reschedule(claim, error, attempts)
+        else:
+            outcome = Outcome(DeliveryStatus.succeeded, attempts)
+            await self._finish(claim, outcome, (ack.acknowledged, {**memo, **ack.memo}))
+            return
+        await self._finish(claim, outcome)
+
+    async def _push(self, lane: Lane, flow: Flow, attempts: list[Attempt]) -> Ack:
+        """Drive the flow; an adapter bug counts as transient, so the delivery is kept and
+        retried rather than lost."""
+
+        async def send(request: httpx.Request) -> httpx.Response:
+            async for attempt in self._retrying(lane.adapter.name):
+                with attempt:
+                    return await self._try(lane, request, attempts)
+            raise AssertionError("unreachable: tenacity re-raises the last error")
+
+        try:
+            return await drive(flow, send)
+        except ProviderError:
+            raise
+        except Exception as error:
+            log.exception("delivery_crashed", provider=lane.adapter.name)
+            raise TransientError(lane.adapter.name, f"internal error: {type(error).__name__}") from None
+
+    async def _try(self, lane: Lane, request: httpx.Request, attempts: list[Attempt]) -> httpx.Response:
+        """One request, written down whatever its end. A transient failure raises, so that
+        request alone is retried: a push of several requests (Wix) does not start over for
+        each blip. Any other answer goes back to the flow, which knows what a 404 or 409 means."""
+        started, began = self.clock(), time.monotonic()
+        try:
+            response = await lane.send(request)
+        except ProviderError as failure:  # no answer, or the auth exchange (Masivo) refused
+            self._note(lane.adapter, attempts, started, began, failure)
+            raise
+        error = _classified(lane.adapter, response)
+        self._note(lane.adapter, attempts, started, began, error)
+        if isinstance(error, TransientError):
+            raise error
+        return response
+
+    def _note(
+        self, adapter: Adapter, attempts: list[Attempt], started: datetime, began: float, error: ProviderError | None
+    ) -> None:
+        elapsed = time.monotonic() - began
+        outcome = "succeeded" if error is None else "transient" if isinstance(error, TransientError) else "permanent"
+        self.metrics.attempts.labels(adapter.name, outcome).inc()
+        self.metrics.latency.labels(adapter.name).observe(elapsed)
+        text = self._text(adapter, error) if error else None
+        attempts.append(Attempt(started, round(elapsed * 1000), outcome, error.status_code if error else None, text))
+
+    async def _finish(
+        self, claim: Claim, outcome: Outcome, ack: tuple[Projection, dict[str, Any]] | None = None
+    ) -> None:
+        await self.store.outbox.finish(claim, outcome, self.clock(), ack)
+        self.metrics.deliveries.labels(claim.provider, outcome.status.value).inc()
+        if outcome.status is DeliveryStatus.dead:
+            self.metrics.dead_letters.labels(claim.provider).inc()
+        log.info(
+            "delivery_finished",
+            provider=claim.provider,
+            delivery=claim.id,
+            status=outcome.status.value,
+            attempts=len(outcome.attempts),
+            error=outcome.error,
+        )
+
+    def _retrying(self, provider: str) -> AsyncRetrying:
+        retry = self.settings.retry
+        retries = self.metrics.retries.labels(provider, "in_process")
+        return AsyncRetrying(
+            stop=stop_after_attempt(retry.attempts),
+            wait=BackoffHonouringRetryAfter(retry),
+            retry=retry_if_exception(lambda error: _retry_now(error, retry)),
+            before_sleep=lambda _state: retries.inc(),
+            sleep=self.sleep,
+            reraise=True,
+        )
+
+    def _reschedule(self, claim: Claim, error: TransientError, attempts: list[Attempt]) -> Outcome:
+        """After the short retries: the next step of the durable ladder, or dead past its end."""
+        text = self._text(self.lanes[claim.provider].adapter, error)
+        ladder = self.settings.retry.ladder_s
+        if claim.reschedules >= len(ladder):
+            return Outcome(
+                DeliveryStatus.dead, attempts, f"gave up after {len(ladder)} retries: {text}", error.status_code
+            )
+        retry = self.settings.retry
+        delay = ladder[claim.reschedules] * random.uniform(1 - retry.jitter, 1 + retry.jitter)
+        if error.status_code == 429:
+            delay = max(delay, retry.min_after_429_s)
+        if error.retry_after is not None:
+            delay = max(delay, min(error.retry_after, retry.retry_after_cap_s))
+        when = self.clock() + timedelta(seconds=delay)
+        self.metrics.retries.labels(claim.provider, "rescheduled").inc()
+        return Outcome(DeliveryStatus.retrying, attempts, text, error.status_code, when, rescheduled=True)
+
+    @staticmethod
+    def _text(adapter: Adapter, error: ProviderError) -> str:
+        return redact(str(error), adapter.secrets())
+
+
+class BackoffHonouringRetryAfter:
+    """Exponential backoff with jitter, but never sooner than the provider's Retry-After."""
+
+    def __init__(self, retry: RetrySettings) -> None:
+        self.backoff = wait_exponential_jitter(multiplier=retry.initial_s, max=retry.max_s, jitter=retry.initial_s)
+
+    def __call__(self, state: RetryCallState) -> float:
+        wait = self.backoff(state)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        return max(wait, retry_after) if retry_after is not None else wait
+
+
+def _classified(adapter: Adapter, response: httpx.Response) -> ProviderError | None:
+    """The error this answer means by the adapter's own classification, or None for a success."""
+    try:
+        adapter.check(response)
+    except ProviderError as error:
+        return error
+    return None
+
+
+def _retry_now(error: BaseException, retry: RetrySettings) -> bool:
+    """Transient errors are retried in-process unless the provider asks for a long pause."""
+    if not isinstance(error, TransientError):
+        return False
+    return error.retry_after is None or error.retry_after <= retry.max_s
+
+
+def _by_pair(claims: list[Claim]) -> list[list[Claim]]:
+    """Claims grouped per subject×provider, delivered one after another within a group."""
+    pairs: dict[tuple[str, str], list[Claim]] = defaultdict(list)
+    for claim in claims:
+        pairs[(claim.subject_id, claim.provider)].append(claim)
+    return list(pairs.values())

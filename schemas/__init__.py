@@ -1,0 +1,1 @@
+"""Pydantic models: the normalized consent model and one wire-format module per provider."""

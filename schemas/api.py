@@ -1,0 +1,124 @@
+"""Response bodies of the gateway's HTTP API (the OpenAPI document is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.consent import Decision, SubjectState
+from schemas.problem import Problem
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"
+    sending = "sending"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    dead = "dead"  # failed for good; last_error says why
+    skipped = "skipped"  # nothing to send
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({DeliveryStatus.succeeded, DeliveryStatus.dead, DeliveryStatus.skipped})
+
+
+class AttemptOut(BaseModel):
+    started_at: datetime
+    duration_ms: int
+    outcome: str = Field(description="succeeded, transient or permanent")
+    status_code: int | None = None
+    error: str | None = None
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    decision_id: str
+    subject_id: str
+    provider: str
+    status: DeliveryStatus
+    attempts: int
+    last_error: str | None = None
+    last_status_code: int | None = None
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    attempt_log: list[AttemptOut] | None = Field(
+        default=None, description="every attempt (time, status, duration); on GET /v1/deliveries/{id}"
+    )
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+
+
+class DecisionOut(BaseModel):
+    id: str
+    subject_id: str
+    received_at: datetime
+    decision: Decision
+    effective_purposes: list[str] = Field(description="purposes this decision set; it was the newest for them")
+    superseded_purposes: list[str] = Field(description="purposes a newer decision already held: unchanged")
+    deliveries: list[DeliveryOut]
+
+
+class HistoryOut(BaseModel):
+    items: list[DecisionOut] = Field(description="the subject's decisions, newest received first")
+
+
+MAX_BATCH = 1000
+
+
+class BatchEnvelope(BaseModel):
+    """What the batch endpoint parses first: items are then validated one by one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    decisions: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchIn(BaseModel):
+    """The documented shape of a batch request."""
+
+    decisions: list[Decision] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchResult(BaseModel):
+    index: int
+    status: Literal["accepted", "rejected"]
+    decision: DecisionOut | None = None
+    problem: Problem | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResult] = Field(description="one per input decision, in input order")
+
+
+class SyncStatus(StrEnum):
+    in_sync = "in_sync"
+    pending = "pending"
+    failed = "failed"
+
+
+class ProviderSync(BaseModel):
+    provider: str
+    status: SyncStatus
+    desired: dict[str, Any] = Field(description="the gateway's state in this provider's terms")
+    acknowledged: dict[str, Any] | None = Field(description="what the provider last accepted")
+    acknowledged_at: datetime | None = None
+    last_delivery: DeliveryOut | None = None
+
+
+class SubjectOut(BaseModel):
+    state: SubjectState
+    providers: list[ProviderSync]
+
+
+class Health(BaseModel):
+    status: str

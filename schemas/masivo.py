@@ -1,0 +1,175 @@
+"""Masivo storefront v1 wire format, field for field from its OpenAPI, plus the TCF check.
+
+Source: https://docs.masivo.ai/api-reference/customers/[id]/consent/patch (seed copy:
+``shared/seeds/masivo-update-customer-consent.md``). Request models are strict and forbid
+unknown fields, so our own slip shows up here rather than as a 422 from Masivo.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from iab_tcf import base64_decode, decode_v2, segments, version
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
+
+CONSENT_STRING_PATTERN = r"^CO[A-Za-z0-9_-]+$"
+CONSENT_STRING_MIN = 20
+CONSENT_STRING_MAX = 500
+
+PURPOSES: tuple[str, ...] = (
+    "behavioral_campaigns",
+    "coupon_campaigns",
+    "punchcard_campaigns",
+    "email_marketing",
+    "push_notifications",
+    "link_tracking",
+)
+"""The keys of ``ConsentPurposes``: the only purposes Masivo knows."""
+
+TCF_CORE_FIXED_BITS = 213
+"""Bits of the fixed-length v2 core fields, Version through PublisherCC (IAB TCF v2 spec).
+
+``iab_tcf`` reads missing bits as zeros, so a truncated string would otherwise "decode".
+"""
+
+BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+
+NO_CONSENT_STRING = "Masivo needs an IAB TCF consent string and none is known for this subject"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _Reply(BaseModel):
+    """Responses are read tolerantly: an extra key from Masivo must not fail a delivery."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class ConsentPurposes(_Wire):
+    """``ConsentPurposes``: one optional boolean per purpose.
+
+    https://docs.masivo.ai/api-reference/customers/[id]/consent/patch
+    """
+
+    behavioral_campaigns: StrictBool | None = None
+    coupon_campaigns: StrictBool | None = None
+    punchcard_campaigns: StrictBool | None = None
+    email_marketing: StrictBool | None = None
+    push_notifications: StrictBool | None = None
+    link_tracking: StrictBool | None = None
+
+
+class Consent(_Wire):
+    """``Consent``: only ``consent_string`` is required.
+
+    https://docs.masivo.ai/api-reference/customers/[id]/consent/patch
+    """
+
+    consent_string: str = Field(
+        min_length=CONSENT_STRING_MIN, max_length=CONSENT_STRING_MAX, pattern=CONSENT_STRING_PATTERN
+    )
+    version: str | None = None
+    # "format: date-time" is RFC 3339, which requires an offset.
+    consent_timestamp: AwareDatetime | None = None
+    customer_id: str | None = None
+    purposes: ConsentPurposes | None = None
+    vendors: dict[str, StrictBool] | None = None
+
+
+class CustomerConsentUpdate(_Wire):
+    """Body of ``PATCH /customers/{id}/consent``.
+
+    https://docs.masivo.ai/api-reference/customers/[id]/consent/patch
+    """
+
+    consent: Consent
+
+
+class ConsentResponseData(_Reply):
+    """The ``data`` object of ``ConsentResponse``.
+
+    https://docs.masivo.ai/api-reference/customers/[id]/consent/patch
+    """
+
+    consent: Consent
+
+
+class ConsentResponse(_Reply):
+    """200 of ``PATCH`` and ``GET /customers/{id}/consent``: ``{data: {consent}}``.
+
+    https://docs.masivo.ai/api-reference/customers/[id]/consent/patch
+    """
+
+    data: ConsentResponseData
+
+
+class AuthorizeResponse(_Reply):
+    """200 of ``GET /auth/authorize``: ``{"data": "<JWT>"}``, valid for one hour.
+
+    https://docs.masivo.ai/guides/integrate-with-masivo
+    """
+
+    data: str = Field(min_length=1)
+
+
+class ErrorBody(_Reply):
+    """``Error``: the body of Masivo's 4xx answers (404 customer not found, 422 invalid data).
+
+    https://docs.masivo.ai/api-reference/customers/[id]/consent/patch
+    """
+
+    error: str
+    details: str
+
+
+def tcf_problem(consent_string: str | None) -> str | None:
+    """Why Masivo would refuse this consent string, or ``None`` when it is fine to send.
+
+    Masivo documents only ``pattern: ^CO[A-Za-z0-9_-]+$`` and 20-500 characters. "CO" is
+    v2 ('C') created before 2021-01-14 ('O' = top bits of Created), so a TCF v2 string from
+    a current CMP ("CP…", "CQ…") fails the pattern, as does one with '.'-joined segments:
+    the reason says which, with the string's creation date.
+    """
+    if not consent_string:
+        return NO_CONSENT_STRING
+    created, undecodable = _decode(consent_string)
+    if not re.fullmatch(CONSENT_STRING_PATTERN, consent_string):
+        rejected = f"Masivo's documented consent_string pattern {CONSENT_STRING_PATTERN} rejects it"
+        if created is None:
+            return f"{rejected}, and {undecodable}"
+        why = []
+        if not consent_string.startswith("CO"):
+            why.append(
+                f"it is an IAB TCF v2 string created {created:%Y-%m-%d}, and v2 strings created after "
+                f"January 2021 start with 'CP' or 'CQ' (this one starts with {consent_string[:2]!r})"
+            )
+        if "." in consent_string:
+            why.append(f"it has {len(segments(consent_string))} segments joined by '.' where the pattern allows one")
+        return f"{rejected}: {'; '.join(why)}"
+    if not CONSENT_STRING_MIN <= len(consent_string) <= CONSENT_STRING_MAX:
+        return (
+            f"Masivo accepts consent strings of {CONSENT_STRING_MIN}-{CONSENT_STRING_MAX} characters; "
+            f"this one has {len(consent_string)}"
+        )
+    if created is None:
+        return f"the consent string does not decode as IAB TCF v2: {undecodable}"
+    return None
+
+
+def _decode(consent_string: str) -> tuple[datetime, None] | tuple[None, str]:
+    """The v2 string's Created date, or why it does not decode as IAB TCF v2."""
+    parts = segments(consent_string)
+    if not all(BASE64URL.fullmatch(part) for part in parts):
+        return None, "it has characters outside base64url"
+    try:
+        core = base64_decode(parts[0])
+        if (found := version(core)) != 2:
+            return None, f"it is IAB TCF version {found}, not 2"
+        if len(core) * 8 < TCF_CORE_FIXED_BITS:
+            return None, f"it is truncated (a v2 core has at least {TCF_CORE_FIXED_BITS} bits)"
+        return decode_v2(consent_string).created, None
+    except ValueError as error:  # binascii.Error: a length no base64 text can have
+        return None, f"it is not valid base64url ({error})"

@@ -1,0 +1,371 @@
+"""Masivo adapter: full-state translation, the JWT exchange, error classification, secrets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr, ValidationError
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from adapters.base import Ack, drive, sender
+from adapters.errors import LocalValidationError, PermanentError, ProviderError, TransientError
+from adapters.masivo import MasivoAdapter, MasivoAuth, MasivoSettings
+from adapters.simulators import masivo as masivo_simulator
+from schemas.consent import PurposeRecord, PurposeState, SubjectState
+from schemas.masivo import NO_CONSENT_STRING
+
+EXAMPLE = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
+CQ = "CQvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"  # a v2 string created 2024-2027
+API_KEY = "mk_live_0123456789abcdef"
+BASE_URL = "https://masivo.test/api/storefront/v1"
+WHEN = datetime(2024, 5, 1, 12, tzinfo=UTC)
+MASIVO_PURPOSES = sorted(masivo_simulator.PURPOSES)  # the simulator's own reading of the docs
+
+
+def subject(purposes: dict[str, str], **fields: Any) -> SubjectState:
+    records = {name: PurposeRecord(state=PurposeState(value), occurred_at=WHEN) for name, value in purposes.items()}
+    return SubjectState(
+        **{"subject_id": "cust-1", "tcf_string": EXAMPLE, "occurred_at": WHEN, **fields}, purposes=records
+    )
+
+
+@pytest.fixture
+def adapter() -> MasivoAdapter:
+    return MasivoAdapter(MasivoSettings(api_key=SecretStr(API_KEY), base_url=BASE_URL))
+
+
+class FakeMasivo:
+    """A MockTransport handler: numbered JWTs from authorize, scripted answers for the API."""
+
+    def __init__(self, *answers: httpx.Response, authorize: httpx.Response | None = None) -> None:
+        self.requests: list[httpx.Request] = []
+        self.bearers: list[str] = []  # as sent: a resent request is the same object with a new header
+        self.answers = list(answers)
+        self.authorize = authorize
+        self.tokens = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path.endswith("/auth/authorize"):
+            if self.authorize is not None:
+                return self.authorize
+            self.tokens += 1
+            return httpx.Response(200, json={"data": f"eyJ.jwt-secret-{self.tokens}"})
+        self.bearers.append(request.headers["authorization"])
+        if self.answers:
+            return self.answers.pop(0)
+        return httpx.Response(200, json={"data": {"consent": json.loads(request.content)["consent"]}})
+
+    def api(self) -> list[httpx.Request]:
+        return [request for request in self.requests if not request.url.path.endswith("/auth/authorize")]
+
+
+async def push(adapter: MasivoAdapter, state: SubjectState, fake: FakeMasivo, auth: httpx.Auth | None = None) -> Ack:
+    transport = httpx.MockTransport(fake)
+    async with httpx.AsyncClient(base_url=BASE_URL, transport=transport, auth=auth or adapter.auth()) as client:
+        return await drive(adapter.push(state, {}, {}), sender(client))
+
+
+def test_projection_is_the_full_purpose_set(adapter: MasivoAdapter) -> None:
+    state = subject(
+        {"email_marketing": "granted", "push_notifications": "denied", "sms_marketing": "granted"},
+        vendors={"vendor_123": True},
+    )
+    assert adapter.project(state) == {
+        "purposes": {name: name == "email_marketing" for name in MASIVO_PURPOSES},
+        "vendors": {"vendor_123": True},
+        "consent_string": EXAMPLE,
+        "customer_id": "cust-1",
+    }
+
+
+@pytest.mark.parametrize(("value", "expected"), [("granted", True), ("denied", False), ("pending", False)])
+def test_only_granted_is_true(adapter: MasivoAdapter, value: str, expected: bool) -> None:
+    assert adapter.project(subject({"link_tracking": value}))["purposes"]["link_tracking"] is expected
+
+
+def test_purposes_sharing_a_masivo_purpose_take_the_most_restrictive() -> None:
+    settings = MasivoSettings(
+        api_key=SecretStr(API_KEY),
+        purposes={"email_marketing": "email_marketing", "sms_marketing": "email_marketing"},
+    )
+    state = subject({"email_marketing": "granted", "sms_marketing": "denied"})
+    assert MasivoAdapter(settings).project(state)["purposes"] == {"email_marketing": False}
+
+
+@pytest.mark.parametrize("purposes", [{}, {"sms_marketing": "granted", "analytics": "denied"}])
+async def test_nothing_mapped_sends_nothing(adapter: MasivoAdapter, purposes: dict[str, str]) -> None:
+    fake = FakeMasivo()
+    state = subject(purposes, tcf_string=None)
+    assert adapter.project(state) == {}
+    assert await push(adapter, state, fake) == Ack(acknowledged={})
+    assert fake.requests == []
+
+
+async def test_push_patches_the_full_state(adapter: MasivoAdapter) -> None:
+    fake = FakeMasivo()
+    state = subject({"email_marketing": "granted", "push_notifications": "denied"}, vendors={"vendor_456": False})
+    ack = await push(adapter, state, fake)
+    (authorize, patch) = fake.requests
+    assert (authorize.method, str(authorize.url)) == ("GET", f"{BASE_URL}/auth/authorize")
+    assert authorize.headers["x-api-key"] == API_KEY and "authorization" not in authorize.headers
+    assert (patch.method, str(patch.url)) == ("PATCH", f"{BASE_URL}/customers/cust-1/consent")
+    assert patch.headers["authorization"] == "Bearer eyJ.jwt-secret-1" and "x-api-key" not in patch.headers
+    assert json.loads(patch.content) == {
+        "consent": {
+            "consent_string": EXAMPLE,
+            "version": "2.0",
+            "consent_timestamp": "2024-05-01T12:00:00Z",
+            "customer_id": "cust-1",
+            "purposes": {name: name == "email_marketing" for name in MASIVO_PURPOSES},
+            "vendors": {"vendor_456": False},
+        }
+    }
+    assert ack == Ack(acknowledged=adapter.project(state))
+
+
+@pytest.mark.parametrize(
+    ("subject_id", "path"),
+    [
+        ("a:b@c+d", "/customers/a%3Ab%40c%2Bd/consent"),
+        ("..", "/customers/%2E%2E/consent"),
+        ("j.doe", "/customers/j.doe/consent"),
+    ],
+)
+async def test_customer_id_is_path_quoted(adapter: MasivoAdapter, subject_id: str, path: str) -> None:
+    fake = FakeMasivo()
+    await push(adapter, subject({"email_marketing": "granted"}, subject_id=subject_id), fake)
+    assert fake.api()[0].url.raw_path.decode() == f"/api/storefront/v1{path}"
+
+
+@pytest.mark.parametrize(
+    ("tcf_string", "reason"),
+    [(None, NO_CONSENT_STRING), (CQ, "starts with 'CQ'"), ("COvF", "20-500 characters")],
+)
+def test_tcf_check_fails_before_any_request(adapter: MasivoAdapter, tcf_string: str | None, reason: str) -> None:
+    flow = adapter.push(subject({"email_marketing": "granted"}, tcf_string=tcf_string), {}, {})
+    with pytest.raises(LocalValidationError, match=reason) as raised:
+        next(flow)
+    assert raised.value.status_code is None and raised.value.provider == "masivo"
+
+
+def test_body_is_checked_against_the_wire_schema(adapter: MasivoAdapter) -> None:
+    # SubjectState itself refuses a naive time; model_copy skips that, as a store bug could
+    naive = subject({"email_marketing": "granted"}).model_copy(update={"occurred_at": datetime(2024, 5, 1)})
+    with pytest.raises(LocalValidationError, match="consent_timestamp"):
+        next(adapter.push(naive, {}, {}))
+
+
+async def test_token_is_cached_and_refreshed_before_expiry(adapter: MasivoAdapter) -> None:
+    now = [0.0]
+    auth = MasivoAuth(adapter.settings, adapter.check, clock=lambda: now[0])
+    fake = FakeMasivo()
+    state = subject({"email_marketing": "granted"})
+    await push(adapter, state, fake, auth)
+    now[0] = 3299.0  # ttl 3600 - margin 300 = refresh at 3300
+    await push(adapter, state, fake, auth)
+    assert fake.tokens == 1
+    now[0] = 3300.0
+    await push(adapter, state, fake, auth)
+    assert fake.tokens == 2
+    assert fake.bearers == [f"Bearer eyJ.jwt-secret-{n}" for n in (1, 1, 2)]
+
+
+async def test_a_401_refreshes_once_and_resends(adapter: MasivoAdapter) -> None:
+    fake = FakeMasivo(httpx.Response(401, json={"error": "Unauthorized", "details": "Token expired"}))
+    await push(adapter, subject({"email_marketing": "granted"}), fake)
+    assert fake.tokens == 2
+    assert fake.bearers == ["Bearer eyJ.jwt-secret-1", "Bearer eyJ.jwt-secret-2"]
+
+
+async def test_a_second_401_is_permanent(adapter: MasivoAdapter) -> None:
+    unauthorized = httpx.Response(401, json={"error": "Unauthorized", "details": "Token revoked"})
+    fake = FakeMasivo(unauthorized, unauthorized)
+    with pytest.raises(PermanentError, match="Unauthorized: Token revoked"):
+        await push(adapter, subject({"email_marketing": "granted"}), fake)
+    assert (fake.tokens, len(fake.api())) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "text"),
+    [
+        (
+            httpx.Response(401, json={"error": "Unauthorized", "details": "Invalid API key"}),
+            PermanentError,
+            "Unauthorized: Invalid API key",
+        ),
+        (
+            httpx.Response(403, json={"error": "Forbidden", "details": "Key disabled"}),
+            PermanentError,
+            "Key disabled",
+        ),
+        (httpx.Response(503, text="upstream unavailable"), TransientError, "upstream unavailable"),
+        (httpx.Response(200, json={"token": "x"}), TransientError, "without"),
+    ],
+)
+async def test_failed_token_exchange(
+    adapter: MasivoAdapter, answer: httpx.Response, error: type[ProviderError], text: str
+) -> None:
+    fake = FakeMasivo(authorize=answer)
+    with pytest.raises(error, match=text) as raised:
+        await push(adapter, subject({"email_marketing": "granted"}), fake)
+    assert type(raised.value) is error and fake.api() == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "text", "retry_after"),
+    [
+        (
+            httpx.Response(422, json={"error": "Invalid consent data", "details": "consent_string must match ^CO"}),
+            PermanentError,
+            "masivo (HTTP 422): Invalid consent data: consent_string must match ^CO",
+            None,
+        ),
+        (
+            httpx.Response(404, json={"error": "Not found", "details": "Customer not found"}),
+            PermanentError,
+            "masivo (HTTP 404): Not found: Customer not found",
+            None,
+        ),
+        (
+            httpx.Response(
+                429, headers={"Retry-After": "7"}, json={"error": "Too many requests", "details": "DEV quota"}
+            ),
+            TransientError,
+            "Too many requests: DEV quota",
+            7.0,
+        ),
+        (
+            httpx.Response(503, json={"error": "Unavailable", "details": "maintenance"}),
+            TransientError,
+            "Unavailable: maintenance",
+            None,
+        ),
+        (httpx.Response(500, text="<html>oops</html>"), TransientError, "<html>oops</html>", None),
+    ],
+)
+async def test_error_classification(
+    adapter: MasivoAdapter,
+    answer: httpx.Response,
+    error: type[ProviderError],
+    text: str,
+    retry_after: float | None,
+) -> None:
+    with pytest.raises(error) as raised:
+        await push(adapter, subject({"email_marketing": "granted"}), FakeMasivo(answer))
+    assert type(raised.value) is error and text in str(raised.value)
+    assert getattr(raised.value, "retry_after", None) == retry_after
+
+
+FAILURES: list[Callable[[], FakeMasivo]] = [
+    lambda: FakeMasivo(authorize=httpx.Response(401, json={"error": "Unauthorized", "details": "bad key"})),
+    lambda: FakeMasivo(*[httpx.Response(401, json={"error": "Unauthorized", "details": "no"})] * 2),
+    lambda: FakeMasivo(httpx.Response(422, json={"error": "Invalid", "details": "bad"})),
+    lambda: FakeMasivo(httpx.Response(503)),
+]
+
+
+@pytest.mark.parametrize("fake", FAILURES)
+async def test_no_secret_in_errors_or_reprs(adapter: MasivoAdapter, fake: Callable[[], FakeMasivo]) -> None:
+    auth = adapter.auth()
+    with pytest.raises(ProviderError) as raised:
+        await push(adapter, subject({"email_marketing": "granted"}), fake(), auth)
+    for text in (str(raised.value), repr(raised.value), repr(adapter), repr(adapter.settings), repr(auth)):
+        assert API_KEY not in text and "jwt-secret" not in text
+    assert adapter.secrets() == [API_KEY]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"purposes": {"sms_marketing": "sms"}},
+        {"purposes": {"analytics": "analytics"}},
+        {"token_ttl_s": 300, "refresh_margin_s": 300},
+        {"api_key": 12345678901234},
+        {"unknown": 1},
+    ],
+)
+def test_settings_reject(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        MasivoSettings.model_validate({"api_key": API_KEY, **settings})
+    assert API_KEY not in str(raised.value) and "12345678901234" not in str(raised.value)
+
+
+def test_default_settings() -> None:
+    settings = MasivoSettings.model_validate({"api_key": API_KEY})
+    assert settings.base_url == "https://app.masivo.ai/api/storefront/v1"
+    assert settings.purposes == {name: name for name in MASIVO_PURPOSES}
+    assert (settings.token_ttl_s, settings.refresh_margin_s) == (3600, 300)
+
+
+# --- contract: the adapter against the Masivo simulator (an independent reading of the docs) ---------------
+
+SIM_BASE = "http://masivo.sim/api/storefront/v1"
+
+
+@pytest.fixture
+def simulator() -> Starlette:
+    """The simulator mounted under the documented base path, so the adapter's relative paths are exercised."""
+    return Starlette(routes=[Mount("/api/storefront/v1", app=masivo_simulator.create_app())])
+
+
+async def sim_push(simulator: Starlette, adapter: MasivoAdapter, state: SubjectState, auth: httpx.Auth) -> Ack:
+    transport = httpx.ASGITransport(app=simulator)
+    async with httpx.AsyncClient(transport=transport, base_url=SIM_BASE, auth=auth) as client:
+        return await drive(adapter.push(state, {}, {}), sender(client))
+
+
+async def sim_call(simulator: Starlette, path: str, body: dict[str, Any] | None = None) -> Any:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=simulator), base_url=SIM_BASE) as client:
+        response = await (client.get(path) if body is None else client.post(path, json=body))
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture
+def sim_adapter() -> MasivoAdapter:
+    return MasivoAdapter(MasivoSettings(api_key=SecretStr(API_KEY), base_url=SIM_BASE))
+
+
+async def test_contract_full_state_is_stored(simulator: Starlette, sim_adapter: MasivoAdapter) -> None:
+    auth = sim_adapter.auth()
+    first = subject({"email_marketing": "granted", "push_notifications": "denied"}, vendors={"vendor_123": True})
+    await sim_push(simulator, sim_adapter, first, auth)
+    # a later decision about one purpose: the merged state still carries the others
+    later = subject({"email_marketing": "granted", "push_notifications": "denied", "link_tracking": "granted"})
+    ack = await sim_push(simulator, sim_adapter, later, auth)
+    seen = await sim_call(simulator, "_inspect")
+    effective = {name: name in {"email_marketing", "link_tracking"} for name in MASIVO_PURPOSES}
+    assert seen["state"]["effective_purposes"] == {"cust-1": effective}
+    assert seen["state"]["consents"]["cust-1"]["consent_string"] == EXAMPLE
+    assert ack.acknowledged["purposes"] == effective
+    assert [(r["method"], r["path"], r["status"]) for r in seen["requests"]] == [
+        ("GET", "/api/storefront/v1/auth/authorize", 200),
+        ("PATCH", "/api/storefront/v1/customers/cust-1/consent", 200),
+        ("PATCH", "/api/storefront/v1/customers/cust-1/consent", 200),
+    ]
+    assert API_KEY not in json.dumps(seen)
+
+
+async def test_contract_expired_token_is_refreshed_once(simulator: Starlette, sim_adapter: MasivoAdapter) -> None:
+    auth = sim_adapter.auth()
+    state = subject({"email_marketing": "granted"})
+    await sim_push(simulator, sim_adapter, state, auth)
+    await sim_call(simulator, "_faults", {"expire_tokens": True})
+    await sim_push(simulator, sim_adapter, state, auth)
+    seen = await sim_call(simulator, "_inspect")
+    assert seen["state"]["tokens"]["issued"] == 2
+    assert [r["status"] for r in seen["requests"]] == [200, 200, 401, 200, 200]
+
+
+async def test_contract_missing_customer_is_permanent(simulator: Starlette, sim_adapter: MasivoAdapter) -> None:
+    await sim_call(simulator, "_faults", {"missing_customers": ["cust-1"]})
+    with pytest.raises(PermanentError, match="HTTP 404.*Customer not found") as raised:
+        await sim_push(simulator, sim_adapter, subject({"email_marketing": "granted"}), sim_adapter.auth())
+    assert API_KEY not in str(raised.value)

@@ -1,0 +1,66 @@
+"""An in-process gateway (ASGI app + lifespan + worker) over a fake provider, and its tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import func, select
+
+from gateway.app import create_app
+from gateway.auth import hash_token
+from gateway.config import ApiToken, Settings
+from gateway.service import Gateway
+from gateway.tables import decisions, deliveries, subjects
+from tests.fakes import fake_adapter
+
+WRITER, READER, ADMIN = "writer-token-abcdefgh", "reader-token-abcdefgh", "admin-token-abcdefgh"
+DECISION: dict[str, Any] = {
+    "subject": {"id": "cust-42", "email": "ana@example.com", "phone": "+14155550100"},
+    "purposes": {"email_marketing": "granted", "sms_marketing": "denied"},
+    "occurred_at": "2026-11-23T10:00:00Z",
+    "source": "web",
+}
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        database_url=database_url,
+        max_body_bytes=4096,
+        tokens=[
+            ApiToken(name="writer", sha256=hash_token(WRITER), scopes=["consents:write", "consents:read"]),
+            ApiToken(name="reader", sha256=hash_token(READER), scopes=["consents:read"]),
+            ApiToken(name="admin", sha256=hash_token(ADMIN), scopes=["admin"]),
+        ],
+    )
+    failures: list[int] = []  # statuses the fake provider answers next, then 200s
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        status = failures.pop(0) if failures else 200
+        return httpx.Response(status, json={"error": "refused by the fake provider"} if status >= 400 else {})
+
+    gateway = Gateway(settings, adapters={"fake": fake_adapter()}, transports={"fake": httpx.MockTransport(provider)})
+    app = create_app(gateway)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            client.gateway = gateway  # type: ignore[attr-defined]
+            client.failures = failures  # type: ignore[attr-defined]
+            yield client
+
+
+async def stored_rows(client: httpx.AsyncClient) -> int:
+    engine = client.gateway.store.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        total = 0
+        for table in (decisions, subjects, deliveries):
+            total += (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+        return int(total)

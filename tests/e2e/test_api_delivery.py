@@ -1,0 +1,137 @@
+"""Idempotency keys, the batch endpoint, deliveries (list, detail, replay), history and metrics."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+import pytest
+
+from schemas.consent import Decision
+from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth, stored_rows
+
+
+def key(value: str) -> dict[str, str]:
+    return {**auth(WRITER), "Idempotency-Key": value}
+
+
+async def test_same_key_same_body_returns_the_original_response(client: httpx.AsyncClient) -> None:
+    first = await client.post("/v1/consents", json=DECISION, headers=key("k-1"))
+    again = await client.post("/v1/consents", json=DECISION, headers=key("k-1"))
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    history = (await client.get("/v1/subjects/cust-42/history", headers=auth(READER))).json()
+    assert len(history["items"]) == 1, "the retry recorded nothing"
+
+
+async def test_same_key_different_body_is_a_conflict(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/consents", json=DECISION, headers=key("k-2"))
+    other = {**DECISION, "purposes": {"email_marketing": "denied"}}
+    response = await client.post("/v1/consents", json=other, headers=key("k-2"))
+    assert response.status_code == 409 and response.json()["type"].endswith("idempotency-key-reused")
+
+
+async def test_a_concurrent_duplicate_is_a_conflict(client: httpx.AsyncClient) -> None:
+    gateway = client.gateway  # type: ignore[attr-defined]
+    body = Decision.model_validate(DECISION, strict=False).model_dump_json()
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    held = await gateway.store.keys.begin("writer", "k-3", digest, gateway.clock(), 86400, 300)
+    assert held.verdict == "proceed"
+    response = await client.post("/v1/consents", json=DECISION, headers=key("k-3"))
+    assert response.status_code == 409 and response.json()["type"].endswith("idempotency-key-in-progress")
+
+
+async def test_keys_are_per_client_and_an_invalid_request_does_not_burn_the_key(client: httpx.AsyncClient) -> None:
+    bad = await client.post("/v1/consents", json={**DECISION, "purposes": {"x": "granted"}}, headers=key("k-4"))
+    assert bad.status_code == 422
+    good = await client.post("/v1/consents", json=DECISION, headers=key("k-4"))
+    assert good.status_code == 202
+
+
+async def test_batch_accepts_and_rejects_each_item_on_its_own(client: httpx.AsyncClient) -> None:
+    items: list[Any] = [
+        DECISION,
+        {**DECISION, "subject": {"id": "cust-7", "email": "nope"}},
+        {**DECISION, "subject": {"id": "cust-8"}},
+    ]
+    response = await client.post("/v1/consents:batch", json={"decisions": items}, headers=auth(WRITER))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "rejected", "accepted"]
+    assert results[1]["problem"]["errors"][0]["field"] == "decisions.1.subject.email"
+    assert results[2]["decision"]["subject_id"] == "cust-8"
+    missing = await client.get("/v1/subjects/cust-7", headers=auth(READER))
+    assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("decisions", [[], [DECISION] * 1001, "not a list"], ids=["empty", "1001", "not-list"])
+async def test_a_batch_outside_the_limits_is_refused_whole(client: httpx.AsyncClient, decisions: Any) -> None:
+    response = await client.post("/v1/consents:batch", json={"decisions": decisions}, headers=auth(WRITER))
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "decisions"
+    assert await stored_rows(client) == 0
+
+
+async def test_batch_is_idempotent_too(client: httpx.AsyncClient) -> None:
+    body = {"decisions": [DECISION]}
+    first = await client.post("/v1/consents:batch", json=body, headers=key("b-1"))
+    again = await client.post("/v1/consents:batch", json=body, headers=key("b-1"))
+    assert again.json() == first.json()
+
+
+async def test_deliveries_are_listed_filtered_and_paginated_for_admins(client: httpx.AsyncClient) -> None:
+    for index in range(5):
+        subject = {"id": f"cust-{index}"}
+        await client.post("/v1/consents?wait=5", json={**DECISION, "subject": subject}, headers=auth(WRITER))
+    assert (await client.get("/v1/deliveries", headers=auth(READER))).status_code == 403
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "2", "provider": "fake", "status": "succeeded", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/deliveries", params=params, headers=auth(ADMIN))).json()
+        seen += [item["subject_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"cust-{i}" for i in reversed(range(5))]
+    one = (await client.get("/v1/deliveries", params={"subject": "cust-3"}, headers=auth(ADMIN))).json()
+    assert [item["subject_id"] for item in one["items"]] == ["cust-3"]
+    bad = await client.get("/v1/deliveries", params={"status": "lost", "limit": "0"}, headers=auth(ADMIN))
+    assert bad.status_code == 422 and {e["field"] for e in bad.json()["errors"]} == {"status", "limit"}
+
+
+async def test_a_dead_delivery_shows_its_attempts_and_replays_to_success(client: httpx.AsyncClient) -> None:
+    client.failures.append(400)  # type: ignore[attr-defined]
+    created = (await client.post("/v1/consents?wait=5", json=DECISION, headers=auth(WRITER))).json()
+    delivery_id = created["deliveries"][0]["id"]
+    dead = (await client.get(f"/v1/deliveries/{delivery_id}", headers=auth(ADMIN))).json()
+    assert dead["status"] == "dead" and "refused by the fake provider" in dead["last_error"]
+    assert [(a["outcome"], a["status_code"]) for a in dead["attempt_log"]] == [("permanent", 400)]
+
+    replay = await client.post(f"/v1/deliveries/{delivery_id}/replay", headers=auth(ADMIN))
+    assert replay.status_code == 202
+    await client.gateway.wait_until_final(created["id"], 5)  # type: ignore[attr-defined]
+    done = (await client.get(f"/v1/deliveries/{delivery_id}", headers=auth(ADMIN))).json()
+    assert done["status"] == "succeeded" and [a["outcome"] for a in done["attempt_log"]] == ["permanent", "succeeded"]
+    again = await client.post(f"/v1/deliveries/{delivery_id}/replay", headers=auth(ADMIN))
+    assert again.status_code == 409
+
+
+async def test_history_is_newest_first(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/consents", json=DECISION, headers=auth(WRITER))
+    later = {**DECISION, "purposes": {"email_marketing": "denied"}, "occurred_at": "2026-11-23T11:00:00Z"}
+    await client.post("/v1/consents", json=later, headers=auth(WRITER))
+    items = (await client.get("/v1/subjects/cust-42/history", headers=auth(READER))).json()["items"]
+    assert [item["decision"]["purposes"] for item in items] == [later["purposes"], DECISION["purposes"]]
+
+
+async def test_metrics_count_deliveries_by_provider_and_outcome(client: httpx.AsyncClient) -> None:
+    client.failures.append(503)  # type: ignore[attr-defined]
+    await client.post("/v1/consents?wait=5", json=DECISION, headers=auth(WRITER))
+    text = (await client.get("/metrics")).text
+    assert 'consent_gateway_retries_total{kind="in_process",provider="fake"} 1.0' in text
+    assert 'consent_gateway_attempts_total{outcome="transient",provider="fake"} 1.0' in text
+    assert 'consent_gateway_deliveries_total{outcome="succeeded",provider="fake"} 1.0' in text
+    assert 'consent_gateway_queue_depth{provider="fake"} 0.0' in text
+    assert "consent_gateway_attempt_seconds_bucket" in text

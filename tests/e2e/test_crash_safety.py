@@ -1,0 +1,338 @@
+"""Crash safety with real processes: `consent-gateway simulate` on a loopback port, a real
+`consent-gateway worker` process on a real store, decisions recorded from this process.
+
+- A worker SIGKILLed mid-stream leaves leased ("sending") rows behind; once the lease runs
+  out the next worker delivers them, and every provider ends up with every subject's newest
+  state: nothing lost, nothing dead (SQLite, and PostgreSQL where it is reachable).
+- SIGTERM drains: the worker stops claiming, lets the deliveries in flight finish and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from gateway.config import Settings
+from gateway.service import Gateway
+from gateway.tables import deliveries
+from schemas.consent import Decision
+from tests.processes import CLI, Process, Processes, clean_env, until
+from tests.world import PROVIDERS, TCF
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+SECRETS = {
+    "CG_E2E_MASIVO_KEY": "masivo-key-crash-0123456789",
+    "CG_E2E_WIX_KEY": "wix-key-crash-0123456789",
+    "CG_E2E_WIX_SITE": "site-crash",
+    "CG_E2E_INTEMPT_KEY": "pfx.intempt-crash-secret-0123456789",
+}
+FINAL = {"succeeded", "skipped", "dead"}
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Every process a test starts is killed when it ends, whatever the outcome."""
+    running = Processes(tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+async def simulators(processes: Processes) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on `consent-gateway simulate` running in its own process."""
+    base = await processes.simulators()
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        yield client
+
+
+def write_config(path: Path, database_url: str, simulators: str, *, lease_s: float, concurrency: int) -> Path:
+    """The TOML a deployment would write: secrets only as ${ENV} references."""
+    path.write_text(
+        f"""\
+database_url = {json.dumps(database_url)}
+
+[worker]
+lease_s = {lease_s}
+poll_interval_s = 0.1
+batch_size = 50
+
+[retry]
+attempts = 3
+initial_s = 0.05
+max_s = 0.5
+ladder_s = [0.5, 1.0, 2.0]
+
+[providers.masivo]
+base_url = "{simulators}/masivo"
+api_key = "${{CG_E2E_MASIVO_KEY}}"
+timeout_s = 5.0
+concurrency = {concurrency}
+
+[providers.wix]
+base_url = "{simulators}/wix"
+api_key = "${{CG_E2E_WIX_KEY}}"
+site_id = "${{CG_E2E_WIX_SITE}}"
+timeout_s = 5.0
+concurrency = {concurrency}
+rate_per_minute = 600000.0
+
+[providers.intempt]
+base_url = "{simulators}/intempt"
+api_key = "${{CG_E2E_INTEMPT_KEY}}"
+org = "acme"
+project = "web"
+timestamp_unit = "s"
+timeout_s = 5.0
+concurrency = {concurrency}
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Writes the config; this process loads the very same file (secrets from its environment)."""
+    for key in [key for key in os.environ if key.startswith("CONSENT_GATEWAY_")]:
+        monkeypatch.delenv(key)
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+
+    def make(database_url: str, simulators: str, *, lease_s: float, concurrency: int) -> tuple[Path, Settings]:
+        path = write_config(
+            tmp_path / "gateway.toml", database_url, simulators, lease_s=lease_s, concurrency=concurrency
+        )
+        monkeypatch.setenv("CONSENT_GATEWAY_CONFIG", str(path))
+        return path, Settings()
+
+    yield make
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[list[Gateway]]:
+    """Gateways of this test process (store + adapters, no worker); closed at the end."""
+    made: list[Gateway] = []
+    yield made
+    for gateway in made:
+        await gateway.stop()
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def start_worker(processes: Processes, config: Path) -> Process:
+    return processes.start("worker", [CLI, "worker", "--config", str(config)], clean_env(SECRETS))
+
+
+def decision(index: int, minutes: int, **purposes: str) -> Decision:
+    subject = f"cust-{index:02d}"
+    return Decision.model_validate(
+        {
+            "subject": {"id": subject, "email": f"{subject}@example.com", "phone": f"+1415555{index:04d}"},
+            "purposes": purposes,
+            "tcf_string": TCF,
+            "occurred_at": T0 + timedelta(minutes=minutes),
+            "source": "web",
+        },
+        strict=False,
+    )
+
+
+async def rows(gateway: Gateway) -> dict[str, tuple[str, str, str]]:
+    """Every delivery: id -> (status, provider, subject)."""
+    query = select(deliveries.c.id, deliveries.c.status, deliveries.c.provider, deliveries.c.subject_id)
+    async with gateway.store.engine.connect() as conn:
+        return {row[0]: (row[1], row[2], row[3]) for row in await conn.execute(query)}
+
+
+async def counts(gateway: Gateway) -> Counter[str]:
+    return Counter(status for status, _, _ in (await rows(gateway)).values())
+
+
+async def inspect(simulators: httpx.AsyncClient, provider: str) -> dict[str, Any]:
+    response = await simulators.get(f"/{provider}/_inspect")
+    assert response.status_code == 200, response.text
+    return response.json()["state"]
+
+
+async def inject_latency(simulators: httpx.AsyncClient, latency_ms: int) -> None:
+    for provider in PROVIDERS:
+        response = await simulators.post(f"/{provider}/_faults", json={"latency_ms": latency_ms})
+        assert response.status_code == 200, response.text
+
+
+# -- 1. SIGKILL mid-stream -----------------------------------------------------------------
+
+SUBJECTS = 30  # two decisions each before the crash (60), one more each after it
+
+
+async def test_a_worker_killed_mid_stream_loses_nothing(
+    database_url: str,
+    processes: Processes,
+    simulators: httpx.AsyncClient,
+    configure: Any,
+    recorder: list[Gateway],
+) -> None:
+    began = time.monotonic()
+    config, settings = configure(database_url, str(simulators.base_url).rstrip("/"), lease_s=1.0, concurrency=8)
+    gateway = Gateway(settings)
+    recorder.append(gateway)
+    await gateway.start(run_worker=False)
+    await inject_latency(simulators, 150)
+
+    # 60 decisions: per subject an opt-in and a newer email opt-out, for half of them the
+    # older one arriving second (it must not win).
+    for index in range(SUBJECTS):
+        opt_in = decision(index, 0, email_marketing="granted", sms_marketing="granted", push_notifications="granted")
+        opt_out = decision(index, 10, email_marketing="denied")
+        for one in (opt_in, opt_out) if index % 2 else (opt_out, opt_in):
+            await gateway.record(one)
+    total = len(await rows(gateway))
+    assert total == SUBJECTS * len(PROVIDERS)  # coalesced: one delivery per subject×provider
+
+    first = start_worker(processes, config)
+
+    async def mid_stream() -> bool:
+        seen = await counts(gateway)
+        assert first.alive, processes.logs()
+        return seen["succeeded"] >= 10 and seen["sending"] >= 3
+
+    await until(mid_stream, 20, "some deliveries succeeded and some in flight", why=processes.logs)
+    first.signal(signal.SIGKILL)
+    assert await first.wait(5) == -signal.SIGKILL
+    killed_at = time.monotonic()
+
+    after_kill = await rows(gateway)
+    stranded = {key for key, (status, _, _) in after_kill.items() if status == "sending"}
+    assert stranded, "the killed worker left no delivery in flight: nothing was tested"
+    assert Counter(status for status, _, _ in after_kill.values())["succeeded"] < total
+
+    # While the leases of the dead worker are still held, every subject decides once more:
+    # email back on, SMS off. These join the pending rows or queue behind the stranded ones.
+    for index in range(SUBJECTS):
+        await gateway.record(decision(index, 20, email_marketing="granted", sms_marketing="denied"))
+
+    second = start_worker(processes, config)
+
+    async def all_final() -> bool:
+        assert second.alive, processes.logs()
+        return all(status in FINAL for status, _, _ in (await rows(gateway)).values())
+
+    recovery = await until(all_final, 25, "every delivery final after the restart", every=0.1, why=processes.logs)
+
+    final = await rows(gateway)
+    statuses = Counter(status for status, _, _ in final.values())
+    assert statuses["dead"] == 0, final
+    before_crash = {key: value for key, value in final.items() if key in after_kill}
+    assert {status for status, _, _ in before_crash.values()} == {"succeeded"}, before_crash
+    assert all(final[key][0] == "succeeded" for key in stranded)
+    # A delivery queued after the crash may find its newest state already pushed by the
+    # stranded one it queued behind: then it is skipped, never lost.
+    assert {status for status, _, _ in final.values()} <= {"succeeded", "skipped"}
+
+    # Every provider holds every subject's newest state: email on (the newest decision),
+    # SMS off, push on (from the opt-in, never touched since).
+    masivo = (await inspect(simulators, "masivo"))["effective_purposes"]
+    intempt = (await inspect(simulators, "intempt"))["consents"]["acme"]["web"]
+    wix = (await inspect(simulators, "wix"))["consents"].values()
+    wix_state = {
+        (c["details"]["type"], c["details"].get("email") or c["details"].get("phone")): c["state"] for c in wix
+    }
+    assert len(wix_state) == len(list(wix)) == 2 * SUBJECTS, "one Wix consent per address: no duplicates"
+    for index in range(SUBJECTS):
+        subject = f"cust-{index:02d}"
+        assert masivo[subject]["email_marketing"] is True and masivo[subject]["push_notifications"] is True, subject
+        assert masivo[subject]["coupon_campaigns"] is False, subject
+        assert {category: intempt[subject][category]["action"] for category in ("email", "sms", "push")} == {
+            "email": "accept",
+            "sms": "reject",
+            "push": "accept",
+        }, subject
+        assert wix_state[("EMAIL", f"{subject}@example.com")] == "CONFIRMED", subject
+        assert wix_state[("PHONE", f"+1415555{index:04d}")] == "REVOKED", subject
+
+    second.signal(signal.SIGTERM)
+    assert await second.wait(10) == 0, processes.logs()
+    assert "Traceback" not in second.tail(10_000)
+    print(
+        f"\n[{database_url.partition(':')[0]}] stranded by SIGKILL: {len(stranded)}/{total}; "
+        f"recovered in {recovery:.2f} s after restart ({time.monotonic() - killed_at:.2f} s after the kill); "
+        f"test {time.monotonic() - began:.2f} s"
+    )
+
+
+# -- 2. SIGTERM drains ---------------------------------------------------------------------
+
+
+async def test_sigterm_lets_in_flight_deliveries_finish_and_exits_0(
+    tmp_path: Path,
+    processes: Processes,
+    simulators: httpx.AsyncClient,
+    configure: Any,
+    recorder: list[Gateway],
+) -> None:
+    began = time.monotonic()
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'drain.db'}"
+    # A long lease: nothing may be re-claimed here, only drained.
+    config, settings = configure(database_url, str(simulators.base_url).rstrip("/"), lease_s=60.0, concurrency=4)
+    gateway = Gateway(settings)
+    recorder.append(gateway)
+    await gateway.start(run_worker=False)
+    await inject_latency(simulators, 500)
+    for index in range(20):
+        await gateway.record(decision(index, 0, email_marketing="granted", sms_marketing="denied"))
+
+    worker = start_worker(processes, config)
+
+    async def in_flight() -> bool:
+        assert worker.alive, processes.logs()
+        return {"masivo", "wix", "intempt"} <= {p for s, p, _ in (await rows(gateway)).values() if s == "sending"}
+
+    await until(in_flight, 15, "deliveries in flight in every lane", why=processes.logs)
+    sending = {key for key, (status, _, _) in (await rows(gateway)).items() if status == "sending"}
+    worker.signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = await worker.wait(15)
+    drained = time.monotonic() - signalled
+    assert code == 0, f"exit {code} after SIGTERM\n{processes.logs()}"
+    assert "Traceback" not in worker.tail(10_000), processes.logs()
+
+    final = await rows(gateway)
+    statuses = Counter(status for status, _, _ in final.values())
+    assert statuses["sending"] == 0, final
+    assert all(final[key][0] == "succeeded" for key in sending), {key: final[key] for key in sending}
+    assert statuses["pending"] > 0, "the worker kept claiming after SIGTERM instead of only draining"
+    assert set(statuses) <= {"succeeded", "pending"}, statuses
+
+    # "succeeded" means the provider really holds it.
+    held = {
+        "masivo": set((await inspect(simulators, "masivo"))["consents"]),
+        "intempt": set((await inspect(simulators, "intempt"))["consents"].get("acme", {}).get("web", {})),
+        "wix": {
+            c["details"].get("email", "").partition("@")[0]
+            for c in (await inspect(simulators, "wix"))["consents"].values()
+            if c["details"]["type"] == "EMAIL"
+        },
+    }
+    for status, provider, subject in final.values():
+        if status == "succeeded":
+            assert subject in held[provider], (provider, subject)
+    print(
+        f"\n[sqlite] SIGTERM with {len(sending)} in flight: exit 0 after {drained:.2f} s; "
+        f"{statuses['succeeded']} succeeded, {statuses['pending']} left pending; test {time.monotonic() - began:.2f} s"
+    )

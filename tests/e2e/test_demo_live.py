@@ -1,0 +1,119 @@
+"""The real thing: `serve --demo` under uvicorn on a loopback port, real worker, real
+simulators, real HTTP. A decision lands in all three providers in their own wire formats,
+and no secret shows up in logs, problem bodies or the simulators' records."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.demo import demo_app
+
+TOKEN = "live-demo-token-0123456789"
+DECISION: dict[str, Any] = {
+    "subject": {"id": "cust-42", "email": "ana@example.com", "phone": "+14155550100"},
+    "purposes": {
+        "email_marketing": "granted",
+        "sms_marketing": "denied",
+        "push_notifications": "denied",
+        "analytics": "granted",
+    },
+    "vendors": {"meta": True},
+    "tcf_string": "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA",
+    "occurred_at": "2026-11-23T10:00:00Z",
+    "source": "web",
+    "note": "signup form",
+}
+JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
+    """Base URL of a running demo server, and the secrets it was configured with."""
+    monkeypatch.chdir(tmp_path)
+    port = free_port()
+    app = demo_app("127.0.0.1", port, TOKEN)
+    secrets = [TOKEN, *app.state.gateway.secrets()]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", secrets
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_a_decision_lands_in_every_provider_in_its_own_format(
+    live: tuple[str, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    base, secrets = live
+    caplog.set_level(logging.DEBUG)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        created = client.post("/v1/consents?wait=10", json=DECISION, headers=headers)
+        assert created.status_code == 200, created.text
+        assert {d["provider"]: d["status"] for d in created.json()["deliveries"]} == {
+            "intempt": "succeeded",
+            "masivo": "succeeded",
+            "wix": "succeeded",
+        }
+
+        masivo = client.get("/simulators/masivo/_inspect").json()
+        wix = client.get("/simulators/wix/_inspect").json()
+        intempt = client.get("/simulators/intempt/_inspect").json()
+        rejected = client.post("/v1/consents", json={"subject": {}}, headers=headers)
+        unauthorized = client.post("/v1/consents", json=DECISION, headers={"Authorization": "Bearer " + "x" * 20})
+
+    masivo_patch = next(r for r in masivo["requests"] if r["method"] == "PATCH")
+    consent = masivo_patch["body"]["consent"]
+    assert consent["consent_string"] == DECISION["tcf_string"]
+    assert consent["purposes"]["email_marketing"] is True and consent["purposes"]["push_notifications"] is False
+    assert consent["purposes"]["coupon_campaigns"] is False, "full state: undecided purposes are not consent"
+
+    wix_bodies = [r["body"] for r in wix["requests"] if r["method"] in {"POST", "PATCH"}]
+    states = {b["marketingConsent"]["details"]["type"]: b["marketingConsent"]["state"] for b in wix_bodies}
+    assert states == {"EMAIL": "CONFIRMED", "PHONE": "REVOKED"}
+
+    intempt_bodies = [r["body"] for r in intempt["requests"]]
+    assert {b["category"]: b["action"] for b in intempt_bodies} == {
+        "email": "accept",
+        "sms": "reject",
+        "push": "reject",
+        "analytics": "accept",
+    }
+    assert all(b["userId"] == "cust-42" and b["validUntil"] == "unlimited" for b in intempt_bodies)
+
+    recorded = "\n".join(
+        [
+            created.text,
+            rejected.text,
+            unauthorized.text,
+            str(masivo),
+            str(wix),
+            str(intempt),
+            *(record.getMessage() for record in caplog.records),
+        ]
+    )
+    for secret in secrets:
+        assert secret not in recorded
+    assert not JWT.search(recorded), "the Masivo bearer JWT leaked"
+    assert rejected.status_code == 422 and unauthorized.status_code == 401

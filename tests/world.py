@@ -1,0 +1,100 @@
+"""A gateway wired to the three provider simulators in-process, with a clock tests move."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from adapters.simulators import create_all
+from gateway.config import Settings
+from gateway.service import Gateway
+from gateway.store import Store
+from schemas.api import DeliveryStatus
+from schemas.consent import Decision
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+TCF = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
+PROVIDERS = ("masivo", "wix", "intempt")
+# A TCF v2 string as CMPs write them since mid-2024: "CQ…", two segments.
+CMP_STRING_2024 = (
+    "CQFzYAAQFzYAAAHABBENBJFgAP_gAEPgAAAAKZtV_G__bWlr8X73aftkeY1P9_h77sQxBhfJE-4FzLvW_JwXx2ExNA36tqIKmRIA"
+    "u3bBIQNlGJDUTVCgaogVryDMak2coTNKJ6BkiFMRM2dYCF5vm4tj-QKY5vr991dx2B-t7dr83dzyz4VHn3a5_2a0WJCdA5-tDfv9"
+    "bROb-9IOd_x8v4v8_F_rE2_eT1l_tWvp7D9-cts7_XW89_fff_9Ln_-uB_-_2AAAAA.QAAAAAA"
+)
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+class World:
+    """A gateway wired to the three simulators in-process, with a clock the test moves."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        wrap_transport: Callable[[str, httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+        retry: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``wrap_transport(provider, asgi)`` may put e.g. a fault-injecting transport in front of a
+        provider's simulator (the worker's side only; ``control`` stays direct); ``retry`` replaces
+        the retry settings below."""
+        self.simulators = create_all()
+        transport = httpx.ASGITransport(app=self.simulators)
+        self.control = httpx.AsyncClient(transport=transport, base_url="http://sim")
+        self.sleeps = Sleeps()
+        self.now = NOW
+        providers: dict[str, dict[str, Any]] = {
+            "masivo": {"base_url": "http://sim/masivo", "api_key": "masivo-key-0123456789"},
+            "wix": {"base_url": "http://sim/wix", "api_key": "wix-key-0123456789", "site_id": "site"},
+            "intempt": {
+                "base_url": "http://sim/intempt",
+                "api_key": "pfx.intempt-secret-0123456789",
+                "org": "acme",
+                "project": "web",
+                "timestamp_unit": "s",
+            },
+        }
+        for settings in providers.values():
+            settings["timeout_s"] = 0.2
+        retry_settings = dict(retry) if retry is not None else {"attempts": 4, "ladder_s": [60, 600, 3600]}
+        settings = Settings(providers=providers, retry=retry_settings)
+        self.gateway = Gateway(
+            settings,
+            store=store,
+            transports={name: wrap_transport(name, transport) if wrap_transport else transport for name in PROVIDERS},
+            clock=lambda: self.now,
+            sleep=self.sleeps,
+        )
+
+    async def faults(self, provider: str, **faults: Any) -> None:
+        response = await self.control.post(f"/{provider}/_faults", json=faults)
+        assert response.status_code == 200, response.text
+
+    async def inspect(self, provider: str) -> dict[str, Any]:
+        return (await self.control.get(f"/{provider}/_inspect")).json()
+
+    async def decide(self, subject: str, minutes: int, **purposes: str) -> str:
+        decision = Decision.model_validate(
+            {
+                "subject": {"id": subject, "email": f"{subject}@example.com", "phone": "+14155550100"},
+                "purposes": purposes,
+                "tcf_string": TCF,
+                "occurred_at": NOW - timedelta(minutes=60 - minutes),
+            },
+            strict=False,
+        )
+        return (await self.gateway.record(decision)).id
+
+    async def statuses(self, decision_id: str) -> dict[str, DeliveryStatus]:
+        found = await self.gateway.store.ledger.decision(decision_id)
+        assert found is not None
+        return {d.provider: d.status for d in found.deliveries}
