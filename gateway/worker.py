@@ -91,6 +91,7 @@ class Worker:
         transports = transports or {}
         self.lanes = {name: Lane(adapter, transports.get(name), sleep) for name, adapter in adapters.items()}
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
@@ -101,9 +102,14 @@ class Worker:
         self._loop = asyncio.create_task(self._run(), name="delivery-worker")
 
     async def stop(self) -> None:
-        """Stop claiming, let in-flight deliveries finish, close the clients."""
+        """Stop claiming, let in-flight deliveries finish, close the clients.
+
+        The loop is asked to stop, never cancelled: a cancel landing inside a claim could
+        commit leases whose deliveries then never start, stranding them until the lease ends.
+        """
+        self._stopping.set()
+        self._wake.set()
         if self._loop is not None:
-            self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for lane in self.lanes.values():
@@ -121,11 +127,13 @@ class Worker:
                 pass
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.dispatch()
             except Exception:  # a store hiccup must not kill the worker
                 log.exception("dispatch_failed")
+            if self._stopping.is_set():
+                return
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.worker.poll_interval_s)
@@ -138,6 +146,8 @@ class Worker:
         """Claim due deliveries for every lane with room and start them; returns how many."""
         started = 0
         for name, lane in self.lanes.items():
+            if self._stopping.is_set():
+                break
             room = min(lane.limit - lane.active, self.settings.worker.batch_size)
             if room <= 0:
                 continue
@@ -163,6 +173,8 @@ class Worker:
                     await self.deliver(lane, claim)
                 finally:
                     heartbeat.cancel()
+        except Exception:  # the row keeps its lease and is claimed again when it runs out
+            log.exception("delivery_not_recorded", provider=lane.adapter.name, subject=pair[0].subject_id)
         finally:
             lane.active -= 1
             self.wake()

@@ -266,3 +266,29 @@ async def test_a_slow_push_keeps_its_lease_so_it_is_never_claimed_twice(
     await gateway.worker.drain()
     assert (await delivery(gateway, decision_id)).status is DeliveryStatus.succeeded
     await gateway.worker.stop()
+
+
+async def test_stopping_while_a_claim_is_committing_still_delivers_what_it_leased(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM can land while a claim is being written: the rows it leased are delivered
+    before the worker exits, not left 'sending' until their lease runs out."""
+    claimed, go = asyncio.Event(), asyncio.Event()
+    claim = gateway.store.outbox.claim
+
+    async def slow_to_return(*args: object) -> object:
+        leased = await claim(*args)  # type: ignore[arg-type]
+        if leased:
+            claimed.set()
+            await go.wait()
+        return leased
+
+    monkeypatch.setattr(gateway.store.outbox, "claim", slow_to_return)
+    decision_id = await post(gateway)
+    gateway.worker.start()
+    await claimed.wait()
+    stopping = asyncio.create_task(gateway.worker.stop())
+    await asyncio.sleep(0)
+    go.set()
+    await stopping
+    assert (await delivery(gateway, decision_id)).status is DeliveryStatus.succeeded
