@@ -241,27 +241,51 @@ async def test_a_slow_provider_never_delays_another(store: Store, sleeps: Sleeps
     await gateway.worker.stop()
 
 
-async def test_a_slow_push_keeps_its_lease_so_it_is_never_claimed_twice(
-    store: Store, provider: Provider, sleeps: Sleeps
-) -> None:
+class Ticker:
+    """A sleep that ends only when the test calls ``tick``."""
+
+    def __init__(self) -> None:
+        self.asleep, self.wake = asyncio.Event(), asyncio.Event()
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.asleep.set()
+        await self.wake.wait()
+        self.wake.clear()
+
+    async def tick(self) -> None:
+        """End one sleep and return once the sleeper has done its work and sleeps again."""
+        await self.asleep.wait()
+        self.asleep.clear()
+        self.wake.set()
+        await self.asleep.wait()
+
+
+async def test_a_slow_push_keeps_its_lease_so_it_is_never_claimed_twice(store: Store, sleeps: Sleeps) -> None:
     release = asyncio.Event()
 
     async def slow(request: httpx.Request) -> httpx.Response:
         await release.wait()
         return httpx.Response(200, json={})
 
-    settings = Settings(worker={"lease_s": 0.15})
+    now = NOW
     gateway = Gateway(
-        settings,
+        Settings(worker={"lease_s": 60}),
         store=store,
-        adapters={"fake": fake_adapter()},
+        adapters={"fake": fake_adapter(timeout_s=3600)},
         transports={"fake": httpx.MockTransport(slow)},
+        clock=lambda: now,
         sleep=sleeps,
     )
+    gateway.worker.beat = heartbeat = Ticker()
     decision_id = await post(gateway)
     await gateway.worker.dispatch()
-    await asyncio.sleep(0.4)  # real time: more than two lease lengths, so the heartbeat has to renew it
-    assert await gateway.store.outbox.claim("fake", 10, datetime.now(UTC), 0.15) == []
+    for _ in range(3):  # three lease lengths with no answer from the provider
+        now += timedelta(seconds=50)
+        await heartbeat.tick()
+        assert await gateway.store.outbox.claim("fake", 10, now + timedelta(seconds=50), 60) == []
+    assert heartbeat.calls == [20.0] * 4
     release.set()
     await gateway.worker.drain()
     assert (await delivery(gateway, decision_id)).status is DeliveryStatus.succeeded
