@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -216,13 +216,14 @@ class Ledger:
             return {row["provider"]: row for row in rows.mappings()}
 
     async def last_deliveries(self, subject_id: str) -> dict[str, DeliveryOut]:
-        """The newest delivery per provider for a subject."""
+        """The newest delivery per provider for a subject, picked by the database: a subject
+        that has gathered thousands of deliveries still sends back one row per provider."""
+        newest_first = (deliveries.c.created_at.desc(), deliveries.c.id.desc())
+        nth = func.row_number().over(partition_by=deliveries.c.provider, order_by=newest_first).label("nth")
+        ranked = select(deliveries, nth).where(deliveries.c.subject_id == subject_id).subquery()
+        columns = [ranked.c[name] for name in deliveries.c.keys()]
         async with self.reader.connect() as conn:
-            rows = await conn.execute(
-                select(deliveries)
-                .where(deliveries.c.subject_id == subject_id)
-                .order_by(deliveries.c.created_at, deliveries.c.id)
-            )
+            rows = await conn.execute(select(*columns).where(ranked.c.nth == 1))
             return {row["provider"]: delivery_out(row) for row in rows.mappings()}
 
 

@@ -104,6 +104,21 @@ async def test_a_delivery_in_flight_is_followed_by_one_more_never_overtaken(stor
     assert follow_up.id == newer.deliveries[0].id
 
 
+async def test_the_subject_view_shows_each_providers_newest_delivery(store: Store) -> None:
+    adapters = {"fake": fake_adapter(), "other": fake_adapter()}
+    now = NOW
+    for minutes, state in enumerate(["granted", "denied", "granted"]):
+        recorded = await store.ledger.record(decision(minutes, email_marketing=state), adapters, now)
+        for claim in await store.outbox.claim("fake", 10, now, lease_s=60):
+            await store.outbox.finish(claim, Outcome(DeliveryStatus.succeeded), now)
+        now += timedelta(minutes=1)
+    assert await count(store, deliveries) == 4, "fake: three sent one by one; other: one, coalesced"
+    newest = await store.ledger.last_deliveries("cust-1")
+    latest = {d.provider: d.id for d in recorded.deliveries}
+    assert (newest["fake"].id, newest["fake"].status) == (latest["fake"], DeliveryStatus.succeeded)
+    assert (newest["other"].id, newest["other"].status) == (latest["other"], DeliveryStatus.pending)
+
+
 async def test_claims_lease_rows_and_expired_leases_return(store: Store) -> None:
     adapters = {"fake": fake_adapter()}
     await store.ledger.record(decision(1, email_marketing="granted"), adapters, NOW)
