@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import event
@@ -46,7 +47,10 @@ def insert(conn: AsyncConnection, table: Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-async def upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: list[str]) -> None:
-    statement = insert(conn, table).values(values)
-    changes = {name: statement.excluded[name] for name in values if name not in keys}
-    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
+async def upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
+    """Insert ``rows`` (all with the same columns), or update the ones whose ``keys`` exist."""
+    if not rows:
+        return
+    statement = insert(conn, table)
+    changes = {name: statement.excluded[name] for name in rows[0] if name not in keys}
+    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes), list(rows))

@@ -21,9 +21,10 @@ from gateway.db import insert, reader, upsert
 from gateway.outbox import OPEN, delivery_out
 from gateway.tables import decisions, deliveries, delivery_decisions, provider_state, subject_purposes, subjects
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
-from schemas.consent import Decision, PurposeRecord, PurposeState, SubjectState
+from schemas.consent import Decision, PurposeRecord, PurposeState, SubjectState, merge
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SUBJECT_FIELDS = {"email", "phone", "tcf_string", "vendors", "expires_at", "source", "note", "occurred_at"}
 
 
 class Ledger:
@@ -33,73 +34,56 @@ class Ledger:
 
     async def record(self, decision: Decision, adapters: Mapping[str, Adapter], now: datetime) -> DecisionOut:
         """Ledger row, merged state and outbox rows, atomically; returns the recorded decision."""
-        decision_id = str(uuid.uuid4())
         async with self.engine.begin() as conn:
-            await self._lock_subject(conn, decision, now)
-            before = await self._state(conn, decision.subject.id)
-            current = before.purposes if before else {}
-            effective = sorted(p for p in decision.purposes if _wins(decision.occurred_at, current.get(p)))
-            await conn.execute(
-                decisions.insert().values(
-                    id=decision_id,
-                    subject_id=decision.subject.id,
-                    occurred_at=decision.occurred_at,
-                    received_at=now,
-                    body=decision.model_dump(mode="json"),
-                    effective=effective,
-                    superseded=sorted(set(decision.purposes) - set(effective)),
-                )
-            )
-            await self._merge_purposes(conn, decision, decision_id, effective)
-            await self._merge_subject(conn, decision, now)
-            after = await self._state(conn, decision.subject.id)
-            assert after is not None
+            before = await self._lock_subject(conn, decision, now)
+            after, effective = merge(before, decision)
+            row = {
+                "id": str(uuid.uuid4()),
+                "subject_id": decision.subject.id,
+                "occurred_at": decision.occurred_at,
+                "received_at": now,
+                "body": decision.model_dump(mode="json"),
+                "effective": effective,
+                "superseded": sorted(set(decision.purposes) - set(effective)),
+            }
+            await conn.execute(decisions.insert().values(row))
+            await self._write_state(conn, after, effective, row["id"], now)
             changed = {
                 name: (adapter.project(before) if before else {}) != adapter.project(after)
                 for name, adapter in adapters.items()
             }
-            carried = await self._enqueue(conn, decision_id, decision.subject.id, changed, now)
-            row = (await conn.execute(select(decisions).where(decisions.c.id == decision_id))).mappings().one()
+            carried = await self._enqueue(conn, row["id"], decision.subject.id, changed, now)
             return _decision_out(row, carried)
 
-    async def _lock_subject(self, conn: AsyncConnection, decision: Decision, now: datetime) -> None:
-        """Create the subject row if new, then lock it so concurrent decisions merge one at a time."""
-        subject_id = decision.subject.id
-        row = {"id": subject_id, "vendors": {}, "source": decision.source, "occurred_at": EPOCH, "updated_at": now}
+    async def _lock_subject(self, conn: AsyncConnection, decision: Decision, now: datetime) -> SubjectState | None:
+        """Create the subject row if new, then lock it and read its state, so concurrent
+        decisions for one subject merge one at a time."""
+        row = {
+            "id": decision.subject.id,
+            "vendors": {},
+            "source": decision.source,
+            "occurred_at": EPOCH,
+            "updated_at": now,
+        }
         await conn.execute(insert(conn, subjects).values(row).on_conflict_do_nothing(index_elements=["id"]))
-        await conn.execute(select(subjects.c.id).where(subjects.c.id == subject_id).with_for_update())
+        return await self._state(conn, decision.subject.id, lock=True)
 
-    async def _merge_purposes(
-        self, conn: AsyncConnection, decision: Decision, decision_id: str, effective: Sequence[str]
+    async def _write_state(
+        self, conn: AsyncConnection, state: SubjectState, effective: Sequence[str], decision_id: str, now: datetime
     ) -> None:
-        for purpose in effective:
-            values = {
-                "subject_id": decision.subject.id,
+        purposes = [
+            {
+                "subject_id": state.subject_id,
                 "purpose": purpose,
-                "state": decision.purposes[purpose].value,
-                "occurred_at": decision.occurred_at,
+                "state": state.purposes[purpose].state.value,
+                "occurred_at": state.purposes[purpose].occurred_at,
                 "decision_id": decision_id,
             }
-            await upsert(conn, subject_purposes, values, ["subject_id", "purpose"])
-
-    async def _merge_subject(self, conn: AsyncConnection, decision: Decision, now: datetime) -> None:
-        """The newest decision owns subject-level fields; an older one only fills gaps."""
-        row = (await conn.execute(select(subjects).where(subjects.c.id == decision.subject.id))).mappings().one()
-        subject = decision.subject
-        given = {"email": subject.email, "phone": subject.phone, "tcf_string": decision.tcf_string}
-        values: dict[str, Any] = {"updated_at": now}
-        if decision.occurred_at >= row["occurred_at"]:
-            values |= {key: value for key, value in given.items() if value is not None}
-            values |= {
-                "occurred_at": decision.occurred_at,
-                "source": decision.source,
-                "note": decision.note,
-                "expires_at": decision.expires_at,
-                "vendors": row["vendors"] | (decision.vendors or {}),
-            }
-        else:
-            values |= {key: value for key, value in given.items() if value is not None and row[key] is None}
-        await conn.execute(update(subjects).where(subjects.c.id == subject.id).values(values))
+            for purpose in effective
+        ]
+        await upsert(conn, subject_purposes, purposes, ["subject_id", "purpose"])
+        fields = state.model_dump(include=SUBJECT_FIELDS) | {"updated_at": now}
+        await conn.execute(update(subjects).where(subjects.c.id == state.subject_id).values(fields))
 
     async def _enqueue(
         self, conn: AsyncConnection, decision_id: str, subject_id: str, changed: dict[str, bool], now: datetime
@@ -153,8 +137,9 @@ class Ledger:
         async with self.reader.connect() as conn:
             return await self._state(conn, subject_id)
 
-    async def _state(self, conn: AsyncConnection, subject_id: str) -> SubjectState | None:
-        row = (await conn.execute(select(subjects).where(subjects.c.id == subject_id))).mappings().first()
+    async def _state(self, conn: AsyncConnection, subject_id: str, lock: bool = False) -> SubjectState | None:
+        query = select(subjects).where(subjects.c.id == subject_id)
+        row = (await conn.execute(query.with_for_update() if lock else query)).mappings().first()
         if row is None or row["occurred_at"] == EPOCH:
             return None
         purposes = (
@@ -227,12 +212,7 @@ class Ledger:
             return {row["provider"]: delivery_out(row) for row in rows.mappings()}
 
 
-def _wins(occurred_at: datetime, current: PurposeRecord | None) -> bool:
-    """Newest occurred_at wins; on a tie the later-received decision wins (receive order)."""
-    return current is None or occurred_at >= current.occurred_at
-
-
-def _decision_out(row: RowMapping, carried: list[DeliveryOut]) -> DecisionOut:
+def _decision_out(row: Mapping[str, Any], carried: list[DeliveryOut]) -> DecisionOut:
     return DecisionOut(
         id=row["id"],
         subject_id=row["subject_id"],

@@ -137,7 +137,7 @@ class Outbox:
                     "memo": ack[1],
                     "acknowledged_at": now,
                 }
-                await upsert(conn, provider_state, values, ["subject_id", "provider"])
+                await upsert(conn, provider_state, [values], ["subject_id", "provider"])
             elif any(attempt.outcome != "succeeded" for attempt in outcome.attempts):
                 # A failed push may still have been applied (answer lost, or a later step of the
                 # flow failed), so what the provider holds is now unknown: the next push sends

@@ -7,6 +7,7 @@ what a misspelled field or a ``0`` meant.
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from enum import StrEnum
 from typing import Annotated
 
@@ -153,3 +154,29 @@ def most_restrictive(states: list[PurposeState]) -> PurposeState:
         if candidate in states:
             return candidate
     return PurposeState.granted
+
+
+def merge(before: SubjectState | None, decision: Decision) -> tuple[SubjectState, list[str]]:
+    """The subject's state once ``decision`` is applied, and the purposes it won.
+
+    Per purpose the newest ``occurred_at`` wins and a tie goes to the later-received
+    decision, so a late, older decision changes nothing. The newest decision also owns the
+    subject-level fields; an older one only fills fields still unknown.
+    """
+    occurred_at = decision.occurred_at.astimezone(UTC)
+    current = before.purposes if before else {}
+    effective = sorted(p for p in decision.purposes if p not in current or occurred_at >= current[p].occurred_at)
+    purposes = current | {p: PurposeRecord(state=decision.purposes[p], occurred_at=occurred_at) for p in effective}
+    given = {"email": decision.subject.email, "phone": decision.subject.phone, "tcf_string": decision.tcf_string}
+    if before is None or occurred_at >= before.occurred_at:
+        fields = {key: value for key, value in given.items() if value is not None} | {
+            "occurred_at": occurred_at,
+            "source": decision.source,
+            "note": decision.note,
+            "expires_at": decision.expires_at.astimezone(UTC) if decision.expires_at else None,
+            "vendors": (before.vendors if before else {}) | (decision.vendors or {}),
+        }
+    else:
+        fields = {key: value for key, value in given.items() if value is not None and getattr(before, key) is None}
+    base = before or SubjectState(subject_id=decision.subject.id, occurred_at=occurred_at)
+    return base.model_copy(update={"purposes": purposes, **fields}), effective
