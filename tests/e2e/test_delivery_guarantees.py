@@ -9,7 +9,7 @@ What is checked, always against expectations computed here from the decisions th
 1. any interleaving of out-of-order and duplicated decisions and worker drains leaves every provider
    holding the newest decision per purpose, and the ledger's effective/superseded purposes right
    (hypothesis);
-2. 2,000 decisions under ~30 % injected faults all end delivered (none dead, none open), from the
+2. 2,000 decisions with at least 30 % of requests faulted all end delivered (none dead, none open), from the
    simulators' request logs no push ever goes back in time, and the providers hold the newest state;
 3. explicit out-of-order and duplicate cases: a late older decision is kept in the ledger with its
    ``superseded_purposes`` and sends nothing; and a push the provider applied but never
@@ -107,7 +107,8 @@ class ChaosTransport(httpx.AsyncBaseTransport):
         if roll < self.connect_error_rate + self.lost_answer_rate:
             await response.aread()
             await response.aclose()
-            self.counts["lost_answer"] += 1
+            # an error answer lost on the way is one fault, already in the provider's own log
+            self.counts["lost_answer" if response.is_success else "lost_error_answer"] += 1
             raise httpx.ReadTimeout("chaos: the answer was lost", request=request)
         return response
 
@@ -344,12 +345,12 @@ async def test_any_interleaving_of_late_and_duplicate_decisions_ends_with_the_ne
             assert stale_pushes(provider, (await world.inspect(provider))["requests"]) == []
 
 
-# -- 2. load: 2,000 decisions under ~30 % faults --------------------------------------------------------
+# -- 2. load: 2,000 decisions, at least 30 % of requests faulted -----------------------------------------
 
 LOAD_SEED = 20261123
 LOAD_DECISIONS = 2000
 LOAD_SUBJECTS = 100
-SIM_ERROR_RATE = 0.15  # simulator-side: 503 or 429 + Retry-After, alternating per chunk
+SIM_ERROR_RATE = 0.25  # simulator-side: 503 or 429 + Retry-After, alternating per chunk
 CONNECT_ERROR_RATE = 0.07  # chaos transport: refused before the provider sees it
 LOST_ANSWER_RATE = 0.08  # chaos transport: applied by the provider, answer lost
 CHUNK = 500  # decisions per round: a drain runs while they are recorded, then finishes them
@@ -388,7 +389,8 @@ def load_decisions(rng: random.Random) -> list[Posted]:
 async def test_two_thousand_decisions_under_faults_all_arrive_newest_wins_and_nothing_goes_back_in_time(
     store: Store,
 ) -> None:
-    """2,000 decisions (100 subjects, ~20 each, 1 in 5 late, 1 in 10 twice) under ~30 % faults:
+    """2,000 decisions (100 subjects, ~20 each, 1 in 5 late, 1 in 10 twice) with at least 30 % of
+    requests faulted:
     simulator 503s / 429s with Retry-After, refused connections and lost answers (seeds LOAD_SEED..).
     Every delivery ends succeeded or skipped; no push for an item is ever older than one already sent
     for it (simulator request logs); every provider holds the newest decision per purpose. The wall
@@ -455,14 +457,14 @@ async def test_two_thousand_decisions_under_faults_all_arrive_newest_wins_and_no
             f"\nload [{dialect}]: {LOAD_DECISIONS} decisions, {LOAD_SUBJECTS} subjects; "
             f"recorded and drained in {posted_at - started:.1f} s, then {rounds} settle rounds; "
             f"total {elapsed:.1f} s wall; deliveries {dict(statuses)}; requests sent {sent}, "
-            f"faulted {faulted} ({share:.0%}): chaos { ({p: dict(c.counts) for p, c in chaos.items()}) }; "
+            f"faulted {faulted} ({share:.1%}): chaos { ({p: dict(c.counts) for p, c in chaos.items()}) }; "
             f"pushes checked for staleness {checked}"
         )
 
         dead = (await world.gateway.store.outbox.list(status=DeliveryStatus.dead, limit=5)).items
         reasons = [(d.provider, d.last_status_code, d.last_error) for d in dead]
         assert set(statuses) <= FINAL, f"deliveries not delivered: {dict(statuses)}; dead because {reasons}"
-        assert share > 0.2  # the faults really were injected
+        assert share >= 0.3, f"only {share:.1%} of requests faulted"  # the faults really were injected
         for provider, log in logs.items():
             assert len(log) < 10_000, f"{provider}'s request log overflowed: the stale check would be partial"
             assert len(log) <= chaos[provider].counts["forwarded"]  # refused connections never arrive
