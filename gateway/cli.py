@@ -35,6 +35,9 @@ HostOption = Annotated[str, typer.Option(help="address to bind")]
 PortOption = Annotated[int, typer.Option(help="port to bind")]
 
 
+_TOKEN_FROM_ENV = "API token: the one in $CONSENT_GATEWAY_TOKEN (not printed)"
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -44,11 +47,11 @@ def serve(
 ) -> None:
     """Run the API and the delivery worker."""
     if demo:
-        host = "127.0.0.1"  # the demo's token is printed: never expose it beyond loopback
-        token = demo_token()
+        host = "127.0.0.1"  # the demo's token may be printed: never expose it beyond loopback
+        token, generated = demo_token()
         app = demo_app(host, port, token)
         console.print(f"[bold]demo[/]: simulators at http://{host}:{port}/simulators/{{masivo,wix,intempt}}")
-        console.print(f"API token (shown once): [green]{token}[/]")
+        console.print(f"API token (shown once): [green]{token}[/]" if generated else _TOKEN_FROM_ENV)
     else:
         app = create_app(_gateway(_settings(config)))
     uvicorn.run(app, host=host, port=port, log_config=None)

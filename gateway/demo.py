@@ -20,9 +20,11 @@ from gateway.service import Gateway
 DEMO_DATABASE = "sqlite+aiosqlite:///consent-gateway-demo.db"
 
 
-def demo_token() -> str:
-    """$CONSENT_GATEWAY_TOKEN, or a fresh random token."""
-    return os.environ.get("CONSENT_GATEWAY_TOKEN") or secrets.token_urlsafe(24)
+def demo_token() -> tuple[str, bool]:
+    """$CONSENT_GATEWAY_TOKEN, or a fresh random token; and whether it was generated here
+    (only a generated one may be printed: the caller already knows theirs)."""
+    chosen = os.environ.get("CONSENT_GATEWAY_TOKEN")
+    return (chosen, False) if chosen else (secrets.token_urlsafe(24), True)
 
 
 def demo_settings(base_url: str, token: str) -> Settings:

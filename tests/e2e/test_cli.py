@@ -6,7 +6,9 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
@@ -73,3 +75,23 @@ def test_db_upgrade_creates_the_schema_and_a_bad_config_names_the_key(tmp_path: 
     bad.write_text('[providers.wix]\napi_key = "${SURELY_UNSET_WIX_KEY}"\nsite_id = "s"\n')
     result = runner.invoke(app, ["worker", "--config", str(bad)])
     assert result.exit_code == 2 and "SURELY_UNSET_WIX_KEY" in result.output
+
+
+def test_serve_demo_prints_a_generated_token_but_never_the_callers_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr("gateway.cli.uvicorn.run", lambda app, **options: served.append(options))
+    monkeypatch.chdir(tmp_path)  # the demo's SQLite file goes to the working directory
+    runner = CliRunner()
+
+    monkeypatch.setenv("CONSENT_GATEWAY_TOKEN", "callers-own-token-0123456789")
+    chosen = runner.invoke(app, ["serve", "--demo", "--host", "0.0.0.0"])
+    assert chosen.exit_code == 0, chosen.output
+    assert "callers-own-token-0123456789" not in chosen.output and "CONSENT_GATEWAY_TOKEN" in chosen.output
+
+    monkeypatch.delenv("CONSENT_GATEWAY_TOKEN")
+    generated = runner.invoke(app, ["serve", "--demo"])
+    assert generated.exit_code == 0, generated.output
+    assert "API token (shown once):" in generated.output
+    assert [options["host"] for options in served] == ["127.0.0.1", "127.0.0.1"], "the demo stays on loopback"
