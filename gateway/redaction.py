@@ -68,6 +68,7 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) ->
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # the traceback as text, so it is scrubbed too
             Redactor(secrets),
             structlog.processors.JSONRenderer(),
         ],

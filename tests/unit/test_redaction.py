@@ -1,0 +1,45 @@
+"""Secrets never reach a log line: structlog events, their tracebacks, and other libraries' loggers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from gateway.redaction import configure_logging, redact
+
+SECRET = "s3cr3t-value-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def restore_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+    for name in ("uvicorn.access", "uvicorn.error", "httpx", "httpcore"):
+        logging.getLogger(name).filters.clear()
+
+
+def test_known_values_and_secret_shaped_fragments_are_replaced() -> None:
+    text = f"GET /acme?apiKey={SECRET[:5]}xyz&x=1 Authorization: Bearer abc.def.ghi and {SECRET}"
+    assert redact(text, [SECRET]) == "GET /acme?apiKey=<redacted>&x=1 Authorization: Bearer <redacted> and <redacted>"
+
+
+def test_a_logged_exception_keeps_its_traceback_without_the_secret(caplog: pytest.LogCaptureFixture) -> None:
+    configure_logging([SECRET])
+    try:
+        raise RuntimeError(f"adapter bug near https://api.example/consents?apiKey={SECRET}")
+    except RuntimeError:
+        structlog.get_logger("consent_gateway.worker").exception("delivery_crashed", api_key=SECRET)
+    line = json.loads(caplog.messages[-1])
+    assert "RuntimeError: adapter bug near" in line["exception"] and "Traceback" in line["exception"]
+    assert SECRET not in json.dumps(line) and line["api_key"] == "<redacted>"
+
+
+def test_other_libraries_log_lines_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
+    configure_logging([SECRET])
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        logging.getLogger("uvicorn.access").info('"%s" 200', f"POST /intempt?apiKey={SECRET}")
+    assert caplog.messages == ['"POST /intempt?apiKey=<redacted>" 200']
