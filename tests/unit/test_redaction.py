@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from gateway.redaction import configure_logging, redact
+from gateway.redaction import THIRD_PARTY_LOGGERS, configure_logging, redact
 
 SECRET = "s3cr3t-value-0123456789"
 
@@ -18,7 +18,7 @@ SECRET = "s3cr3t-value-0123456789"
 def restore_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
-    for name in ("uvicorn.access", "uvicorn.error", "httpx", "httpcore"):
+    for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).filters.clear()
 
 
