@@ -130,13 +130,11 @@ class Worker:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            self._wake.clear()  # before dispatching: a wake (or stop) arriving meanwhile is kept
             try:
                 await self.dispatch()
             except Exception:  # a store hiccup must not kill the worker
                 log.exception("dispatch_failed")
-            if self._stopping.is_set():
-                return
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.worker.poll_interval_s)
             except TimeoutError:
