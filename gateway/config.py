@@ -67,6 +67,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///consent-gateway.db"
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
+    max_clock_skew_s: float = Field(
+        default=300.0, ge=0, le=86_400, description="how far ahead of the gateway's clock occurred_at may be"
+    )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_batch_body_bytes: int = Field(default=16_000_000, ge=1024, description="for POST /v1/consents:batch")
     idempotency_ttl_s: float = Field(default=86_400.0, ge=86_400.0, description="keys are kept at least 24 h")

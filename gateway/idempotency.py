@@ -4,20 +4,28 @@ Same key + same body → the original response; same key + a different body → 
 same key while the first request is still running → 409. Keys are per client (token
 name) and kept for ``ttl_s`` (at least 24 h). A key whose first request died before
 answering is taken over once it is ``stale_s`` old, so a crash never blocks a key forever.
+
+The decision each item of a keyed request records is bound to the key in the SAME
+transaction that records it (``idempotent_decisions``), so whatever happens afterwards — a
+crash, a cancelled request, a failed wait — a retry answers that decision and never
+records a second one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import insert
-from gateway.tables import idempotency_keys
+from gateway.tables import idempotency_keys, idempotent_decisions
+
+RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
+"""``created_at`` of a key whose request failed after recording: a retry takes it over at once."""
 
 
 class Verdict(StrEnum):
@@ -32,6 +40,32 @@ class Lookup:
     verdict: Verdict
     status: int | None = None
     body: Any = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Ties the decision recorded for item ``item`` of a keyed request to its key."""
+
+    scope: str
+    key: str
+    item: int
+    expires_at: datetime
+
+    async def claim(self, conn: AsyncConnection, decision_id: str) -> str | None:
+        """Bind ``decision_id`` inside the recording transaction; or return the decision an
+        earlier attempt of this request already recorded for this item (then record nothing)."""
+        table = idempotent_decisions
+        values = {"scope": self.scope, "key": self.key, "item": self.item, "expires_at": self.expires_at}
+        taken = await conn.execute(
+            insert(conn, table)
+            .values(decision_id=decision_id, **values)
+            .on_conflict_do_nothing(index_elements=["scope", "key", "item"])
+        )
+        if taken.rowcount:
+            return None
+        match = (table.c.scope == self.scope) & (table.c.key == self.key) & (table.c.item == self.item)
+        return str((await conn.execute(select(table.c.decision_id).where(match))).scalar_one())
 
 
 class IdempotencyKeys:
@@ -45,20 +79,18 @@ class IdempotencyKeys:
         match = (table.c.scope == scope) & (table.c.key == key)
         async with self.engine.begin() as conn:
             await conn.execute(delete(table).where(table.c.expires_at < now))
+            await conn.execute(delete(idempotent_decisions).where(idempotent_decisions.c.expires_at < now))
             row = (await conn.execute(select(table).where(match).with_for_update())).mappings().first()
             if row is None:
+                expires_at = now + timedelta(seconds=ttl_s)
                 inserted = await conn.execute(
                     insert(conn, table)
-                    .values(
-                        scope=scope,
-                        key=key,
-                        request_hash=request_hash,
-                        created_at=now,
-                        expires_at=now + timedelta(seconds=ttl_s),
-                    )
+                    .values(scope=scope, key=key, request_hash=request_hash, created_at=now, expires_at=expires_at)
                     .on_conflict_do_nothing(index_elements=["scope", "key"])
                 )
-                return Lookup(Verdict.proceed if inserted.rowcount else Verdict.in_progress)
+                if not inserted.rowcount:
+                    return Lookup(Verdict.in_progress)
+                return Lookup(Verdict.proceed, expires_at=expires_at)
             if row["request_hash"] != request_hash:
                 return Lookup(Verdict.mismatch)
             if row["response_status"] is not None:
@@ -66,7 +98,7 @@ class IdempotencyKeys:
             if row["created_at"] > now - timedelta(seconds=stale_s):
                 return Lookup(Verdict.in_progress)
             await conn.execute(update(table).where(match).values(created_at=now))
-            return Lookup(Verdict.proceed)
+            return Lookup(Verdict.proceed, expires_at=row["expires_at"])
 
     async def complete(self, scope: str, key: str, status: int, body: Any) -> None:
         async with self.engine.begin() as conn:
@@ -77,8 +109,11 @@ class IdempotencyKeys:
             )
 
     async def release(self, scope: str, key: str) -> None:
-        """Forget a key whose request failed before doing anything, so a retry can use it."""
+        """After a failed request: forget the key if it recorded nothing (a retry may then send
+        any body); else keep it, bound to its decisions, and let a retry take it over at once."""
+        keys, bound = idempotency_keys, idempotent_decisions
+        match = (keys.c.scope == scope) & (keys.c.key == key)
+        recorded = exists().where(bound.c.scope == scope, bound.c.key == key)
         async with self.engine.begin() as conn:
-            await conn.execute(
-                delete(idempotency_keys).where((idempotency_keys.c.scope == scope) & (idempotency_keys.c.key == key))
-            )
+            await conn.execute(delete(keys).where(match, ~recorded))
+            await conn.execute(update(keys).where(match).values(created_at=RELEASED))

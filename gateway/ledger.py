@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter
 from gateway.db import insert, reader, upsert
+from gateway.idempotency import Binding
 from gateway.outbox import OPEN, delivery_out
 from gateway.tables import decisions, deliveries, delivery_decisions, provider_state, subject_purposes, subjects
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
@@ -32,28 +33,51 @@ class Ledger:
         self.engine = engine
         self.reader = reader(engine)
 
-    async def record(self, decision: Decision, adapters: Mapping[str, Adapter], now: datetime) -> DecisionOut:
-        """Ledger row, merged state and outbox rows, atomically; returns the recorded decision."""
+    async def record(
+        self, decision: Decision, adapters: Mapping[str, Adapter], now: datetime, binding: Binding | None = None
+    ) -> DecisionOut:
+        """Ledger row, merged state and outbox rows, atomically; returns the recorded decision.
+
+        With a ``binding`` the decision is bound to its idempotency key in the same
+        transaction; if an earlier attempt already recorded one for it, that one is returned
+        and nothing is written.
+        """
+        decision_id = str(uuid.uuid4())
         async with self.engine.begin() as conn:
-            before = await self._lock_subject(conn, decision, now)
-            after, effective = merge(before, decision)
-            row = {
-                "id": str(uuid.uuid4()),
-                "subject_id": decision.subject.id,
-                "occurred_at": decision.occurred_at,
-                "received_at": now,
-                "body": decision.model_dump(mode="json"),
-                "effective": effective,
-                "superseded": sorted(set(decision.purposes) - set(effective)),
-            }
-            await conn.execute(decisions.insert().values(row))
-            await self._write_state(conn, after, effective, row["id"], now)
-            changed = {
-                name: (adapter.project(before) if before else {}) != adapter.project(after)
-                for name, adapter in adapters.items()
-            }
-            carried = await self._enqueue(conn, row["id"], decision.subject.id, changed, now)
-            return _decision_out(row, carried)
+            earlier = await binding.claim(conn, decision_id) if binding else None
+            if earlier is None:
+                return await self._record(conn, decision_id, decision, adapters, now)
+        found = await self.decision(earlier)
+        assert found is not None, "a bound decision is never deleted"
+        return found
+
+    async def _record(
+        self,
+        conn: AsyncConnection,
+        decision_id: str,
+        decision: Decision,
+        adapters: Mapping[str, Adapter],
+        now: datetime,
+    ) -> DecisionOut:
+        before = await self._lock_subject(conn, decision, now)
+        after, effective = merge(before, decision)
+        row: dict[str, Any] = {
+            "id": decision_id,
+            "subject_id": decision.subject.id,
+            "occurred_at": decision.occurred_at,
+            "received_at": now,
+            "body": decision.model_dump(mode="json"),
+            "effective": effective,
+            "superseded": sorted(set(decision.purposes) - set(effective)),
+        }
+        await conn.execute(decisions.insert().values(row))
+        await self._write_state(conn, after, effective, decision_id, now)
+        changed = {
+            name: (adapter.project(before) if before else {}) != adapter.project(after)
+            for name, adapter in adapters.items()
+        }
+        carried = await self._enqueue(conn, decision_id, decision.subject.id, changed, now)
+        return _decision_out(row, carried)
 
     async def _lock_subject(self, conn: AsyncConnection, decision: Decision, now: datetime) -> SubjectState | None:
         """Create the subject row if new, then lock it and read its state, so concurrent

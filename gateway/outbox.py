@@ -15,6 +15,7 @@ from adapters.base import Projection
 from gateway.db import reader, upsert
 from gateway.tables import deliveries, delivery_attempts, provider_state
 from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
+from schemas.consent import parse_timestamp
 
 OPEN = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a newer decision may join
 
@@ -268,7 +269,7 @@ def encode_cursor(last: DeliveryOut) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Raises ValueError for a cursor this service did not hand out."""
     created_at, _, delivery_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-    return datetime.fromisoformat(created_at), delivery_id
+    return parse_timestamp(created_at), delivery_id
 
 
 def delivery_out(row: RowMapping, attempts: list[AttemptOut] | None = None) -> DeliveryOut:

@@ -42,10 +42,11 @@ def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
     return found
 
 
-def invalid(error: ValidationError, prefix: str = "") -> ProblemError:
+def invalid(error: ValidationError, prefix: str = "", status: int = 422) -> ProblemError:
+    """422 for a body that is not valid; 400 for bad query parameters."""
     errors = field_errors(error, prefix)
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
-    return ProblemError(422, "validation-error", "The request is not valid", detail, errors)
+    return ProblemError(status, "validation-error", "The request is not valid", detail, errors)
 
 
 def bad_parameter(field: str, message: str) -> ProblemError:

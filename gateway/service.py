@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
 from adapters.base import Adapter, Projection
 from gateway.config import Settings, build_adapters
+from gateway.idempotency import Binding
 from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.worker import Clock, Sleep, Worker, utcnow
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, ProviderSync, SubjectOut, SyncStatus
-from schemas.consent import Decision
+from schemas.consent import Decision, decision_context
 
 
 class Gateway:
@@ -48,8 +50,13 @@ class Gateway:
     def secrets(self) -> list[str]:
         return [secret for adapter in self.adapters.values() for secret in adapter.secrets()]
 
-    async def record(self, decision: Decision) -> DecisionOut:
-        recorded = await self.store.ledger.record(decision, self.adapters, self.clock())
+    def decision_context(self) -> dict[str, Any]:
+        """Validation context for a caller's decision: the purpose vocabulary and the clock now."""
+        return decision_context(self.settings.purposes, self.clock(), self.settings.max_clock_skew_s)
+
+    async def record(self, decision: Decision, binding: Binding | None = None) -> DecisionOut:
+        """Record ``decision``; with a ``binding``, at most once per idempotency key and item."""
+        recorded = await self.store.ledger.record(decision, self.adapters, self.clock(), binding)
         self.worker.wake()
         return recorded
 

@@ -128,6 +128,17 @@ idempotency_keys = Table(
     Index("ix_idempotency_expiry", "expires_at"),
 )
 
+idempotent_decisions = Table(
+    "idempotent_decisions",  # the decision each item of a keyed request recorded: written with it
+    metadata,
+    Column("scope", String(100), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("item", Integer, primary_key=True),  # 0 for POST /v1/consents, the index in a batch
+    Column("decision_id", String(36), nullable=False),
+    _timestamp("expires_at"),  # the key's own expiry
+    Index("ix_idempotent_decisions_expiry", "expires_at"),
+)
+
 provider_state = Table(
     "provider_state",
     metadata,

@@ -7,17 +7,20 @@ what a misspelled field or a ``0`` meant.
 from __future__ import annotations
 
 import re
-from datetime import UTC
+import unicodedata
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
+    Strict,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -34,8 +37,14 @@ DEFAULT_PURPOSES: tuple[str, ...] = (
     "analytics",
 )
 
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-SOURCE = re.compile(r"^(web|mobile|in_person|form|import|provider:[a-z][a-z0-9_-]{0,39})$")
+E164 = re.compile(r"\+[1-9]\d{1,14}")
+SOURCES = ("web", "mobile", "in_person", "form", "import", "provider:<name>")
+SOURCE = re.compile(r"(web|mobile|in_person|form|import|provider:[a-z][a-z0-9_-]{0,39})")
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""No consent decision recorded here can predate this; an earlier time is a client bug."""
+TEXT_CONTROLS = frozenset("\t\n\r")
+"""The only control characters a free-text field (``note``) may hold."""
 
 
 class PurposeState(StrEnum):
@@ -45,20 +54,57 @@ class PurposeState(StrEnum):
 
 
 def _e164(value: str) -> str:
-    if not E164.match(value):
+    if not E164.fullmatch(value):
         raise ValueError("must be an E.164 phone number, e.g. +14155550100")
     return value
 
 
 def _source(value: str) -> str:
-    if not SOURCE.match(value):
-        raise ValueError("must be one of web, mobile, in_person, form, import, provider:<name>")
+    if not SOURCE.fullmatch(value):
+        raise ValueError(f"must be one of {', '.join(SOURCES)}")
     return value
 
 
+def _rfc3339(value: Any) -> Any:
+    """Only an RFC 3339 date-time with an offset: ``"1700000000"`` or ``1700000000`` is not a
+    time, whatever pydantic's lax parsing (needed behind this validator) would make of it."""
+    if isinstance(value, datetime) or (isinstance(value, str) and RFC3339.fullmatch(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-11-23T10:00:00Z")
+
+
+def _utc(value: datetime) -> datetime:
+    """In UTC, which every comparison and column uses; a time that leaves the calendar there is refused."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 string as an aware UTC datetime; ValueError when it is not one (or overflows)."""
+    _rfc3339(text)
+    return _utc(datetime.fromisoformat(text))
+
+
+def _single_line(value: str) -> str:
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _free_text(value: str) -> str:
+    if any(unicodedata.category(char) == "Cc" and char not in TEXT_CONTROLS for char in value):
+        raise ValueError("must not contain control characters other than tab and line breaks")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, Strict(False), BeforeValidator(_rfc3339), AfterValidator(_utc)]
 Phone = Annotated[str, AfterValidator(_e164)]
 Source = Annotated[str, AfterValidator(_source)]
 SubjectId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")]
+Token = Annotated[str, AfterValidator(_single_line)]
+FreeText = Annotated[str, AfterValidator(_free_text)]
 
 
 class Strict(BaseModel):
@@ -82,14 +128,14 @@ class Decision(Strict):
 
     subject: Subject
     purposes: dict[str, PurposeState] = Field(min_length=1, max_length=64)
-    vendors: dict[Annotated[str, Field(min_length=1, max_length=100)], bool] | None = Field(
+    vendors: dict[Annotated[Token, Field(min_length=1, max_length=100)], bool] | None = Field(
         default=None, max_length=500
     )
-    tcf_string: str | None = Field(default=None, min_length=1, max_length=2000)
-    occurred_at: AwareDatetime
-    expires_at: AwareDatetime | None = None
+    tcf_string: Token | None = Field(default=None, min_length=1, max_length=2000)
+    occurred_at: Timestamp
+    expires_at: Timestamp | None = None
     source: Source = "web"
-    note: str | None = Field(default=None, max_length=1000)
+    note: FreeText | None = Field(default=None, max_length=1000)
 
     @field_validator("purposes")
     @classmethod
@@ -102,11 +148,32 @@ class Decision(Strict):
             raise ValueError(f"unknown purpose {', '.join(unknown)}; configured: {', '.join(vocabulary)}")
         return value
 
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime, info: ValidationInfo) -> datetime:
+        """Not before 2000, and not later than the gateway's clock allows (``now`` + ``max_skew``).
+
+        A far-future time would win every later decision for its purposes, forever: one bad
+        client clock would make a person's opt-out impossible.
+        """
+        if value < EARLIEST:
+            raise ValueError(f"must not be before {EARLIEST:%Y-%m-%d}")
+        context = info.context or {}
+        now, skew = context.get("now"), context.get("max_skew")
+        if now is not None and skew is not None and value > now + skew:
+            raise ValueError(f"is in the future: at most {skew.total_seconds():g} s ahead of the gateway's clock")
+        return value
+
     @model_validator(mode="after")
     def _expiry_after_decision(self) -> Decision:
         if self.expires_at is not None and self.expires_at <= self.occurred_at:
             raise ValueError("expires_at must be later than occurred_at")
         return self
+
+
+def decision_context(purposes: list[str], now: datetime, max_skew_s: float) -> dict[str, Any]:
+    """What validating a caller's decision needs to know: the vocabulary and the gateway's clock."""
+    return {"purposes": purposes, "now": now, "max_skew": timedelta(seconds=max_skew_s)}
 
 
 class PurposeRecord(BaseModel):

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import requires
 from gateway.openapi import Operation, Param, documented
-from gateway.problems import ProblemError, bad_parameter, invalid
-from gateway.routes.idempotent import KEY_PARAM, idempotent
+from gateway.params import (
+    UUID,
+    Decimal,
+    QueryModel,
+    parse_json,
+    path_id,
+    query,
+    read_body,
+    refuse_repeated_keys,
+    require_json,
+)
+from gateway.problems import ProblemError, invalid
+from gateway.routes.idempotent import KEY_PARAM, Bind, idempotent
 from schemas.api import BatchEnvelope, BatchIn, BatchOut, BatchResult, DecisionOut
 from schemas.consent import Decision
-from schemas.problem import FieldError
 
 MAX_WAIT_S = 60.0
 WAIT_PARAM = Param(
@@ -27,6 +37,10 @@ WAIT_PARAM = Param(
 )
 
 
+class WaitQuery(QueryModel):
+    wait: Annotated[Decimal, Field(ge=0, le=MAX_WAIT_S)] = 0.0
+
+
 @requires("consents:write")
 @documented(
     Operation(
@@ -35,18 +49,20 @@ WAIT_PARAM = Param(
 )
 async def create_consent(request: Request) -> Response:
     gateway = request.app.state.gateway
-    wait = _wait_seconds(request)
-    decision = _decision(await read_body(request, gateway.settings.max_body_bytes), gateway.settings.purposes)
+    wait = query(request, WaitQuery).wait
+    require_json(request)
+    raw = await read_body(request, gateway.settings.max_body_bytes)
+    decision = _decision(gateway, parse_json(raw), raw)
 
-    async def produce() -> tuple[int, Any]:
-        recorded = await gateway.record(decision)
+    async def produce(bind: Bind) -> tuple[int, Any]:
+        recorded = await gateway.record(decision, bind(0))
         if wait:
             recorded = await gateway.wait_until_final(recorded.id, wait)
         done = all(delivery.status.final for delivery in recorded.deliveries)
         return (200 if wait and done else 202), recorded.model_dump(mode="json")
 
     response = await idempotent(request, decision.model_dump_json(), produce)
-    response.headers["Location"] = f"/v1/consents/{json.loads(response.body)['id']}"
+    response.headers["Location"] = f"/v1/consents/{json.loads(bytes(response.body))['id']}"
     return response
 
 
@@ -58,30 +74,41 @@ async def create_consent(request: Request) -> Response:
 )
 async def create_consents_batch(request: Request) -> Response:
     gateway = request.app.state.gateway
-    raw = await read_body(request, gateway.settings.max_batch_body_bytes)
+    query(request, QueryModel)
+    require_json(request)
+    parsed = parse_json(await read_body(request, gateway.settings.max_batch_body_bytes))
+    refuse_repeated_keys(parsed, deep=False)  # the envelope; each item is checked on its own
     try:
-        items = BatchEnvelope.model_validate_json(raw).decisions
+        items = BatchEnvelope.model_validate(parsed).decisions
     except ValidationError as error:
         raise invalid(error) from None
+    checked = [_batch_item(gateway, index, item) for index, item in enumerate(items)]
 
-    async def produce() -> tuple[int, Any]:
-        results = [await _batch_item(gateway, index, item) for index, item in enumerate(items)]
+    async def produce(bind: Bind) -> tuple[int, Any]:
+        results = [
+            BatchResult(index=index, status="accepted", decision=await gateway.record(item, bind(index)))
+            if isinstance(item, Decision)
+            else item
+            for index, item in enumerate(checked)
+        ]
         return 200, BatchOut(results=results).model_dump(mode="json", exclude_none=True)
 
     return await idempotent(request, json.dumps(items, sort_keys=True), produce)
 
 
-async def _batch_item(gateway: Any, index: int, item: Any) -> BatchResult:
+def _batch_item(gateway: Any, index: int, item: Any) -> Decision | BatchResult:
+    """Every item is validated before any is recorded, so a bad one can't cut a batch in two."""
     try:
-        decision = _decision(json.dumps(item).encode(), gateway.settings.purposes, prefix=f"decisions.{index}")
+        refuse_repeated_keys(item, f"decisions.{index}")
+        return _decision(gateway, item, json.dumps(item).encode(), prefix=f"decisions.{index}")
     except ProblemError as rejected:
         return BatchResult(index=index, status="rejected", problem=rejected.problem)
-    return BatchResult(index=index, status="accepted", decision=await gateway.record(decision))
 
 
-def _decision(body: bytes, purposes: list[str], prefix: str = "") -> Decision:
+def _decision(gateway: Any, parsed: Any, raw: bytes, prefix: str = "") -> Decision:
+    refuse_repeated_keys(parsed, prefix)
     try:
-        return Decision.model_validate_json(body, context={"purposes": purposes})
+        return Decision.model_validate_json(raw, context=gateway.decision_context())
     except ValidationError as error:
         raise invalid(error, prefix) from None
 
@@ -95,48 +122,10 @@ def _decision(body: bytes, purposes: list[str], prefix: str = "") -> Decision:
     )
 )
 async def get_consent(request: Request) -> Response:
-    found = await request.app.state.gateway.store.ledger.decision(request.path_params["decision_id"])
+    found = await request.app.state.gateway.store.ledger.decision(path_id(request, "decision_id", UUID, "decision"))
     if found is None:
         raise ProblemError(404, "not-found", "No such decision")
     return JSONResponse(found.model_dump(mode="json"))
-
-
-def _wait_seconds(request: Request) -> float:
-    raw = request.query_params.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        wait = float(raw)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= MAX_WAIT_S:
-        message = f"must be a number of seconds from 0 to {MAX_WAIT_S:g}"
-        raise bad_parameter("wait", message)
-    return wait
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes whether or not Content-Length says so."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def too_large(limit: int) -> ProblemError:
-    return ProblemError(
-        413,
-        "body-too-large",
-        "Request body too large",
-        f"the limit is {limit} bytes",
-        [FieldError(field="body", message=f"larger than {limit} bytes")],
-    )
 
 
 routes = [

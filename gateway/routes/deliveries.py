@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from typing import Annotated
+
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -10,19 +12,19 @@ from starlette.routing import Route
 from gateway.auth import requires
 from gateway.openapi import Operation, Param, documented
 from gateway.outbox import decode_cursor
-from gateway.problems import ProblemError, bad_parameter, invalid
+from gateway.params import UUID, QueryModel, WholeNumber, path_id, query
+from gateway.problems import ProblemError, bad_parameter
 from schemas.api import DeliveryOut, DeliveryPage, DeliveryStatus
+from schemas.consent import Timestamp
 
 
-class DeliveryFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DeliveryFilter(QueryModel):
     provider: str | None = None
     status: DeliveryStatus | None = None
     subject: str | None = None
-    since: AwareDatetime | None = None
+    since: Timestamp | None = None
     cursor: str | None = None
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: Annotated[WholeNumber, Field(ge=1, le=200)] = 50
 
 
 FILTER_PARAMS = [
@@ -39,22 +41,22 @@ ID_PARAM = [Param("delivery_id", "path", {"type": "string"})]
 @requires("admin")
 @documented(Operation("Deliveries, newest first, filtered and paginated", DeliveryPage, params=FILTER_PARAMS))
 async def list_deliveries(request: Request) -> Response:
-    try:
-        query = DeliveryFilter.model_validate(dict(request.query_params))
-    except ValidationError as error:
-        raise invalid(error) from None
-    if query.cursor is not None:
+    gateway = request.app.state.gateway
+    filters = query(request, DeliveryFilter)
+    if filters.provider is not None and filters.provider not in gateway.adapters:
+        raise bad_parameter("provider", f"not a configured provider; configured: {', '.join(gateway.adapters)}")
+    if filters.cursor is not None:
         try:
-            decode_cursor(query.cursor)
+            decode_cursor(filters.cursor)
         except ValueError:
             raise bad_parameter("cursor", "not a cursor this service handed out") from None
-    page = await request.app.state.gateway.store.outbox.list(
-        provider=query.provider,
-        status=query.status,
-        subject_id=query.subject,
-        since=query.since,
-        cursor=query.cursor,
-        limit=query.limit,
+    page = await gateway.store.outbox.list(
+        provider=filters.provider,
+        status=filters.status,
+        subject_id=filters.subject,
+        since=filters.since,
+        cursor=filters.cursor,
+        limit=filters.limit,
     )
     return JSONResponse(DeliveryPage(items=page.items, next_cursor=page.next_cursor).model_dump(mode="json"))
 
@@ -78,7 +80,7 @@ async def replay_delivery(request: Request) -> Response:
 
 
 async def _delivery(request: Request) -> DeliveryOut:
-    found = await request.app.state.gateway.store.outbox.get(request.path_params["delivery_id"])
+    found = await request.app.state.gateway.store.outbox.get(path_id(request, "delivery_id", UUID, "delivery"))
     if found is None:
         raise ProblemError(404, "not-found", "No such delivery")
     return found

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.idempotency import Verdict
+from gateway.idempotency import Binding, Verdict
 from gateway.openapi import Param
 from gateway.problems import ProblemError, bad_parameter
 
@@ -20,14 +20,24 @@ KEY_PARAM = Param(
     {"type": "string", "minLength": 1, "maxLength": 255},
     "makes a retry safe: the same key and body get the original response for 24 h",
 )
-Produce = Callable[[], Awaitable[tuple[int, Any]]]
+Bind = Callable[[int], Binding | None]
+"""The binding for item N of the request (``None`` without a key), for ``Gateway.record``."""
+Produce = Callable[[Bind], Awaitable[tuple[int, Any]]]
+
+
+def _unbound(_item: int) -> None:
+    return None
 
 
 async def idempotent(request: Request, canonical_body: str, produce: Produce) -> Response:
-    """Run ``produce`` once per key and body; answer a retry with the stored response."""
+    """Run ``produce`` once per key and body; answer a retry with the stored response.
+
+    ``produce`` records each decision with the binding it is given, so even a retry after a
+    failure that left no stored response answers the decisions already recorded.
+    """
     key = request.headers.get(HEADER)
     if key is None:
-        status, body = await produce()
+        status, body = await produce(_unbound)
         return JSONResponse(body, status)
     if not 0 < len(key) <= 255:
         message = "must be 1 to 255 characters"
@@ -56,8 +66,14 @@ async def idempotent(request: Request, canonical_body: str, produce: Produce) ->
             "Request in progress",
             f"a request with this {HEADER} is still being processed; retry later",
         )
+    expires_at = lookup.expires_at
+    assert expires_at is not None
+
+    def bind(item: int) -> Binding:
+        return Binding(scope, key, item, expires_at)
+
     try:
-        status, body = await produce()
+        status, body = await produce(bind)
     except BaseException:
         await keys.release(scope, key)
         raise

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import requires
 from gateway.openapi import Operation, Param, documented
-from gateway.problems import ProblemError, bad_parameter
+from gateway.params import SUBJECT_ID, QueryModel, WholeNumber, path_id, query
+from gateway.problems import ProblemError
 from schemas.api import HistoryOut, SubjectOut
 
 MAX_HISTORY = 200
+
+
+class HistoryQuery(QueryModel):
+    limit: Annotated[WholeNumber, Field(ge=1, le=MAX_HISTORY)] = 50
 
 
 @requires("consents:read")
@@ -23,7 +31,7 @@ MAX_HISTORY = 200
     )
 )
 async def get_subject(request: Request) -> Response:
-    found = await request.app.state.gateway.subject(request.path_params["subject_id"])
+    found = await request.app.state.gateway.subject(path_id(request, "subject_id", SUBJECT_ID, "subject"))
     if found is None:
         raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
     return JSONResponse(found.model_dump(mode="json"))
@@ -41,11 +49,10 @@ async def get_subject(request: Request) -> Response:
     )
 )
 async def get_history(request: Request) -> Response:
-    raw = request.query_params.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY:
-        message = f"must be a whole number from 1 to {MAX_HISTORY}"
-        raise bad_parameter("limit", message)
-    items = await request.app.state.gateway.store.ledger.history(request.path_params["subject_id"], int(raw))
+    limit = query(request, HistoryQuery).limit
+    items = await request.app.state.gateway.store.ledger.history(
+        path_id(request, "subject_id", SUBJECT_ID, "subject"), limit
+    )
     if not items:
         raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
     return JSONResponse(HistoryOut(items=items).model_dump(mode="json"))

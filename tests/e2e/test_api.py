@@ -85,7 +85,8 @@ async def test_bad_input_is_a_problem_naming_the_field_and_stores_nothing(
     client: httpx.AsyncClient, body: Any, field: str
 ) -> None:
     content = body if isinstance(body, str) else json.dumps(body)
-    response = await client.post("/v1/consents", content=content, headers=auth(WRITER))
+    headers = auth(WRITER) | {"Content-Type": "application/json"}
+    response = await client.post("/v1/consents", content=content, headers=headers)
     assert 400 <= response.status_code < 500
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()

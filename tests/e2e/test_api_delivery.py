@@ -98,7 +98,7 @@ async def test_deliveries_are_listed_filtered_and_paginated_for_admins(client: h
     one = (await client.get("/v1/deliveries", params={"subject": "cust-3"}, headers=auth(ADMIN))).json()
     assert [item["subject_id"] for item in one["items"]] == ["cust-3"]
     bad = await client.get("/v1/deliveries", params={"status": "lost", "limit": "0"}, headers=auth(ADMIN))
-    assert bad.status_code == 422 and {e["field"] for e in bad.json()["errors"]} == {"status", "limit"}
+    assert bad.status_code == 400 and {e["field"] for e in bad.json()["errors"]} == {"status", "limit"}
 
 
 async def test_a_dead_delivery_shows_its_attempts_and_replays_to_success(client: httpx.AsyncClient) -> None:

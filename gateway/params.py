@@ -1,0 +1,158 @@
+"""Query parameters and JSON bodies, read strictly: what a client sends is what it meant.
+
+Python's own parsers are generous (``float("1_0") == 10``, ``json.loads`` keeps the last of
+two equal keys); a consent service must refuse what it would otherwise have to guess.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from starlette.requests import Request
+
+from gateway.problems import ProblemError, invalid
+from schemas.problem import FieldError
+
+DIGITS = re.compile(r"[0-9]{1,9}")
+DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SUBJECT_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,200}")  # as schemas.consent.SubjectId
+JSON_MEDIA = re.compile(r"application/([a-z0-9.+-]+\+)?json", re.IGNORECASE)
+
+Query = TypeVar("Query", bound="QueryModel")
+
+
+def _digits(value: Any) -> Any:
+    if isinstance(value, str) and not DIGITS.fullmatch(value):
+        raise ValueError("must be a whole number written with the digits 0-9")
+    return value
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, str) and not DECIMAL.fullmatch(value):
+        raise ValueError("must be a number written with the digits 0-9 and an optional decimal point")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_digits)]
+Decimal = Annotated[float, BeforeValidator(_decimal)]
+
+
+class QueryModel(BaseModel):
+    """A route's query parameters; an unknown parameter is refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def query(request: Request, model: type[Query]) -> Query:
+    """The request's query parameters as ``model``; a 400 problem naming each bad one."""
+    params = request.query_params
+    repeated = sorted({key for key in params if len(params.getlist(key)) > 1})
+    if repeated:
+        errors = [FieldError(field=key, message="given more than once") for key in repeated]
+        raise ProblemError(400, "validation-error", "The request is not valid", "repeated query parameter", errors)
+    try:
+        return model.model_validate(dict(params))
+    except ValidationError as error:
+        raise invalid(error, status=400) from None
+
+
+def path_id(request: Request, name: str, pattern: re.Pattern[str], what: str) -> str:
+    """A path id, or 404 when it cannot name anything here (never sent on to the store)."""
+    value = str(request.path_params[name])
+    if not pattern.fullmatch(value):
+        raise ProblemError(404, "not-found", f"No such {what}")
+    return value
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared as JSON: a form post or text/plain is not a decision."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip()
+    if not JSON_MEDIA.fullmatch(media):
+        raise ProblemError(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as application/json",
+            [FieldError(field="Content-Type", message="must be application/json")],
+        )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes whether or not Content-Length says so."""
+    declared = request.headers.get("content-length", "")
+    if DIGITS.fullmatch(declared) and int(declared) > limit:
+        raise too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(limit: int) -> ProblemError:
+    return ProblemError(
+        413,
+        "body-too-large",
+        "Request body too large",
+        f"the limit is {limit} bytes",
+        [FieldError(field="body", message=f"larger than {limit} bytes")],
+    )
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object that named some key more than once (``json.loads`` would keep the last)."""
+
+    repeated: list[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    seen: set[str] = set()
+    marked = _Repeated(found)
+    marked.repeated = sorted({key for key, _ in pairs if key in seen or seen.add(key)})
+    return marked
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, with objects that repeat a key marked (see :func:`repeated_keys`);
+    a 422 naming ``body`` when it is not JSON at all."""
+    try:
+        return json.loads(body, object_pairs_hook=_object)
+    except ValueError as error:
+        message = f"is not valid JSON: {error.msg if isinstance(error, json.JSONDecodeError) else 'not UTF-8'}"
+        errors = [FieldError(field="body", message=message)]
+        raise ProblemError(422, "validation-error", "The request is not valid", f"body {message}", errors) from None
+
+
+def repeated_keys(value: Any, prefix: str = "", *, deep: bool = True) -> list[FieldError]:
+    """One error per key an object in ``value`` repeats (only ``value`` itself unless ``deep``),
+    named by its dotted path."""
+    found = [
+        FieldError(field=_join(prefix, key), message="given more than once") for key in getattr(value, "repeated", ())
+    ]
+    if not deep:
+        return found
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in children:
+        found += repeated_keys(item, _join(prefix, str(key)))
+    return found
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def refuse_repeated_keys(value: Any, prefix: str = "", *, deep: bool = True) -> None:
+    """422 naming every repeated key: ``{"id": "a", "id": "b"}`` must not silently mean ``"b"``."""
+    errors = repeated_keys(value, prefix, deep=deep)
+    if errors:
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        raise ProblemError(422, "validation-error", "The request is not valid", detail, errors)
