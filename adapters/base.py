@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
@@ -26,6 +26,7 @@ Projection = dict[str, Any]
 """A subject's desired state in one provider's own terms; plain JSON, compared for changes."""
 
 TRANSIENT_STATUSES = frozenset({408, 429})
+EXPECTED = "consent_gateway.expected_statuses"  # request extension: see json_request
 
 
 class Ack(BaseModel):
@@ -69,6 +70,12 @@ class Adapter(ABC):
     @abstractmethod
     def project(self, state: SubjectState) -> Projection:
         """The subject's state in this provider's terms; ``{}`` when nothing here is mapped."""
+
+    def not_applicable(self, state: SubjectState) -> dict[str, str]:
+        """Parts of the projection that cannot exist at this provider for this subject, and why
+        (a Wix EMAIL consent for a subject with no email). ``project`` leaves them out, so they
+        are never pushed, never drift, and never block the parts that can apply."""
+        return {}
 
     @abstractmethod
     def push(self, state: SubjectState, previous: Projection, memo: Mapping[str, Any]) -> Flow:
@@ -122,11 +129,29 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def json_request(method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None) -> httpx.Request:
-    """A request relative to the provider's base URL (the dispatcher's client resolves it)."""
+def json_request(
+    method: str,
+    path: str,
+    body: Any = None,
+    params: Mapping[str, str] | None = None,
+    *,
+    expect: Collection[int] = (),
+) -> httpx.Request:
+    """A request relative to the provider's base URL (the dispatcher's client resolves it).
+
+    ``expect``: error statuses the flow handles itself (Wix's 404 "not found yet" on a first
+    lookup), so the dispatcher records them as successful attempts, not as failures.
+    """
     content = None if body is None else json.dumps(body, separators=(",", ":"))
     headers = {"content-type": "application/json"} if content is not None else {}
-    return httpx.Request(method, path, params=params, content=content, headers=headers)
+    request = httpx.Request(method, path, params=params, content=content, headers=headers)
+    request.extensions[EXPECTED] = frozenset(expect)
+    return request
+
+
+def expected(request: httpx.Request) -> frozenset[int]:
+    """The error statuses the flow that built ``request`` expects and handles."""
+    return cast(frozenset[int], request.extensions.get(EXPECTED, frozenset()))
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:

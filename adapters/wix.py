@@ -13,7 +13,7 @@ Create is never used: it "always sets CONFIRMED", and a second Create for one ad
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Collection, Generator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import quote
@@ -75,6 +75,9 @@ IDENTIFIER: Final = {IdentifierType.EMAIL: "email", IdentifierType.PHONE: "phone
 
 DEFAULT_PURPOSES: Final = {"email_marketing": "EMAIL", "sms_marketing": "PHONE"}
 
+NOT_FOUND: Final = frozenset({404})  # no consent for that address or id (yet): the flow upserts
+STALE: Final = 409  # "entity has already changed since the requested revision": the flow re-reads
+
 Model = TypeVar("Model", bound=BaseModel)
 Step = Generator[httpx.Request, httpx.Response, StoredConsent]
 
@@ -120,7 +123,8 @@ class WixAdapter(Adapter):
         return WixAuth(self.settings.api_key, self.settings.site_id)
 
     def project(self, state: SubjectState) -> Projection:
-        """``{"EMAIL": {"state": "CONFIRMED", "email": …}, "PHONE": {…}}`` for the mapped channels.
+        """``{"EMAIL": {"state": "CONFIRMED", "email": …}, "PHONE": {…}}`` for the mapped channels
+        the subject has an address for (a consent exists "per email or phone").
 
         The address is part of the projection so a changed address is pushed too.
         """
@@ -128,11 +132,18 @@ class WixAdapter(Adapter):
         for term, states in state.purposes_in(self.settings.purposes).items():
             channel = IdentifierType(term)
             field = IDENTIFIER[channel]
-            projection[channel.value] = {
-                "state": WIX_STATE[most_restrictive(states)].value,
-                field: getattr(state, field),
-            }
+            address = getattr(state, field)
+            if address is not None:
+                projection[channel.value] = {"state": WIX_STATE[most_restrictive(states)].value, field: address}
         return projection
+
+    def not_applicable(self, state: SubjectState) -> dict[str, str]:
+        """Decided channels the subject has no address for: Wix cannot hold such a consent."""
+        return {
+            term: f"the subject has no {IDENTIFIER[IdentifierType(term)]}"
+            for term in state.purposes_in(self.settings.purposes)
+            if getattr(state, IDENTIFIER[IdentifierType(term)]) is None
+        }
 
     def push(self, state: SubjectState, previous: Projection, memo: Mapping[str, Any]) -> Flow:
         desired = self.project(state)
@@ -170,8 +181,6 @@ class WixAdapter(Adapter):
     def _upsert_body(self, state: SubjectState, term: str, target: Mapping[str, Any]) -> dict[str, Any]:
         channel = IdentifierType(term)
         field = IDENTIFIER[channel]
-        if target[field] is None:
-            raise LocalValidationError(self.name, f"a Wix {channel} consent needs the subject's {field}")
         wix_state = ConsentState(target["state"])
         activity: dict[str, Any] = {
             "source": WIX_SOURCE.get(state.source, "OTHER"),
@@ -214,8 +223,9 @@ class WixAdapter(Adapter):
             if updated is not None:
                 return updated
         # Official SDK: GET …/get-by?type=EMAIL&email=… (the REST page "renders wrong").
-        found = yield json_request("GET", f"{CONSENTS}/get-by", params=body["marketingConsent"]["details"])
-        if found.status_code != 404:
+        details = body["marketingConsent"]["details"]
+        found = yield json_request("GET", f"{CONSENTS}/get-by", params=details, expect=NOT_FOUND)
+        if found.status_code not in NOT_FOUND:
             existing = self._read(found, GetByResponse).marketingConsent
             if existing is not None:
                 updated = yield from self._update(body, existing.id, existing.revision)
@@ -233,25 +243,25 @@ class WixAdapter(Adapter):
         fix is to GET the consent and copy its ``revision``. Done once: a second 409 means
         someone else keeps writing, so retry later rather than race them.
         """
-        response = yield self._patch(body, consent_id, revision)
-        if response.status_code == 409:
-            current = yield json_request("GET", _consent_path(consent_id))
-            if current.status_code == 404:
+        response = yield self._patch(body, consent_id, revision, expect={*NOT_FOUND, STALE})
+        if response.status_code == STALE:
+            current = yield json_request("GET", _consent_path(consent_id), expect=NOT_FOUND)
+            if current.status_code in NOT_FOUND:
                 return None
             revision = self._read(current, GetResponse).marketingConsent.revision
-            response = yield self._patch(body, consent_id, revision)
-            if response.status_code == 409:
+            response = yield self._patch(body, consent_id, revision, expect=NOT_FOUND)
+            if response.status_code == STALE:
                 message = f"revision still stale after a re-read: {self.error_text(response)}"
-                raise TransientError(self.name, message, 409)
-        if response.status_code == 404:
+                raise TransientError(self.name, message, STALE)
+        if response.status_code in NOT_FOUND:
             return None
         return self._read(response, UpsertResponse).marketingConsent
 
-    def _patch(self, body: dict[str, Any], consent_id: str, revision: str) -> httpx.Request:
+    def _patch(self, body: dict[str, Any], consent_id: str, revision: str, expect: Collection[int]) -> httpx.Request:
         consent = {**body["marketingConsent"], "id": consent_id, "revision": revision}
         mask = {"paths": ["state", ACTIVITY[ConsentState(consent["state"])]]}
         update = self._body(UpdateRequest, {"marketingConsent": consent, "mask": mask})
-        return json_request("PATCH", _consent_path(consent_id), update)
+        return json_request("PATCH", _consent_path(consent_id), update, expect=expect)
 
     def _body(self, model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
         """``data`` checked against the wire model and Wix's rules, as it goes on the wire."""

@@ -52,7 +52,7 @@ class RetrySettings(BaseModel):
     retry_after_cap_s: float = Field(default=3600.0, ge=0)
     min_after_429_s: float = Field(default=60.0, ge=0, description="a rate-limited provider gets at least this")
     jitter: float = Field(default=0.2, ge=0, lt=1, description="±fraction applied to each ladder step")
-    ladder_s: list[float] = Field(default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000])
+    ladder_s: list[float] = Field(default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0])
 
 
 class WorkerSettings(BaseModel):

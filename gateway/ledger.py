@@ -225,18 +225,20 @@ class Ledger:
             return {row["provider"]: row for row in rows.mappings()}
 
     async def last_deliveries(self, subject_id: str) -> dict[str, DeliveryOut]:
-        """The newest delivery per provider for a subject, picked by the database: a subject
-        that has gathered thousands of deliveries still sends back one row per provider."""
+        """The newest delivery per provider that meant to push, picked by the database: a
+        ``skipped`` one (nothing to send) never hides a dead push, and a subject that has
+        gathered thousands of deliveries still sends back one row per provider."""
         newest_first = (deliveries.c.created_at.desc(), deliveries.c.id.desc())
         nth = func.row_number().over(partition_by=deliveries.c.provider, order_by=newest_first).label("nth")
-        ranked = select(deliveries, nth).where(deliveries.c.subject_id == subject_id).subquery()
+        pushes = (deliveries.c.subject_id == subject_id) & (deliveries.c.status != DeliveryStatus.skipped.value)
+        ranked = select(deliveries, nth).where(pushes).subquery()
         columns = [ranked.c[name] for name in deliveries.c.keys()]
         async with self.reader.connect() as conn:
             rows = await conn.execute(select(*columns).where(ranked.c.nth == 1))
             return {row["provider"]: delivery_out(row) for row in rows.mappings()}
 
 
-def _decision_out(row: Mapping[str, Any], carried: list[DeliveryOut]) -> DecisionOut:
+def _decision_out(row: Mapping[str, Any] | RowMapping, carried: list[DeliveryOut]) -> DecisionOut:
     return DecisionOut(
         id=row["id"],
         subject_id=row["subject_id"],

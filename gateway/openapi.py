@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.routing import BaseRoute, Route
 
 from schemas.problem import Problem
@@ -51,7 +51,9 @@ def build(routes: Sequence[BaseRoute], title: str, version: str) -> dict[str, An
     models: set[type[BaseModel]] = {Problem}
     for _, op in documented_routes:
         models |= {op.response} | ({op.body} if op.body else set())
-    keyed = [(model, "validation" if _is_body(model, documented_routes) else "serialization") for model in models]
+    keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (model, "validation" if _is_body(model, documented_routes) else "serialization") for model in models
+    ]
     refs, components = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
     paths: dict[str, dict[str, Any]] = {}
     for route, op in documented_routes:

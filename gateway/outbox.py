@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, text, update
+from sqlalchemy import and_, case, exists, func, or_, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +18,7 @@ from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
 from schemas.consent import parse_timestamp
 
 OPEN = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a newer decision may join
+ABANDONED = "gave up: the outcome of its attempts was never recorded (the worker stopped or the store failed)"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Claim:
     subject_id: str
     provider: str
     reschedules: int
+    abandoned: bool = False  # its lease ran out once too often: marked dead by the claim itself
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Outcome:
     status_code: int | None = None
     next_attempt_at: datetime | None = None
     rescheduled: bool = False
+    exhausted: bool = False  # dead because the retry ladder ran out, not because the provider refused
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,19 @@ class Outbox:
         self.engine = engine
         self.reader = reader(engine)
 
-    async def claim(self, provider: str, limit: int, now: datetime, lease_s: float) -> list[Claim]:
+    async def claim(
+        self, provider: str, limit: int, now: datetime, lease_s: float, *, ladder_steps: int
+    ) -> list[Claim]:
         """Lease up to ``limit`` due deliveries of one provider, expired leases included.
 
         A subject×provider pair with a delivery in flight is passed over, so two pushes
         for one subject never race at a provider. PostgreSQL claimers serialize on an
         advisory lock for that check and skip rows a recording transaction has locked.
+
+        A lease that ran out means the attempt's outcome was never recorded (the worker died,
+        or the store failed it): that counts as a step on the retry ladder, so a delivery
+        that keeps failing outside the provider call still ends ``dead`` (``abandoned``)
+        instead of being claimed again forever.
         """
         other = deliveries.alias("other")
         in_flight = exists().where(
@@ -83,7 +93,7 @@ class Outbox:
             and_(deliveries.c.status == DeliveryStatus.sending.value, deliveries.c.lease_until <= now),
         )
         candidates = (
-            select(deliveries.c.id)
+            select(deliveries.c.id, deliveries.c.subject_id, deliveries.c.status, deliveries.c.reschedules)
             .where(deliveries.c.provider == provider, due, ~in_flight)
             .order_by(deliveries.c.next_attempt_at, deliveries.c.created_at)
             .limit(limit)
@@ -92,17 +102,33 @@ class Outbox:
         async with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(7301)"))
-            ids = [row[0] for row in await conn.execute(candidates)]
-            if not ids:
-                return []
-            lease_until = now + timedelta(seconds=lease_s)
-            leased = await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(ids))
-                .values(status=DeliveryStatus.sending.value, lease_until=lease_until, updated_at=now)
-                .returning(deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules)
-            )
-            return [Claim(*row) for row in leased]
+            found = (await conn.execute(candidates)).all()
+            lost = {row.id for row in found if row.status == DeliveryStatus.sending.value}
+            over = [row for row in found if row.id in lost and row.reschedules >= ladder_steps]
+            if over:
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_([row.id for row in over]))
+                    .values(status=DeliveryStatus.dead.value, last_error=ABANDONED, lease_until=None, updated_at=now)
+                )
+            live = [row.id for row in found if row not in over]
+            claims = [Claim(row.id, row.subject_id, provider, row.reschedules, abandoned=True) for row in over]
+            if live:
+                leased = await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(live))
+                    .values(
+                        status=DeliveryStatus.sending.value,
+                        reschedules=deliveries.c.reschedules + case((deliveries.c.id.in_(lost), 1), else_=0),
+                        lease_until=now + timedelta(seconds=lease_s),
+                        updated_at=now,
+                    )
+                    .returning(
+                        deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules
+                    )
+                )
+                claims += [Claim(*row) for row in leased]
+            return claims
 
     async def renew(self, claim: Claim, now: datetime, lease_s: float) -> None:
         """Extend a lease still held, so a slow push is never claimed a second time meanwhile."""
@@ -257,9 +283,8 @@ def _age(now: datetime, oldest: Any) -> float:
         return 0.0
     if isinstance(oldest, str):  # SQLite hands aggregates back untyped
         oldest = datetime.fromisoformat(oldest)
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=now.tzinfo)
-    return max(0.0, (now - oldest).total_seconds())
+    moment: datetime = oldest if oldest.tzinfo is not None else oldest.replace(tzinfo=now.tzinfo)
+    return max(0.0, (now - moment).total_seconds())
 
 
 def encode_cursor(last: DeliveryOut) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -115,9 +116,9 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) == len(pairs):
         return found
-    seen: set[str] = set()
+    counts = Counter(key for key, _ in pairs)
     marked = _Repeated(found)
-    marked.repeated = sorted({key for key, _ in pairs if key in seen or seen.add(key)})
+    marked.repeated = sorted(key for key, count in counts.items() if count > 1)
     return marked
 
 

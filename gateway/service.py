@@ -95,6 +95,7 @@ class Gateway:
                     desired=desired,
                     acknowledged=ack["acknowledged"] if ack else None,
                     acknowledged_at=ack["acknowledged_at"] if ack else None,
+                    not_applicable=adapter.not_applicable(state),
                     last_delivery=delivery,
                 )
             )

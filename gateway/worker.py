@@ -18,11 +18,11 @@ import httpx
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from adapters.base import Ack, Adapter, Flow, Projection, drive, sender
+from adapters.base import Ack, Adapter, Flow, Projection, drive, expected, sender
 from adapters.errors import PermanentError, ProviderError, TransientError
 from gateway.config import RetrySettings, Settings
 from gateway.metrics import Metrics
-from gateway.outbox import Attempt, Claim, Outcome
+from gateway.outbox import ABANDONED, Attempt, Claim, Outcome
 from gateway.ratelimit import RateLimit
 from gateway.redaction import redact
 from gateway.store import Store
@@ -151,7 +151,12 @@ class Worker:
             room = min(lane.limit - lane.active, self.settings.worker.batch_size)
             if room <= 0:
                 continue
-            claims = await self.store.outbox.claim(name, room, self.clock(), self.settings.worker.lease_s)
+            claims = await self.store.outbox.claim(
+                name, room, self.clock(), self.settings.worker.lease_s, ladder_steps=len(self.settings.retry.ladder_s)
+            )
+            for claim in [claim for claim in claims if claim.abandoned]:
+                self._report(claim, Outcome(DeliveryStatus.dead, error=ABANDONED, exhausted=True))
+            claims = [claim for claim in claims if not claim.abandoned]
             for pair in _by_pair(claims):
                 lane.active += 1
                 task = asyncio.create_task(self._deliver_in_order(lane, pair))
@@ -194,29 +199,40 @@ class Worker:
     # -- delivering ----------------------------------------------------------------------
 
     async def deliver(self, lane: Lane, claim: Claim) -> None:
-        """Push the subject's newest state (never a stale payload) and record the outcome."""
+        """Push the subject's newest state (never a stale payload) and record the outcome.
+
+        A failure outside the provider call (an adapter bug, a store error reading the state)
+        is a step on the retry ladder like any transient one, so the delivery ends ``dead``
+        rather than coming back forever.
+        """
+        attempts: list[Attempt] = []
+        ack: tuple[Projection, dict[str, Any]] | None = None
+        try:
+            outcome, ack = await self._attempt(lane, claim, attempts)
+        except Exception as error:
+            log.exception("delivery_crashed", provider=claim.provider, delivery=claim.id)
+            crash = TransientError(claim.provider, f"internal error: {type(error).__name__} (see the worker log)")
+            outcome = self._reschedule(claim, crash, attempts)
+        await self._finish(claim, outcome, ack)
+
+    async def _attempt(
+        self, lane: Lane, claim: Claim, attempts: list[Attempt]
+    ) -> tuple[Outcome, tuple[Projection, dict[str, Any]] | None]:
         adapter = lane.adapter
         state = await self.store.ledger.subject_state(claim.subject_id)
         previous, memo = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
         if state is None or adapter.project(state) == previous:
-            await self._finish(claim, Outcome(DeliveryStatus.skipped))
-            return
-        attempts: list[Attempt] = []
+            return Outcome(DeliveryStatus.skipped), None
         try:
             ack = await self._push(lane, adapter.push(state, previous, memo), attempts)
         except PermanentError as error:
-            outcome = Outcome(DeliveryStatus.dead, attempts, self._text(adapter, error), error.status_code)
+            return Outcome(DeliveryStatus.dead, attempts, self._text(adapter, error), error.status_code), None
         except TransientError as error:
-            outcome = self._reschedule(claim, error, attempts)
-        else:
-            outcome = Outcome(DeliveryStatus.succeeded, attempts)
-            await self._finish(claim, outcome, (ack.acknowledged, {**memo, **ack.memo}))
-            return
-        await self._finish(claim, outcome)
+            return self._reschedule(claim, error, attempts), None
+        return Outcome(DeliveryStatus.succeeded, attempts), (ack.acknowledged, {**memo, **ack.memo})
 
     async def _push(self, lane: Lane, flow: Flow, attempts: list[Attempt]) -> Ack:
-        """Drive the flow; an adapter bug counts as transient, so the delivery is kept and
-        retried rather than lost."""
+        """Drive the flow, each request retried on its own while it fails transiently."""
 
         async def send(request: httpx.Request) -> httpx.Response:
             async for attempt in self._retrying(lane.adapter.name):
@@ -224,54 +240,59 @@ class Worker:
                     return await self._try(lane, request, attempts)
             raise AssertionError("unreachable: tenacity re-raises the last error")
 
-        try:
-            return await drive(flow, send)
-        except ProviderError:
-            raise
-        except Exception as error:
-            log.exception("delivery_crashed", provider=lane.adapter.name)
-            raise TransientError(lane.adapter.name, f"internal error: {type(error).__name__}") from None
+        return await drive(flow, send)
 
     async def _try(self, lane: Lane, request: httpx.Request, attempts: list[Attempt]) -> httpx.Response:
         """One request, written down whatever its end. A transient failure raises, so that
         request alone is retried: a push of several requests (Wix) does not start over for
-        each blip. Any other answer goes back to the flow, which knows what a 404 or 409 means."""
+        each blip. Any other answer goes back to the flow, which knows what a 404 or 409 means;
+        an answer the flow said it expects (``json_request(expect=…)``) is a success."""
         started, began = self.clock(), time.monotonic()
         try:
             response = await lane.send(request)
         except ProviderError as failure:  # no answer, or the auth exchange (Masivo) refused
-            self._note(lane.adapter, attempts, started, began, failure)
+            self._note(lane.adapter, attempts, started, began, failure.status_code, failure)
             raise
-        error = _classified(lane.adapter, response)
-        self._note(lane.adapter, attempts, started, began, error)
+        error = None if response.status_code in expected(request) else _classified(lane.adapter, response)
+        self._note(lane.adapter, attempts, started, began, response.status_code, error)
         if isinstance(error, TransientError):
             raise error
         return response
 
     def _note(
-        self, adapter: Adapter, attempts: list[Attempt], started: datetime, began: float, error: ProviderError | None
+        self,
+        adapter: Adapter,
+        attempts: list[Attempt],
+        started: datetime,
+        began: float,
+        status_code: int | None,
+        error: ProviderError | None,
     ) -> None:
         elapsed = time.monotonic() - began
         outcome = "succeeded" if error is None else "transient" if isinstance(error, TransientError) else "permanent"
         self.metrics.attempts.labels(adapter.name, outcome).inc()
         self.metrics.latency.labels(adapter.name).observe(elapsed)
         text = self._text(adapter, error) if error else None
-        attempts.append(Attempt(started, round(elapsed * 1000), outcome, error.status_code if error else None, text))
+        attempts.append(Attempt(started, round(elapsed * 1000), outcome, status_code, text))
 
     async def _finish(
         self, claim: Claim, outcome: Outcome, ack: tuple[Projection, dict[str, Any]] | None = None
     ) -> None:
         await self.store.outbox.finish(claim, outcome, self.clock(), ack)
+        self._report(claim, outcome)
+
+    def _report(self, claim: Claim, outcome: Outcome) -> None:
+        """Count and log how a delivery ended: a dead letter is a warning, giving up after the
+        ladder (or after lost outcomes) an error, so an operator's alerting sees both."""
         self.metrics.deliveries.labels(claim.provider, outcome.status.value).inc()
-        if outcome.status is DeliveryStatus.dead:
-            self.metrics.dead_letters.labels(claim.provider).inc()
-        log.info(
-            "delivery_finished",
-            provider=claim.provider,
-            delivery=claim.id,
-            status=outcome.status.value,
-            attempts=len(outcome.attempts),
-            error=outcome.error,
+        fields = {"provider": claim.provider, "delivery": claim.id, "subject": claim.subject_id}
+        if outcome.status is not DeliveryStatus.dead:
+            log.info("delivery_finished", **fields, status=outcome.status.value, attempts=len(outcome.attempts))
+            return
+        self.metrics.dead_letters.labels(claim.provider).inc()
+        report = log.error if outcome.exhausted else log.warning
+        report(
+            "delivery_dead", **fields, attempts=len(outcome.attempts), error=outcome.error, gave_up=outcome.exhausted
         )
 
     def _retrying(self, provider: str) -> AsyncRetrying:
@@ -291,9 +312,8 @@ class Worker:
         text = self._text(self.lanes[claim.provider].adapter, error)
         ladder = self.settings.retry.ladder_s
         if claim.reschedules >= len(ladder):
-            return Outcome(
-                DeliveryStatus.dead, attempts, f"gave up after {len(ladder)} retries: {text}", error.status_code
-            )
+            message = f"gave up after {len(ladder)} retries: {text}"
+            return Outcome(DeliveryStatus.dead, attempts, message, error.status_code, exhausted=True)
         retry = self.settings.retry
         delay = ladder[claim.reschedules] * random.uniform(1 - retry.jitter, 1 + retry.jitter)
         if error.status_code == 429:

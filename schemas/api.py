@@ -112,7 +112,12 @@ class ProviderSync(BaseModel):
     desired: dict[str, Any] = Field(description="the gateway's state in this provider's terms")
     acknowledged: dict[str, Any] | None = Field(description="what the provider last accepted")
     acknowledged_at: datetime | None = None
-    last_delivery: DeliveryOut | None = None
+    not_applicable: dict[str, str] = Field(
+        default_factory=dict, description="provider terms that cannot exist there for this subject, and why"
+    )
+    last_delivery: DeliveryOut | None = Field(
+        default=None, description="the newest delivery that tried to push (skipped ones never hide it)"
+    )
 
 
 class SubjectOut(BaseModel):

@@ -20,7 +20,6 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
-    Strict,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -99,7 +98,7 @@ def _free_text(value: str) -> str:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, Strict(False), BeforeValidator(_rfc3339), AfterValidator(_utc)]
+Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339), AfterValidator(_utc)]
 Phone = Annotated[str, AfterValidator(_e164)]
 Source = Annotated[str, AfterValidator(_source)]
 SubjectId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")]

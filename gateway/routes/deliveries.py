@@ -80,7 +80,9 @@ async def replay_delivery(request: Request) -> Response:
 
 
 async def _delivery(request: Request) -> DeliveryOut:
-    found = await request.app.state.gateway.store.outbox.get(path_id(request, "delivery_id", UUID, "delivery"))
+    found: DeliveryOut | None = await request.app.state.gateway.store.outbox.get(
+        path_id(request, "delivery_id", UUID, "delivery")
+    )
     if found is None:
         raise ProblemError(404, "not-found", "No such delivery")
     return found

@@ -31,7 +31,7 @@ def prepare(url: str) -> str:
             {"subject": {"id": "cust-1"}, "purposes": {"email_marketing": "granted"}, "occurred_at": NOW}, strict=False
         )
         await store.ledger.record(decision, {"fake": fake_adapter()}, NOW)
-        [claim] = await store.outbox.claim("fake", 1, NOW, 60)
+        [claim] = await store.outbox.claim("fake", 1, NOW, 60, ladder_steps=7)
         await store.outbox.finish(claim, Outcome(DeliveryStatus.dead, error="fake (HTTP 400): no"), NOW)
         await store.close()
         return claim.id

@@ -215,7 +215,7 @@ async def test_a_batch_with_an_overflowing_date_rejects_that_item_only(client: h
 
 async def test_a_batch_item_with_a_repeated_key_is_rejected_on_its_own(client: httpx.AsyncClient) -> None:
     item = '{"subject": {"id": "a", "id": "b"}, "purposes": {"email_marketing": "granted"}, "occurred_at": "%s"}'
-    content = '{"decisions": [%s, %s]}' % (json.dumps(good("good-1")), item % DECISION["occurred_at"])
+    content = f'{{"decisions": [{json.dumps(good("good-1"))}, {item % DECISION["occurred_at"]}]}}'
     response = await post_raw(client, content, "/v1/consents:batch")
     results = response.json()["results"]
     assert [r["status"] for r in results] == ["accepted", "rejected"]
@@ -224,7 +224,7 @@ async def test_a_batch_item_with_a_repeated_key_is_rejected_on_its_own(client: h
 
 async def test_a_repeated_envelope_key_refuses_the_batch(client: httpx.AsyncClient) -> None:
     one = json.dumps([good("good-1")])
-    response = await post_raw(client, '{"decisions": %s, "decisions": %s}' % (one, one), "/v1/consents:batch")
+    response = await post_raw(client, f'{{"decisions": {one}, "decisions": {one}}}', "/v1/consents:batch")
     assert response.status_code == 422 and fields(response) == ["decisions"]
     assert await stored_rows(client) == 0
 

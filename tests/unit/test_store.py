@@ -94,13 +94,13 @@ async def test_decisions_coalesce_into_the_one_delivery_not_yet_sent(store: Stor
 async def test_a_delivery_in_flight_is_followed_by_one_more_never_overtaken(store: Store) -> None:
     adapters = {"fake": fake_adapter()}
     await store.ledger.record(decision(1, email_marketing="granted"), adapters, NOW)
-    [in_flight] = await store.outbox.claim("fake", 10, NOW, lease_s=60)
+    [in_flight] = await store.outbox.claim("fake", 10, NOW, lease_s=60, ladder_steps=7)
     newer = await store.ledger.record(decision(2, email_marketing="denied"), adapters, NOW)
     assert newer.deliveries[0].id != in_flight.id and newer.deliveries[0].status is DeliveryStatus.pending
-    assert await store.outbox.claim("fake", 10, NOW, lease_s=60) == [], "waits for the push in flight"
+    assert await store.outbox.claim("fake", 10, NOW, lease_s=60, ladder_steps=7) == [], "waits for the push in flight"
 
     await store.outbox.finish(in_flight, Outcome(DeliveryStatus.succeeded), NOW)
-    [follow_up] = await store.outbox.claim("fake", 10, NOW, lease_s=60)
+    [follow_up] = await store.outbox.claim("fake", 10, NOW, lease_s=60, ladder_steps=7)
     assert follow_up.id == newer.deliveries[0].id
 
 
@@ -109,7 +109,7 @@ async def test_the_subject_view_shows_each_providers_newest_delivery(store: Stor
     now = NOW
     for minutes, state in enumerate(["granted", "denied", "granted"]):
         recorded = await store.ledger.record(decision(minutes, email_marketing=state), adapters, now)
-        for claim in await store.outbox.claim("fake", 10, now, lease_s=60):
+        for claim in await store.outbox.claim("fake", 10, now, lease_s=60, ladder_steps=7):
             await store.outbox.finish(claim, Outcome(DeliveryStatus.succeeded), now)
         now += timedelta(minutes=1)
     assert await count(store, deliveries) == 4, "fake: three sent one by one; other: one, coalesced"
@@ -124,10 +124,10 @@ async def test_claims_lease_rows_and_expired_leases_return(store: Store) -> None
     await store.ledger.record(decision(1, email_marketing="granted"), adapters, NOW)
     await store.ledger.record(decision(1, subject="cust-2", email_marketing="granted"), adapters, NOW)
 
-    first = await store.outbox.claim("fake", 10, NOW, lease_s=60)
+    first = await store.outbox.claim("fake", 10, NOW, lease_s=60, ladder_steps=7)
     assert sorted(c.subject_id for c in first) == ["cust-1", "cust-2"]
-    assert await store.outbox.claim("fake", 10, NOW, lease_s=60) == []
-    again = await store.outbox.claim("fake", 10, NOW + timedelta(seconds=61), lease_s=60)
+    assert await store.outbox.claim("fake", 10, NOW, lease_s=60, ladder_steps=7) == []
+    again = await store.outbox.claim("fake", 10, NOW + timedelta(seconds=61), lease_s=60, ladder_steps=7)
     assert len(again) == 2, "an expired lease (a crashed worker) makes rows claimable again"
 
 

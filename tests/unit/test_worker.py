@@ -284,7 +284,7 @@ async def test_a_slow_push_keeps_its_lease_so_it_is_never_claimed_twice(store: S
     for _ in range(3):  # three lease lengths with no answer from the provider
         now += timedelta(seconds=50)
         await heartbeat.tick()
-        assert await gateway.store.outbox.claim("fake", 10, now + timedelta(seconds=50), 60) == []
+        assert await gateway.store.outbox.claim("fake", 10, now + timedelta(seconds=50), 60, ladder_steps=7) == []
     assert heartbeat.calls == [20.0] * 4
     release.set()
     await gateway.worker.drain()
@@ -300,8 +300,8 @@ async def test_stopping_while_a_claim_is_committing_still_delivers_what_it_lease
     claimed, go = asyncio.Event(), asyncio.Event()
     claim = gateway.store.outbox.claim
 
-    async def slow_to_return(*args: object) -> object:
-        leased = await claim(*args)  # type: ignore[arg-type]
+    async def slow_to_return(*args: object, **kwargs: object) -> object:
+        leased = await claim(*args, **kwargs)  # type: ignore[arg-type]
         if leased:
             claimed.set()
             await go.wait()
