@@ -5,35 +5,50 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from sqlalchemy import make_url
 
+from adapters import ADAPTERS, Adapter
 from adapters.simulators import create_all
 from gateway.app import create_app
-from gateway.config import ConfigError, Settings, load_settings
-from gateway.demo import demo_app, demo_token
+from gateway.config import ConfigError, Settings, build_adapters, load_settings, refuse_idle
+from gateway.demo import DEMO_DATABASE, demo_app, demo_token
 from gateway.redaction import configure_logging
+from gateway.repair import future_dated, repair
 from gateway.service import Gateway
 from gateway.store import Store
 from schemas.api import DeliveryOut, DeliveryStatus
 
 app = typer.Typer(help="One consent decision in, applied in every SaaS tool out.", no_args_is_help=True)
-db = typer.Typer(help="Database schema.")
+db = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db, name="db")
 deliveries = typer.Typer(help="The outbox: list deliveries, replay dead ones.", no_args_is_help=True)
 app.add_typer(deliveries, name="deliveries")
-console = Console(stderr=True)
+subjects = typer.Typer(help="People: find and repair subjects whose state cannot be right.", no_args_is_help=True)
+app.add_typer(subjects, name="subjects")
+console = Console(stderr=True, soft_wrap=True)  # messages hold ids and paths: never broken up
+T = TypeVar("T")
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file", exists=True)]
 HostOption = Annotated[str, typer.Option(help="address to bind")]
 PortOption = Annotated[int, typer.Option(help="port to bind")]
-
+FormatOption = Annotated[Format, typer.Option("--format", help="table or json")]
 
 _TOKEN_FROM_ENV = "API token: the one in $CONSENT_GATEWAY_TOKEN (not printed)"
 
@@ -53,14 +68,14 @@ def serve(
         console.print(f"[bold]demo[/]: simulators at http://{host}:{port}/simulators/{{masivo,wix,intempt}}")
         console.print(f"API token (shown once): [green]{token}[/]" if generated else _TOKEN_FROM_ENV)
     else:
-        app = create_app(_gateway(_settings(config)))
+        app = create_app(_gateway(_settings(config), api=True))
     uvicorn.run(app, host=host, port=port, log_config=None)
 
 
 @app.command()
 def worker(config: ConfigOption = None) -> None:
     """Run the delivery worker alone (no HTTP); SIGTERM lets in-flight deliveries finish."""
-    gateway = _gateway(_settings(config))
+    gateway = _gateway(_settings(config), api=False)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -87,9 +102,8 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
     async def run() -> None:
         await store.create_schema()
-        await store.close()
 
-    asyncio.run(run())
+    _with(store, run)
     console.print("schema up to date")
 
 
@@ -101,34 +115,33 @@ def deliveries_list(
     subject: Annotated[str | None, typer.Option(help="only this subject id")] = None,
     since: Annotated[datetime | None, typer.Option(help="created at or after (UTC if no offset)")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    output: FormatOption = Format.table,
 ) -> None:
     """Deliveries, newest first."""
-    store = Store.from_url(_settings(config).database_url)
+    store = _open_store(_settings(config))
 
     async def run() -> list[DeliveryOut]:
-        try:
-            page = await store.outbox.list(
-                provider=provider, status=status, subject_id=subject, since=_aware(since), limit=limit
-            )
-            return page.items
-        finally:
-            await store.close()
+        await _known_provider(store, provider)
+        page = await store.outbox.list(
+            provider=provider, status=status, subject_id=subject, since=_aware(since), limit=limit
+        )
+        return page.items
 
-    items = asyncio.run(run())
-    if output == "json":
+    items = _with(store, run)
+    if output is Format.json:
         print(json.dumps([item.model_dump(mode="json") for item in items], indent=2))
         return
-    table = Table("id", "provider", "subject", "status", "attempts", "updated", "last error")
+    table = Table("provider", "subject", "status", "attempts", "updated", "last error")
+    table.add_column("id", no_wrap=True, min_width=36)  # whole, so it can be copied to `replay`
     for item in items:
         table.add_row(
-            item.id,
             item.provider,
             item.subject_id,
             item.status.value,
             str(item.attempts),
             item.updated_at.isoformat(timespec="seconds"),
             item.last_error or "",
+            item.id,
         )
     Console().print(table)
 
@@ -141,39 +154,130 @@ def deliveries_replay(
     since: Annotated[datetime | None, typer.Option(help="...that died at or after this time")] = None,
 ) -> None:
     """Queue dead deliveries again; each sends the subject's newest state."""
-    if delivery_id is None and provider is None:
-        console.print("[red]name a delivery id, or --provider (and optionally --since)[/]")
-        raise typer.Exit(2)
-    store = Store.from_url(_settings(config).database_url)
+    if (delivery_id is None) == (provider is None):
+        _fail("name one delivery id, or --provider (and optionally --since)", 2)
+    store = _open_store(_settings(config))
 
-    async def run() -> int:
+    async def run() -> int | str:
+        await _known_provider(store, provider)
+        if delivery_id is not None:
+            found = await store.outbox.get(delivery_id)
+            if found is None:
+                return f"no delivery {delivery_id}"
+            if found.status is not DeliveryStatus.dead:
+                return f"delivery {delivery_id} is {found.status.value}: only dead deliveries can be replayed"
+        return await store.outbox.replay(
+            datetime.now(UTC), delivery_id=delivery_id, provider=provider, since=_aware(since)
+        )
+
+    result = _with(store, run)
+    if isinstance(result, str):
+        _fail(result)
+    console.print(f"replayed {result} dead deliver{'y' if result == 1 else 'ies'}")
+
+
+@subjects.command("future-dated")
+def subjects_future_dated(
+    config: ConfigOption = None,
+    fix: Annotated[bool, typer.Option("--repair", help="re-date and re-fold each one (ledger entry 'repair')")] = False,
+    output: FormatOption = Format.table,
+) -> None:
+    """Subjects whose state holds a decision dated beyond the gateway's clock (recorded before
+    such times were refused); such a decision would win every later one for its purposes."""
+    settings = _settings(config)
+    store = _open_store(settings)
+    adapters = _adapters(settings) if fix else {}
+    skew = timedelta(seconds=settings.max_clock_skew_s)
+
+    async def run() -> list[dict[str, str]]:
+        now = datetime.now(UTC)
+        found = await future_dated(store.ledger, now, skew)
+        rows = [
+            {"subject": f.subject_id, "purpose": f.purpose, "occurred_at": f.occurred_at.isoformat(), "repair": ""}
+            for f in found
+        ]
+        for subject_id in sorted({f.subject_id for f in found}) if fix else ():
+            entry = await repair(store.ledger, subject_id, adapters, now, skew)
+            for row in rows:
+                if row["subject"] == subject_id:
+                    row["repair"] = entry.id if entry else "nothing to change"
+        return rows
+
+    rows = _with(store, run)
+    if output is Format.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("subject", "purpose", "occurred_at", *(["repair entry"] if fix else []))
+    for row in rows:
+        table.add_row(row["subject"], row["purpose"], row["occurred_at"], *([row["repair"]] if fix else []))
+    Console().print(table)
+    console.print(f"{len(rows)} future-dated purpose record(s)" + ("" if fix or not rows else "; --repair fixes them"))
+
+
+def _with(store: Store, work: Callable[[], Awaitable[T]]) -> T:
+    """Run one piece of store work and close the store, whatever happens."""
+
+    async def run() -> T:
         try:
-            return await store.outbox.replay(
-                datetime.now(UTC), delivery_id=delivery_id, provider=provider, since=_aware(since)
-            )
+            return await work()
         finally:
             await store.close()
 
-    console.print(f"replayed {asyncio.run(run())} dead deliveries")
+    return asyncio.run(run())
 
 
 def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
+def _fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+async def _known_provider(store: Store, provider: str | None) -> None:
+    """A --provider no delivery was ever made to is a typo, not an empty answer."""
+    if provider is None:
+        return
+    known = sorted({*ADAPTERS, *await store.outbox.providers()})
+    if provider not in known:
+        _fail(f"--provider: unknown provider {provider!r}; known: {', '.join(known)}", 2)
+
+
 def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as error:
-        console.print(f"[red]config error:[/] {error}")
-        raise typer.Exit(2) from None
+        _fail(f"config: {error}", 2)
 
 
-def _gateway(settings: Settings) -> Gateway:
+def _open_store(settings: Settings) -> Store:
+    """The configured store; a SQLite file that does not exist is refused, not created empty."""
+    url = make_url(settings.database_url)
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).exists():
+        demo = make_url(DEMO_DATABASE).database
+        _fail(
+            f"no database at {database}: run `consent-gateway db upgrade` to create it, or point --config or "
+            f"CONSENT_GATEWAY_DATABASE_URL at yours (the demo's: CONSENT_GATEWAY_DATABASE_URL={DEMO_DATABASE} "
+            f"in the directory holding {demo})"
+        )
+    return Store.from_url(settings.database_url)
+
+
+def _adapters(settings: Settings) -> dict[str, Adapter]:
     try:
-        gateway = Gateway(settings)
+        return build_adapters(settings)
     except ConfigError as error:
-        console.print(f"[red]config error:[/] {error}")
-        raise typer.Exit(2) from None
+        _fail(f"config: {error}", 2)
+
+
+def _gateway(settings: Settings, *, api: bool) -> Gateway:
+    adapters = _adapters(settings)
+    try:
+        refuse_idle(settings, adapters, api=api)
+    except ConfigError as error:
+        _fail(f"config: {error}", 2)
+    gateway = Gateway(settings, adapters=adapters)
     configure_logging(gateway.secrets())
     return gateway

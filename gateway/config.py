@@ -103,16 +103,24 @@ class Settings(BaseSettings):
 
 
 def expand(value: Any, where: str) -> Any:
-    """Replace ``${NAME}`` with the environment variable; a missing one is a ConfigError naming it."""
+    """Replace ``${NAME}`` with the environment variable; every missing one is named in one
+    ConfigError (fix them all at once, not one start-up at a time)."""
+    missing: list[str] = []
+    expanded = _expand(value, where, missing)
+    if missing:
+        raise ConfigError("environment variables not set: " + "; ".join(missing))
+    return expanded
+
+
+def _expand(value: Any, where: str, missing: list[str]) -> Any:
     if isinstance(value, dict):
-        return {key: expand(item, f"{where}.{key}" if where else str(key)) for key, item in value.items()}
+        return {key: _expand(item, f"{where}.{key}" if where else str(key), missing) for key, item in value.items()}
     if isinstance(value, list):
-        return [expand(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return [_expand(item, f"{where}[{index}]", missing) for index, item in enumerate(value)]
     if isinstance(value, str):
-        missing = [name for name in ENV_REFERENCE.findall(value) if name not in os.environ]
-        if missing:
-            raise ConfigError(f"{where}: environment variable {missing[0]} is not set")
-        return ENV_REFERENCE.sub(lambda match: os.environ[match.group(1)], value)
+        absent = [name for name in ENV_REFERENCE.findall(value) if name not in os.environ]
+        missing += [f"{name} (for {where})" for name in absent]
+        return ENV_REFERENCE.sub(lambda match: os.environ.get(match.group(1), ""), value)
     return value
 
 
@@ -125,6 +133,17 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(describe(error)) from None
     finally:
         CONFIG_FILE.reset(token)
+
+
+def refuse_idle(settings: Settings, adapters: dict[str, Adapter], *, api: bool) -> None:
+    """A server that would accept nothing, or deliver nowhere, is a mistake: say so at start-up."""
+    problems = []
+    if api and not settings.tokens:
+        problems.append("no API token is configured (add a [[tokens]] block): every request would be refused")
+    if not adapters:
+        problems.append("no provider is enabled (add a [providers.<name>] section): decisions would go nowhere")
+    if problems:
+        raise ConfigError("; ".join(problems) + ". See config.example.toml, or try `consent-gateway serve --demo`.")
 
 
 def build_adapters(settings: Settings) -> dict[str, Adapter]:

@@ -8,7 +8,8 @@ merge one at a time and none is lost.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,17 @@ from schemas.consent import Decision, PurposeRecord, PurposeState, SubjectState,
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SUBJECT_FIELDS = {"email", "phone", "tcf_string", "vendors", "expires_at", "source", "note", "occurred_at"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A ledger row about to be written: the decision, the purposes it set, and for every
+    purpose whose stored record it rewrites, the decision that record comes from."""
+
+    id: str
+    decision: Decision
+    effective: list[str]
+    winners: dict[str, str]
 
 
 class Ledger:
@@ -61,22 +73,37 @@ class Ledger:
     ) -> DecisionOut:
         before = await self._lock_subject(conn, decision, now)
         after, effective = merge(before, decision)
+        entry = Entry(decision_id, decision, effective, {purpose: decision_id for purpose in effective})
+        return await self.append(conn, entry, before, after, adapters, now)
+
+    async def append(
+        self,
+        conn: AsyncConnection,
+        entry: Entry,
+        before: SubjectState | None,
+        after: SubjectState,
+        adapters: Mapping[str, Adapter],
+        now: datetime,
+    ) -> DecisionOut:
+        """Write one ledger entry and what it did: the subject's new state and an outbox row
+        for each provider whose projection it changed. The subject must be locked."""
+        decision = entry.decision
         row: dict[str, Any] = {
-            "id": decision_id,
+            "id": entry.id,
             "subject_id": decision.subject.id,
             "occurred_at": decision.occurred_at,
             "received_at": now,
             "body": decision.model_dump(mode="json"),
-            "effective": effective,
-            "superseded": sorted(set(decision.purposes) - set(effective)),
+            "effective": entry.effective,
+            "superseded": sorted(set(decision.purposes) - set(entry.effective)),
         }
         await conn.execute(decisions.insert().values(row))
-        await self._write_state(conn, after, effective, decision_id, now)
+        await self._write_state(conn, after, entry.winners, now)
         changed = {
             name: (adapter.project(before) if before else {}) != adapter.project(after)
             for name, adapter in adapters.items()
         }
-        carried = await self._enqueue(conn, decision_id, decision.subject.id, changed, now)
+        carried = await self._enqueue(conn, entry.id, decision.subject.id, changed, now)
         return _decision_out(row, carried)
 
     async def _lock_subject(self, conn: AsyncConnection, decision: Decision, now: datetime) -> SubjectState | None:
@@ -93,8 +120,9 @@ class Ledger:
         return await self._state(conn, decision.subject.id, lock=True)
 
     async def _write_state(
-        self, conn: AsyncConnection, state: SubjectState, effective: Sequence[str], decision_id: str, now: datetime
+        self, conn: AsyncConnection, state: SubjectState, winners: Mapping[str, str], now: datetime
     ) -> None:
+        """The subject's fields, and the purposes in ``winners`` (purpose → the decision that set it)."""
         purposes = [
             {
                 "subject_id": state.subject_id,
@@ -103,7 +131,7 @@ class Ledger:
                 "occurred_at": state.purposes[purpose].occurred_at,
                 "decision_id": decision_id,
             }
-            for purpose in effective
+            for purpose, decision_id in winners.items()
         ]
         await upsert(conn, subject_purposes, purposes, ["subject_id", "purpose"])
         fields = state.model_dump(include=SUBJECT_FIELDS) | {"updated_at": now}
@@ -160,6 +188,10 @@ class Ledger:
     async def subject_state(self, subject_id: str) -> SubjectState | None:
         async with self.reader.connect() as conn:
             return await self._state(conn, subject_id)
+
+    async def locked_state(self, conn: AsyncConnection, subject_id: str) -> SubjectState | None:
+        """The subject's state, its row locked until ``conn``'s transaction ends."""
+        return await self._state(conn, subject_id, lock=True)
 
     async def _state(self, conn: AsyncConnection, subject_id: str, lock: bool = False) -> SubjectState | None:
         query = select(subjects).where(subjects.c.id == subject_id)

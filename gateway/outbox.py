@@ -206,6 +206,12 @@ class Outbox:
             )
             return delivery_out(row, [AttemptOut.model_validate(dict(a)) for a in attempts.mappings()])
 
+    async def providers(self) -> list[str]:
+        """Every provider that has deliveries here."""
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(select(deliveries.c.provider).distinct().order_by(deliveries.c.provider))
+            return [row[0] for row in rows]
+
     async def list(
         self,
         *,

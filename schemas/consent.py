@@ -38,7 +38,8 @@ DEFAULT_PURPOSES: tuple[str, ...] = (
 
 E164 = re.compile(r"\+[1-9]\d{1,14}")
 SOURCES = ("web", "mobile", "in_person", "form", "import", "provider:<name>")
-SOURCE = re.compile(r"(web|mobile|in_person|form|import|provider:[a-z][a-z0-9_-]{0,39})")
+GATEWAY_SOURCES = ("repair",)  # the gateway's own ledger entries: a caller may not claim them
+SOURCE = re.compile(r"(web|mobile|in_person|form|import|repair|provider:[a-z][a-z0-9_-]{0,39})")
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 """No consent decision recorded here can predate this; an earlier time is a client bug."""
@@ -147,6 +148,13 @@ class Decision(Strict):
             raise ValueError(f"unknown purpose {', '.join(unknown)}; configured: {', '.join(vocabulary)}")
         return value
 
+    @field_validator("source")
+    @classmethod
+    def _callers_source(cls, value: str, info: ValidationInfo) -> str:
+        if (info.context or {}).get("caller") and value in GATEWAY_SOURCES:
+            raise ValueError(f"must be one of {', '.join(SOURCES)}")
+        return value
+
     @field_validator("occurred_at")
     @classmethod
     def _plausible_time(cls, value: datetime, info: ValidationInfo) -> datetime:
@@ -172,7 +180,7 @@ class Decision(Strict):
 
 def decision_context(purposes: list[str], now: datetime, max_skew_s: float) -> dict[str, Any]:
     """What validating a caller's decision needs to know: the vocabulary and the gateway's clock."""
-    return {"purposes": purposes, "now": now, "max_skew": timedelta(seconds=max_skew_s)}
+    return {"purposes": purposes, "now": now, "max_skew": timedelta(seconds=max_skew_s), "caller": True}
 
 
 class PurposeRecord(BaseModel):

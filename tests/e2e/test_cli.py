@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
+from gateway.config import build_adapters, load_settings
 from gateway.outbox import Outcome
 from gateway.store import Store
 from schemas.api import DeliveryStatus
@@ -95,3 +96,106 @@ def test_serve_demo_prints_a_generated_token_but_never_the_callers_own(
     assert generated.exit_code == 0, generated.output
     assert "API token (shown once):" in generated.output
     assert [options["host"] for options in served] == ["127.0.0.1", "127.0.0.1"], "the demo stays on loopback"
+
+
+def succeed(url: str, delivery_id: str) -> None:
+    async def run() -> None:
+        store = Store.from_url(url)
+        await store.outbox.replay(NOW, delivery_id=delivery_id)
+        [claim] = await store.outbox.claim("fake", 1, NOW, 60, ladder_steps=7)
+        await store.outbox.finish(claim, Outcome(DeliveryStatus.succeeded), NOW)
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_the_cli_refuses_what_it_cannot_do_with_a_non_zero_exit(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    config = tmp_path / "config.toml"
+    config.write_text(f'database_url = "{url}"\n')
+    dead_id = prepare(url)
+    runner = CliRunner()
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(app, [*args, "--config", str(config)], env={"COLUMNS": "80"})
+
+    missing = cli("deliveries", "replay", "does-not-exist")
+    assert missing.exit_code == 1 and "no delivery does-not-exist" in missing.output
+    assert cli("deliveries", "list", "--format", "yaml").exit_code == 2
+    assert cli("deliveries", "list", "--provider", "bogus").exit_code == 2
+    assert cli("deliveries", "replay", "--provider", "bogus").exit_code == 2
+    assert cli("deliveries", "replay", dead_id, "--provider", "fake").exit_code == 2, "one or the other"
+    assert dead_id in cli("deliveries", "list").stdout, "a narrow terminal still shows whole ids"
+
+    succeed(url, dead_id)
+    not_dead = cli("deliveries", "replay", dead_id)
+    assert not_dead.exit_code == 1 and "is succeeded: only dead deliveries can be replayed" in not_dead.output
+
+
+def test_without_a_database_the_cli_says_where_it_looked_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["deliveries", "list"])
+    assert result.exit_code == 1
+    assert "no database at consent-gateway.db" in result.output and "consent-gateway-demo.db" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "complaints"),
+    [(["serve"], ["no API token", "no provider"]), (["worker"], ["no provider"])],
+)
+def test_a_server_with_nothing_configured_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], complaints: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("gateway.cli.uvicorn.run", lambda *_a, **_k: pytest.fail("must not start"))
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2
+    assert [c for c in ("no API token", "no provider") if c in result.output] == complaints
+
+
+def test_a_future_dated_subject_is_listed_then_repaired_with_a_ledger_entry(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'database_url = "{url}"\n'
+        '[providers.intempt]\napi_key = "pfx.not-used-here"\norg = "o"\nproject = "p"\n'
+        'base_url = "http://127.0.0.1:9"\n'
+    )
+    poisoned = {"subject": {"id": "cust-1"}, "purposes": {"email_marketing": "granted"}}
+
+    async def record() -> None:  # as the gateway did before occurred_at was bounded
+        store = Store.from_url(url)
+        await store.create_schema()
+        adapters = build_adapters(load_settings(config))
+        future = Decision.model_validate({**poisoned, "occurred_at": "9999-12-31T23:59:59Z"}, strict=False)
+        await store.ledger.record(future, adapters, NOW)
+        opt_out = {**poisoned, "purposes": {"email_marketing": "denied"}, "occurred_at": NOW + timedelta(minutes=1)}
+        later = await store.ledger.record(Decision.model_validate(opt_out, strict=False), adapters, NOW)
+        assert later.superseded_purposes == ["email_marketing"], "the poison at work"
+        await store.close()
+
+    asyncio.run(record())
+    runner = CliRunner()
+    listed = runner.invoke(app, ["subjects", "future-dated", "--config", str(config), "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(row["subject"], row["purpose"]) for row in json.loads(listed.stdout)] == [("cust-1", "email_marketing")]
+
+    fixed = runner.invoke(app, ["subjects", "future-dated", "--repair", "--config", str(config), "--format", "json"])
+    assert fixed.exit_code == 0, fixed.output
+
+    async def check() -> None:
+        store = Store.from_url(url)
+        state = await store.ledger.subject_state("cust-1")
+        assert state is not None and state.purposes["email_marketing"].state == "denied"
+        [entry, *_] = await store.ledger.history("cust-1", 10)
+        assert entry.decision.source == "repair" and entry.effective_purposes == ["email_marketing"]
+        assert "9999-12-31" in (entry.decision.note or "")
+        assert [(d.provider, d.status) for d in entry.deliveries] == [("intempt", DeliveryStatus.pending)]
+        await store.close()
+
+    asyncio.run(check())
+    again = runner.invoke(app, ["subjects", "future-dated", "--config", str(config), "--format", "json"])
+    assert json.loads(again.stdout) == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Settings, build_adapters, load_settings
+from gateway.config import ConfigError, Settings, build_adapters, load_settings, refuse_idle
 
 
 def test_env_references_are_expanded_and_a_missing_one_names_the_key(
@@ -14,7 +14,7 @@ def test_env_references_are_expanded_and_a_missing_one_names_the_key(
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[providers.wix]\napi_key = "${TEST_WIX_KEY}"\nsite_id = "site"\n')
-    with pytest.raises(ConfigError, match=r"providers\.wix\.api_key: environment variable TEST_WIX_KEY"):
+    with pytest.raises(ConfigError, match=r"TEST_WIX_KEY \(for providers\.wix\.api_key\)"):
         load_settings(config)
     monkeypatch.setenv("TEST_WIX_KEY", "wix-secret-value-123")
     adapters = build_adapters(load_settings(config))
@@ -35,3 +35,33 @@ def test_a_bad_provider_setting_is_named_without_echoing_values(monkeypatch: pyt
     assert "providers.masivo.timeout_s" in str(caught.value) and "masivo-secret-0123" not in str(caught.value)
     with pytest.raises(ConfigError, match="unknown provider"):
         build_adapters(Settings(providers={"mailchimp": {}}))
+
+
+def test_every_missing_variable_is_named_in_one_message(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[providers.wix]\napi_key = "${TEST_UNSET_WIX_KEY}"\nsite_id = "${TEST_UNSET_WIX_SITE}"\n'
+        '[providers.masivo]\napi_key = "${TEST_UNSET_MASIVO_KEY}"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    for name in ("TEST_UNSET_WIX_KEY", "TEST_UNSET_WIX_SITE", "TEST_UNSET_MASIVO_KEY"):
+        assert name in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "api", "complaints"),
+    [
+        ({}, True, ["no API token", "no provider"]),
+        ({"tokens": [{"name": "app", "sha256": "0" * 64}]}, True, ["no provider"]),
+        ({}, False, ["no provider"]),
+    ],
+    ids=["serve-nothing", "serve-no-provider", "worker-no-provider"],
+)
+def test_a_server_that_would_do_nothing_refuses_to_start(
+    overrides: dict[str, object], api: bool, complaints: list[str]
+) -> None:
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as caught:
+        refuse_idle(settings, build_adapters(settings), api=api)
+    assert [c for c in ("no API token", "no provider") if c in str(caught.value)] == complaints
