@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
@@ -13,25 +13,45 @@ from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import consents, deliveries, ops, subjects
 from gateway.service import Gateway
 
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
 
 def create_app(
-    gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = (), run_worker: bool | None = None
+    gateway: Gateway,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    run_worker: bool | None = None,
+    migrate: bool = False,
 ) -> Starlette:
-    """The API around ``gateway``; ``extra_routes`` mounts e.g. the demo's simulators."""
+    """The API around ``gateway``; ``extra_routes`` mounts e.g. the demo's simulators; ``migrate``
+    upgrades the schema at start-up (the demo), else a schema that is behind stops it."""
 
+    app = Starlette(
+        routes=[*ops.routes, *consents.routes, *subjects.routes, *deliveries.routes, *extra_routes],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=_lifespan(gateway, run_worker=run_worker, migrate=migrate),
+    )
+    app.state.gateway = gateway
+    app.state.authenticator = Authenticator(gateway.settings.tokens)
+    return app
+
+
+def create_worker_app(gateway: Gateway) -> Starlette:
+    """A worker process's own HTTP side: ``/metrics``, ``/healthz`` and ``/readyz`` only."""
+    app = Starlette(
+        routes=ops.health_routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=_lifespan(gateway, run_worker=True)
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def _lifespan(gateway: Gateway, *, run_worker: bool | None, migrate: bool = False) -> Lifespan:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await gateway.start(run_worker=run_worker)
+        await gateway.start(run_worker=run_worker, migrate=migrate)
         try:
             yield
         finally:
             await gateway.stop()
 
-    app = Starlette(
-        routes=[*ops.routes, *consents.routes, *subjects.routes, *deliveries.routes, *extra_routes],
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
-    )
-    app.state.gateway = gateway
-    app.state.authenticator = Authenticator(gateway.settings.tokens)
-    return app
+    return lifespan

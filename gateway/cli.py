@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -17,14 +18,25 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import make_url
+from starlette.applications import Starlette
 
 from adapters import ADAPTERS, Adapter
 from adapters.simulators import create_all
-from gateway.app import create_app
-from gateway.config import ConfigError, Settings, build_adapters, load_settings, refuse_idle
+from gateway import schema
+from gateway.app import create_app, create_worker_app
+from gateway.config import (
+    ConfigError,
+    DatabaseSettings,
+    Settings,
+    build_adapters,
+    load_database_settings,
+    load_settings,
+    refuse_idle,
+)
 from gateway.demo import DEMO_DATABASE, demo_app, demo_token
 from gateway.redaction import configure_logging
 from gateway.repair import future_dated, repair
+from gateway.schema import SchemaError
 from gateway.service import Gateway
 from gateway.store import Store
 from schemas.api import DeliveryOut, DeliveryStatus
@@ -59,8 +71,11 @@ def serve(
     host: HostOption = "127.0.0.1",
     port: PortOption = 8000,
     demo: Annotated[bool, typer.Option(help="SQLite + in-process provider simulators + a demo token")] = False,
+    with_worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="run the delivery worker in this process too")
+    ] = True,
 ) -> None:
-    """Run the API and the delivery worker."""
+    """Run the API (and, unless --no-worker, the delivery worker)."""
     if demo:
         host = "127.0.0.1"  # the demo's token may be printed: never expose it beyond loopback
         token, generated = demo_token()
@@ -68,14 +83,24 @@ def serve(
         console.print(f"[bold]demo[/]: simulators at http://{host}:{port}/simulators/{{masivo,wix,intempt}}")
         console.print(f"API token (shown once): [green]{token}[/]" if generated else _TOKEN_FROM_ENV)
     else:
-        app = create_app(_gateway(_settings(config), api=True))
-    uvicorn.run(app, host=host, port=port, log_config=None)
+        app = create_app(_gateway(_settings(config), api=True), run_worker=None if with_worker else False)
+    _serve(app, host, port)
 
 
 @app.command()
-def worker(config: ConfigOption = None) -> None:
-    """Run the delivery worker alone (no HTTP); SIGTERM lets in-flight deliveries finish."""
-    gateway = _gateway(_settings(config), api=False)
+def worker(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="address for /metrics and /healthz [worker.http_host]")] = None,
+    port: Annotated[int | None, typer.Option(help="port for /metrics and /healthz [worker.http_port]")] = None,
+) -> None:
+    """Run the delivery worker alone, serving /metrics, /healthz and /readyz on its own port
+    (none if worker.http_port is unset); SIGTERM lets in-flight deliveries finish."""
+    settings = _settings(config)
+    gateway = _gateway(settings, api=False)
+    bind_port = port if port is not None else settings.worker.http_port
+    if bind_port is not None:
+        _serve(create_worker_app(gateway), host or settings.worker.http_host, bind_port)
+        return
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -97,14 +122,30 @@ def simulate(host: HostOption = "127.0.0.1", port: PortOption = 8010) -> None:
 
 @db.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
-    """Create the schema (idempotent)."""
-    store = Store.from_url(_settings(config).database_url)
+    """Migrate the schema to this version's newest revision (creates it on a new database).
+    Needs only database_url: no provider secret."""
+    store = Store.from_url(_database_settings(config).database_url)
+    before, after = _with(store, store.upgrade)
+    console.print(f"schema at revision {after}" + (f" (was {before})" if before != after else " (up to date)"))
 
-    async def run() -> None:
-        await store.create_schema()
 
-    _with(store, run)
-    console.print("schema up to date")
+@db.command("current")
+def db_current(config: ConfigOption = None) -> None:
+    """The revision the database is at, and the one this version needs."""
+    store = Store.from_url(_database_settings(config).database_url)
+    at = _with(store, lambda: schema.current(store.engine))
+    wanted = schema.head()
+    state = "up to date" if at == wanted else f"behind: {schema.UPGRADE_HINT}"
+    print(f"{at or 'no schema'} (this version needs {wanted}; {state})")
+    if at != wanted:
+        raise typer.Exit(1)
+
+
+@db.command("history")
+def db_history() -> None:
+    """Every migration this version ships, newest first."""
+    for revision in schema.history():
+        print(f"{revision.id}  {revision.message}")
 
 
 @deliveries.command("list")
@@ -118,7 +159,7 @@ def deliveries_list(
     output: FormatOption = Format.table,
 ) -> None:
     """Deliveries, newest first."""
-    store = _open_store(_settings(config))
+    store = _open_store(_database_settings(config))
 
     async def run() -> list[DeliveryOut]:
         await _known_provider(store, provider)
@@ -156,7 +197,7 @@ def deliveries_replay(
     """Queue dead deliveries again; each sends the subject's newest state."""
     if (delivery_id is None) == (provider is None):
         _fail("name one delivery id, or --provider (and optionally --since)", 2)
-    store = _open_store(_settings(config))
+    store = _open_store(_database_settings(config))
 
     async def run() -> int | str:
         await _known_provider(store, provider)
@@ -185,8 +226,8 @@ def subjects_future_dated(
     """Subjects whose state holds a decision dated beyond the gateway's clock (recorded before
     such times were refused); such a decision would win every later one for its purposes."""
     settings = _settings(config)
-    store = _open_store(settings)
     adapters = _adapters(settings) if fix else {}
+    store = _open_store(settings)
     skew = timedelta(seconds=settings.max_clock_skew_s)
 
     async def run() -> list[dict[str, str]]:
@@ -212,6 +253,21 @@ def subjects_future_dated(
         table.add_row(row["subject"], row["purpose"], row["occurred_at"], *([row["repair"]] if fix else []))
     Console().print(table)
     console.print(f"{len(rows)} future-dated purpose record(s)" + ("" if fix or not rows else "; --repair fixes them"))
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, except that a SIGTERM it shut down cleanly on exits 0: uvicorn re-raises the
+    signal afterwards, and a process manager would count a drained worker as killed."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
+def _serve(app: Starlette, host: str, port: int) -> None:
+    _DrainingServer(uvicorn.Config(app, host=host, port=port, log_config=None)).run()
 
 
 def _with(store: Store, work: Callable[[], Awaitable[T]]) -> T:
@@ -251,8 +307,16 @@ def _settings(config: Path | None) -> Settings:
         _fail(f"config: {error}", 2)
 
 
-def _open_store(settings: Settings) -> Store:
-    """The configured store; a SQLite file that does not exist is refused, not created empty."""
+def _database_settings(config: Path | None) -> DatabaseSettings:
+    try:
+        return load_database_settings(config)
+    except ConfigError as error:
+        _fail(f"config: {error}", 2)
+
+
+def _open_store(settings: DatabaseSettings) -> Store:
+    """The configured store at the current schema revision; a SQLite file that does not exist
+    is refused, not created empty, and a schema that is behind is refused with the fix."""
     url = make_url(settings.database_url)
     database = url.database or ""
     if url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).exists():
@@ -262,7 +326,12 @@ def _open_store(settings: Settings) -> Store:
             f"CONSENT_GATEWAY_DATABASE_URL at yours (the demo's: CONSENT_GATEWAY_DATABASE_URL={DEMO_DATABASE} "
             f"in the directory holding {demo})"
         )
-    return Store.from_url(settings.database_url)
+    store = Store.from_url(settings.database_url)
+    try:
+        _with(store, store.require_current)  # the engine opens its pool again on next use
+    except SchemaError as error:
+        _fail(str(error))
+    return store
 
 
 def _adapters(settings: Settings) -> dict[str, Adapter]:
@@ -278,6 +347,6 @@ def _gateway(settings: Settings, *, api: bool) -> Gateway:
         refuse_idle(settings, adapters, api=api)
     except ConfigError as error:
         _fail(f"config: {error}", 2)
-    gateway = Gateway(settings, adapters=adapters)
+    gateway = Gateway(settings, store=_open_store(settings), adapters=adapters)
     configure_logging(gateway.secrets())
     return gateway

@@ -10,7 +10,7 @@ import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -60,12 +60,45 @@ class WorkerSettings(BaseModel):
     poll_interval_s: float = Field(default=0.5, gt=0)
     lease_s: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=1000)
+    http_host: str = Field(default="127.0.0.1", description="`consent-gateway worker` serves /metrics here")
+    http_port: int | None = Field(default=8001, ge=0, le=65535, description="None: the worker serves no HTTP")
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONSENT_GATEWAY_", env_nested_delimiter="__", extra="forbid")
+class DatabaseSettings(BaseSettings):
+    """Only where the store is: what ``db upgrade`` and friends need, so they run without any
+    provider secret in the environment. Every other key in the file is ignored here."""
+
+    model_config = SettingsConfigDict(env_prefix="CONSENT_GATEWAY_", env_nested_delimiter="__", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///consent-gateway.db"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_env_references(cls, data: Any) -> Any:
+        """``${ENV}`` references are expanded in the keys this model has, and only there."""
+        if not isinstance(data, dict):
+            return data
+        return expand({key: value for key, value in data.items() if key in cls.model_fields}, "")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = CONFIG_FILE.get() or os.environ.get("CONSENT_GATEWAY_CONFIG")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if toml_file:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
+        return sources
+
+
+class Settings(DatabaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONSENT_GATEWAY_", env_nested_delimiter="__", extra="forbid")
+
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
     max_clock_skew_s: float = Field(
         default=300.0, ge=0, le=86_400, description="how far ahead of the gateway's clock occurred_at may be"
@@ -85,21 +118,6 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_env_references(cls, data: Any) -> Any:
         return expand(data, "")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = CONFIG_FILE.get() or os.environ.get("CONSENT_GATEWAY_CONFIG")
-        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
-        if toml_file:
-            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
-        return sources
 
 
 def expand(value: Any, where: str) -> Any:
@@ -124,11 +142,23 @@ def _expand(value: Any, where: str, missing: list[str]) -> Any:
     return value
 
 
+Loaded = TypeVar("Loaded", bound=DatabaseSettings)
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Settings from ``path`` (or $CONSENT_GATEWAY_CONFIG), the environment and overrides."""
+    return _load(Settings, path, overrides)
+
+
+def load_database_settings(path: Path | None = None) -> DatabaseSettings:
+    """Only ``database_url``, from the same places: needs no provider secret."""
+    return _load(DatabaseSettings, path, {})
+
+
+def _load(model: type[Loaded], path: Path | None, overrides: dict[str, Any]) -> Loaded:
     token = CONFIG_FILE.set(str(path) if path is not None else None)
     try:
-        return Settings(**overrides)
+        return model(**overrides)
     except ValidationError as error:
         raise ConfigError(describe(error)) from None
     finally:

@@ -51,4 +51,4 @@ def demo_app(host: str, port: int, token: str) -> Starlette:
     """The gateway with the simulators mounted under /simulators and providers pointed at them."""
     gateway = Gateway(demo_settings(f"http://{host}:{port}", token))
     configure_logging([token, *gateway.secrets()])
-    return create_app(gateway, extra_routes=[Mount("/simulators", app=create_all())])
+    return create_app(gateway, extra_routes=[Mount("/simulators", app=create_all())], migrate=True)

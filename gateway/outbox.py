@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, exists, func, or_, select, text, update
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Projection
 from gateway.db import reader, upsert
@@ -41,6 +41,7 @@ class Attempt:
     outcome: str  # succeeded | transient | permanent
     status_code: int | None = None
     error: str | None = None
+    worker: str | None = None  # host:pid of the worker that made it
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ class Outbox:
         """Lease up to ``limit`` due deliveries of one provider, expired leases included.
 
         A subject×provider pair with a delivery in flight is passed over, so two pushes
-        for one subject never race at a provider. PostgreSQL claimers serialize on an
-        advisory lock for that check and skip rows a recording transaction has locked.
+        for one subject never race at a provider. Claimers never wait on each other: rows
+        another claimer (or a recording transaction) holds are skipped, and on PostgreSQL
+        each pair is held with a transaction-scoped advisory lock while the in-flight check
+        is made again in a fresh statement, so two workers can't both claim rows of one pair.
+        (SQLite has one writer at a time: its claims are serial anyway.)
 
         A lease that ran out means the attempt's outcome was never recorded (the worker died,
         or the store failed it): that counts as a step on the retry ladder, so a delivery
@@ -100,9 +104,10 @@ class Outbox:
             .with_for_update(skip_locked=True)
         )
         async with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                await conn.execute(text("SELECT pg_advisory_xact_lock(7301)"))
             found = (await conn.execute(candidates)).all()
+            if conn.dialect.name == "postgresql":
+                held = await _lock_pairs(conn, provider, {row.subject_id for row in found})
+                found = [row for row in found if row.subject_id in held]
             lost = {row.id for row in found if row.status == DeliveryStatus.sending.value}
             over = [row for row in found if row.id in lost and row.reschedules >= ladder_steps]
             if over:
@@ -114,9 +119,9 @@ class Outbox:
             live = [row.id for row in found if row not in over]
             claims = [Claim(row.id, row.subject_id, provider, row.reschedules, abandoned=True) for row in over]
             if live:
-                leased = await conn.execute(
+                leased = await conn.execute(  # a new statement: sees a pair claimed since the select
                     update(deliveries)
-                    .where(deliveries.c.id.in_(live))
+                    .where(deliveries.c.id.in_(live), ~in_flight)
                     .values(
                         status=DeliveryStatus.sending.value,
                         reschedules=deliveries.c.reschedules + case((deliveries.c.id.in_(lost), 1), else_=0),
@@ -282,6 +287,19 @@ class Outbox:
         async with self.reader.connect() as conn:
             rows = await conn.execute(query)
             return {name: (int(count), _age(now, oldest)) for name, count, oldest in rows}
+
+
+async def _lock_pairs(conn: AsyncConnection, provider: str, subject_ids: set[str]) -> set[str]:
+    """The subjects whose (subject, provider) pair this transaction now holds; a pair another
+    claimer holds is skipped, never waited for. Released at commit."""
+    if not subject_ids:
+        return set()
+    query = text(
+        "SELECT s FROM unnest(CAST(:subjects AS text[])) AS s"
+        " WHERE pg_try_advisory_xact_lock(hashtext(:provider), hashtext(s))"
+    )
+    rows = await conn.execute(query, {"subjects": sorted(subject_ids), "provider": provider})
+    return {row[0] for row in rows}
 
 
 def _age(now: datetime, oldest: Any) -> float:

@@ -12,8 +12,9 @@ from adapters.base import Adapter, Projection
 from gateway.config import Settings, build_adapters
 from gateway.idempotency import Binding
 from gateway.metrics import Metrics
+from gateway.ratelimit import Sleep
 from gateway.store import Store
-from gateway.worker import Clock, Sleep, Worker, utcnow
+from gateway.worker import Clock, Worker, utcnow
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, ProviderSync, SubjectOut, SyncStatus
 from schemas.consent import Decision, decision_context
 
@@ -38,8 +39,12 @@ class Gateway:
             self.store, self.adapters, settings, transports=transports, clock=clock, sleep=sleep, metrics=self.metrics
         )
 
-    async def start(self, *, run_worker: bool | None = None) -> None:
-        await self.store.create_schema()
+    async def start(self, *, run_worker: bool | None = None, migrate: bool = False) -> None:
+        """Check (or, with ``migrate``, upgrade) the schema, then start the worker if asked to."""
+        if migrate:
+            await self.store.upgrade()
+        else:
+            await self.store.require_current()
         if self.settings.worker.enabled if run_worker is None else run_worker:
             self.worker.start()
 

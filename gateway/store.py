@@ -9,11 +9,12 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import schema
 from gateway.db import create_engine
 from gateway.idempotency import IdempotencyKeys
 from gateway.ledger import Ledger
 from gateway.outbox import Outbox
-from gateway.tables import metadata
+from gateway.ratelimit import Budget, RateLimit, SharedBudget, Sleep
 
 
 class Store:
@@ -27,9 +28,19 @@ class Store:
     def from_url(cls, url: str) -> Store:
         return cls(create_engine(url))
 
-    async def create_schema(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+    async def upgrade(self) -> tuple[str | None, str]:
+        """Migrate the schema to the newest revision (alembic); returns (from, to)."""
+        return await schema.upgrade(self.engine)
+
+    async def require_current(self) -> None:
+        """SchemaError naming the fix unless the schema is at the newest revision."""
+        await schema.require_current(self.engine)
+
+    def budget(self, provider: str, per_minute: float, sleep: Sleep) -> Budget:
+        """A provider's request budget: shared by every worker on PostgreSQL, per process on SQLite."""
+        if self.engine.dialect.name == "postgresql":
+            return SharedBudget(self.engine, provider, per_minute, sleep=sleep)
+        return RateLimit(per_minute, sleep=sleep)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -113,6 +113,7 @@ delivery_attempts = Table(
     Column("outcome", String(16), nullable=False),  # succeeded | transient | permanent
     Column("status_code", Integer),
     Column("error", Text),
+    Column("worker", String(100)),  # host:pid of the worker process that made the attempt
     Index("ix_delivery_attempts_delivery", "delivery_id", "id"),
 )
 
@@ -148,4 +149,11 @@ provider_state = Table(
     Column("acknowledged", JSON, nullable=False),
     Column("memo", JSON, nullable=False),
     _timestamp("acknowledged_at"),
+)
+
+provider_budgets = Table(
+    "provider_budgets",  # PostgreSQL only: the request schedule every worker of a deployment shares
+    metadata,
+    Column("provider", String(40), primary_key=True),
+    _timestamp("next_slot"),
 )

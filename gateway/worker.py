@@ -7,10 +7,12 @@ limit, claimed separately, so one slow or failing provider never delays another.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import socket
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,14 +25,13 @@ from adapters.errors import PermanentError, ProviderError, TransientError
 from gateway.config import RetrySettings, Settings
 from gateway.metrics import Metrics
 from gateway.outbox import ABANDONED, Attempt, Claim, Outcome
-from gateway.ratelimit import RateLimit
+from gateway.ratelimit import Budget, Sleep
 from gateway.redaction import redact
 from gateway.store import Store
 from schemas.api import DeliveryStatus
 
 log = structlog.get_logger("consent_gateway.worker")
 Clock = Callable[[], datetime]
-Sleep = Callable[[float], Awaitable[None]]
 
 
 def utcnow() -> datetime:
@@ -38,14 +39,14 @@ def utcnow() -> datetime:
 
 
 class Lane:
-    """One provider: its adapter, its own client and its own concurrency budget."""
+    """One provider: its adapter, its own client, concurrency limit and request budget."""
 
     def __init__(
-        self, adapter: Adapter, transport: httpx.AsyncBaseTransport | None = None, sleep: Sleep = asyncio.sleep
+        self, adapter: Adapter, budget: Budget | None, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         settings = adapter.settings
         self.adapter = adapter
-        self.rate = RateLimit(settings.rate_per_minute, sleep=sleep) if settings.rate_per_minute else None
+        self.budget = budget
         self.limit = settings.concurrency
         self.active = 0
         self.client = httpx.AsyncClient(
@@ -60,8 +61,8 @@ class Lane:
     async def send(self, request: httpx.Request) -> httpx.Response:
         """Send with a hard deadline (also over in-process transports) and classify I/O failures."""
         name, timeout = self.adapter.name, self.adapter.settings.timeout_s
-        if self.rate is not None:
-            await self.rate.acquire()
+        if self.budget is not None:
+            await self.budget.acquire()
         try:
             async with asyncio.timeout(timeout):
                 return await self._send(request)
@@ -91,12 +92,20 @@ class Worker:
         # The lease heartbeat's own sleep: real time, as a lease guards against real crashes.
         self.beat: Sleep = asyncio.sleep
         transports = transports or {}
-        self.lanes = {name: Lane(adapter, transports.get(name), sleep) for name, adapter in adapters.items()}
+        self.lanes = {
+            name: Lane(adapter, self._budget(adapter, sleep), transports.get(name))
+            for name, adapter in adapters.items()
+        }
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"  # written on each attempt
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
+
+    def _budget(self, adapter: Adapter, sleep: Sleep) -> Budget | None:
+        per_minute = adapter.settings.rate_per_minute
+        return self.store.budget(adapter.name, per_minute, sleep) if per_minute else None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -273,7 +282,7 @@ class Worker:
         self.metrics.attempts.labels(adapter.name, outcome).inc()
         self.metrics.latency.labels(adapter.name).observe(elapsed)
         text = self._text(adapter, error) if error else None
-        attempts.append(Attempt(started, round(elapsed * 1000), outcome, status_code, text))
+        attempts.append(Attempt(started, round(elapsed * 1000), outcome, status_code, text, self.identity))
 
     async def _finish(
         self, claim: Claim, outcome: Outcome, ack: tuple[Projection, dict[str, Any]] | None = None

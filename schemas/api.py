@@ -34,6 +34,7 @@ class AttemptOut(BaseModel):
     outcome: str = Field(description="succeeded, transient or permanent")
     status_code: int | None = None
     error: str | None = None
+    worker: str | None = Field(default=None, description="the worker process (host:pid) that made it")
 
 
 class DeliveryOut(BaseModel):

@@ -39,21 +39,32 @@ def _postgres_reachable() -> str | None:
 
 
 POSTGRES_SKIP = _postgres_reachable()
+DROP_VERSION = "DROP TABLE IF EXISTS alembic_version"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The same tests run against both stores."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
-        return
-    if POSTGRES_SKIP:
-        if os.environ.get("CONSENT_GATEWAY_REQUIRE_POSTGRES"):
-            pytest.fail(POSTGRES_SKIP)
-        pytest.skip(POSTGRES_SKIP)
-    url = request.getfixturevalue("postgres_url")
-    _run(url, lambda conn: conn.run_sync(metadata.drop_all))
+        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    else:
+        if POSTGRES_SKIP:
+            if os.environ.get("CONSENT_GATEWAY_REQUIRE_POSTGRES"):
+                pytest.fail(POSTGRES_SKIP)
+            pytest.skip(POSTGRES_SKIP)
+        url = request.getfixturevalue("postgres_url")
+        _run(url, lambda conn: conn.run_sync(metadata.drop_all), lambda conn: conn.execute(text(DROP_VERSION)))
+    asyncio.run(upgraded(url))
     yield url
+
+
+async def upgraded(url: str) -> None:
+    """The schema at the newest revision, made by the migrations the package ships."""
+    store = Store.from_url(url)
+    try:
+        await store.upgrade()
+    finally:
+        await store.close()
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +101,6 @@ def _run(url: str, *steps: Callable[[AsyncConnection], Awaitable[Any]]) -> None:
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[Store]:
     store = Store.from_url(database_url)
-    await store.create_schema()
     yield store
     await store.close()
 

@@ -9,7 +9,10 @@ from starlette.routing import Route
 
 from gateway import openapi
 from gateway.openapi import Operation, documented
+from gateway.problems import TYPE_BASE, respond
+from gateway.schema import SchemaError
 from schemas.api import Health
+from schemas.problem import FieldError, Problem
 
 
 @documented(Operation("Liveness: the process answers", Health))
@@ -17,10 +20,23 @@ async def healthz(_request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-@documented(Operation("Readiness: the store answers", Health))
+@documented(Operation("Readiness: the store answers and its schema is current; else 503 saying which", Health))
 async def readyz(request: Request) -> Response:
-    await request.app.state.gateway.store.ping()
+    store = request.app.state.gateway.store
+    try:
+        await store.ping()
+    except Exception as error:  # whatever the driver raises: its text may name hosts or users
+        return _not_ready("store", f"the store does not answer ({type(error).__name__})")
+    try:
+        await store.require_current()
+    except SchemaError as error:
+        return _not_ready("schema", str(error))
     return JSONResponse({"status": "ready"})
+
+
+def _not_ready(field: str, message: str) -> Response:
+    errors = [FieldError(field=field, message=message)]
+    return respond(Problem(type=TYPE_BASE + "not-ready", title="Not ready", status=503, detail=message, errors=errors))
 
 
 async def openapi_json(request: Request) -> Response:
@@ -38,9 +54,10 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-routes = [
+health_routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
-    Route("/openapi.json", openapi_json, methods=["GET"]),
 ]
+"""What a worker process serves on its own port."""
+routes = [*health_routes, Route("/openapi.json", openapi_json, methods=["GET"])]

@@ -27,7 +27,7 @@ def prepare(url: str) -> str:
 
     async def run() -> str:
         store = Store.from_url(url)
-        await store.create_schema()
+        await store.upgrade()
         decision = Decision.model_validate(
             {"subject": {"id": "cust-1"}, "purposes": {"email_marketing": "granted"}, "occurred_at": NOW}, strict=False
         )
@@ -82,7 +82,7 @@ def test_serve_demo_prints_a_generated_token_but_never_the_callers_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served: list[dict[str, Any]] = []
-    monkeypatch.setattr("gateway.cli.uvicorn.run", lambda app, **options: served.append(options))
+    monkeypatch.setattr("gateway.cli._serve", lambda app, host, port: served.append({"host": host}))
     monkeypatch.chdir(tmp_path)  # the demo's SQLite file goes to the working directory
     runner = CliRunner()
 
@@ -150,7 +150,7 @@ def test_a_server_with_nothing_configured_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], complaints: list[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("gateway.cli.uvicorn.run", lambda *_a, **_k: pytest.fail("must not start"))
+    monkeypatch.setattr("gateway.cli._serve", lambda *_a: pytest.fail("must not start"))
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2
     assert [c for c in ("no API token", "no provider") if c in result.output] == complaints
@@ -168,7 +168,7 @@ def test_a_future_dated_subject_is_listed_then_repaired_with_a_ledger_entry(tmp_
 
     async def record() -> None:  # as the gateway did before occurred_at was bounded
         store = Store.from_url(url)
-        await store.create_schema()
+        await store.upgrade()
         adapters = build_adapters(load_settings(config))
         future = Decision.model_validate({**poisoned, "occurred_at": "9999-12-31T23:59:59Z"}, strict=False)
         await store.ledger.record(future, adapters, NOW)
@@ -199,3 +199,41 @@ def test_a_future_dated_subject_is_listed_then_repaired_with_a_ledger_entry(tmp_
     asyncio.run(check())
     again = runner.invoke(app, ["subjects", "future-dated", "--config", str(config), "--format", "json"])
     assert json.loads(again.stdout) == []
+
+
+def test_db_commands_need_only_the_database_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example config names provider secrets no one has set: `db` commands don't need them."""
+    for name in ("MASIVO_API_KEY", "WIX_API_KEY", "WIX_SITE_ID", "INTEMPT_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CONSENT_GATEWAY_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}")
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    runner = CliRunner()
+
+    before = runner.invoke(app, ["db", "current", "--config", str(example)])
+    assert before.exit_code == 1 and "no schema" in before.stdout
+    upgraded = runner.invoke(app, ["db", "upgrade", "--config", str(example)])
+    assert upgraded.exit_code == 0, upgraded.output
+    after = runner.invoke(app, ["db", "current", "--config", str(example)])
+    assert after.exit_code == 0 and "up to date" in after.stdout
+    history = runner.invoke(app, ["db", "history"])
+    assert history.exit_code == 0 and history.stdout.splitlines()[-1].startswith("0001  ")
+    listed = runner.invoke(app, ["deliveries", "list", "--config", str(example), "--format", "json"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == []
+
+
+def test_commands_refuse_a_schema_that_is_behind_in_one_line(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    config = tmp_path / "config.toml"
+    config.write_text(f'database_url = "{url}"\n[providers.intempt]\napi_key = "p.s"\norg = "o"\nproject = "p"\n')
+
+    async def empty_file() -> None:  # a database file with no schema in it
+        store = Store.from_url(url)
+        await store.ping()
+        await store.close()
+
+    asyncio.run(empty_file())
+    runner = CliRunner()
+    for command in (["deliveries", "list"], ["worker"], ["subjects", "future-dated"]):
+        result = runner.invoke(app, [*command, "--config", str(config)])
+        assert result.exit_code == 1, (command, result.output)
+        assert result.output.strip() == "error: the database has no schema: run `consent-gateway db upgrade`"

@@ -27,7 +27,7 @@ from gateway.config import Settings
 from gateway.service import Gateway
 from gateway.tables import deliveries
 from schemas.consent import Decision
-from tests.processes import CLI, Process, Processes, clean_env, until
+from tests.processes import CLI, Process, Processes, clean_env, free_port, until
 from tests.world import PROVIDERS, TCF
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -71,6 +71,7 @@ database_url = {json.dumps(database_url)}
 lease_s = {lease_s}
 poll_interval_s = 0.1
 batch_size = 50
+http_port = {free_port()}
 
 [retry]
 attempts = 3
@@ -292,7 +293,7 @@ async def test_sigterm_lets_in_flight_deliveries_finish_and_exits_0(
     config, settings = configure(database_url, str(simulators.base_url).rstrip("/"), lease_s=60.0, concurrency=4)
     gateway = Gateway(settings)
     recorder.append(gateway)
-    await gateway.start(run_worker=False)
+    await gateway.start(run_worker=False, migrate=True)
     await inject_latency(simulators, 500)
     for index in range(20):
         await gateway.record(decision(index, 0, email_marketing="granted", sms_marketing="denied"))

@@ -284,7 +284,7 @@ async def drain_until_settled(world: World, step: timedelta, max_rounds: int = 3
 @asynccontextmanager
 async def fresh_world(url: str, **options: Any) -> AsyncIterator[World]:
     store = Store.from_url(url)
-    await store.create_schema()
+    await store.upgrade()
     world = World(store, **options)
     try:
         yield world

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
 from gateway.ratelimit import RateLimit
+from gateway.store import Store
 
 
 class FakeTime:
@@ -36,3 +43,43 @@ async def test_an_idle_budget_refills_but_bursts_at_most_a_second_worth() -> Non
     assert time.slept == []
     await limit.acquire()
     assert time.slept == [0.5]
+
+
+async def test_concurrent_callers_queue_for_their_slots() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the clock stands still: all three arrive at once
+        slept.append(seconds)
+
+    limit = RateLimit(60, clock=lambda: 0.0, sleep=sleep)  # one a second, no burst
+    await asyncio.gather(*(limit.acquire() for _ in range(3)))
+    assert slept == [1.0, 2.0], "each caller waits for its own slot"
+
+
+@pytest.mark.postgres
+async def test_workers_on_one_postgresql_share_one_budget(database_url: str) -> None:
+    """Three workers (three engines) reserve from one row: together they get the budget once,
+    not three times (SQLite deployments run one worker, with the budget in the process)."""
+    stores = [Store.from_url(database_url) for _ in range(3)]
+    if stores[0].engine.dialect.name != "postgresql":
+        pytest.skip("the shared budget lives in PostgreSQL")
+    slots: list[float] = []
+
+    def slept_until(base: float) -> Callable[[float], Awaitable[None]]:
+        async def sleep(seconds: float) -> None:
+            slots.append(base + seconds)
+
+        return sleep
+
+    try:
+        began = time.monotonic()
+        budgets = [store.budget("wix", 600, slept_until(began)) for store in stores]  # 10 a second
+        await asyncio.gather(*(budget.acquire() for budget in budgets for _ in range(20)))
+    finally:
+        for store in stores:
+            await store.close()
+    slots.sort()
+    assert len(slots) >= 60 - 11, "all but the first burst wait for a slot"
+    assert slots[-1] >= 4.5, "60 requests at 10 a second take 5 s, whoever sends them"
+    busiest = max(sum(1 for other in slots if slot <= other < slot + 1) for slot in slots)
+    assert busiest <= 11, f"{busiest} requests in one second: the budget was not shared"
