@@ -51,7 +51,7 @@ class ProviderSettings(BaseModel):
     purposes: dict[str, str] = Field(description="gateway purpose -> the provider's own term")
     timeout_s: float = Field(default=10.0, gt=0)
     concurrency: int = Field(default=4, ge=1, le=256)
-    rate_per_minute: float | None = Field(default=None, gt=0, description="request budget; None = unlimited")
+    rate_per_minute: float = Field(default=0.0, ge=0, description="request budget per minute; 0 = unlimited")
 
 
 class Adapter(ABC):

@@ -90,7 +90,7 @@ class WixSettings(ProviderSettings):
         default_factory=lambda: dict(DEFAULT_PURPOSES), description="gateway purpose -> Wix channel"
     )
     # "200 requests per minute per app instance" (Wix API rate limits).
-    rate_per_minute: float | None = Field(default=200.0, gt=0)
+    rate_per_minute: float = Field(default=200.0, ge=0)
 
     @field_validator("purposes")
     @classmethod

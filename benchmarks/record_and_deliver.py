@@ -74,7 +74,7 @@ def decision(index: int) -> dict[str, Any]:
 async def run(url: str, count: int) -> dict[str, float]:
     transport = httpx.ASGITransport(app=create_all())
     gateway = Gateway(settings(url), transports=dict.fromkeys(("masivo", "wix", "intempt"), transport))
-    app = create_app(gateway, run_worker=False)
+    app = create_app(gateway, run_worker=False, migrate=True)
     latencies = []
     async with LifespanManager(app):
         client = httpx.AsyncClient(
@@ -124,6 +124,7 @@ async def fresh_postgres(server: str, name: str) -> str:
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.drop_all)
+        await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     await engine.dispose()
     return url
 

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 from adapters import ADAPTERS, Adapter
 from adapters.simulators import create_all
+from adapters.simulators.common import LOG_LIMIT
 from gateway import schema
 from gateway.app import create_app, create_worker_app
 from gateway.config import (
@@ -91,14 +92,16 @@ def serve(
 def worker(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="address for /metrics and /healthz [worker.http_host]")] = None,
-    port: Annotated[int | None, typer.Option(help="port for /metrics and /healthz [worker.http_port]")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port for /metrics and /healthz, 0 for none [worker.http_port]")
+    ] = None,
 ) -> None:
     """Run the delivery worker alone, serving /metrics, /healthz and /readyz on its own port
-    (none if worker.http_port is unset); SIGTERM lets in-flight deliveries finish."""
+    (none if it is 0); SIGTERM lets in-flight deliveries finish."""
     settings = _settings(config)
     gateway = _gateway(settings, api=False)
     bind_port = port if port is not None else settings.worker.http_port
-    if bind_port is not None:
+    if bind_port:
         _serve(create_worker_app(gateway), host or settings.worker.http_host, bind_port)
         return
 
@@ -115,9 +118,13 @@ def worker(
 
 
 @app.command()
-def simulate(host: HostOption = "127.0.0.1", port: PortOption = 8010) -> None:
+def simulate(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8010,
+    log_limit: Annotated[int, typer.Option(min=1, help="requests each simulator keeps for /_inspect")] = LOG_LIMIT,
+) -> None:
     """Run the three provider simulators on one port: /masivo, /wix, /intempt."""
-    uvicorn.run(create_all(), host=host, port=port)
+    uvicorn.run(create_all(log_limit=log_limit), host=host, port=port)
 
 
 @db.command("upgrade")

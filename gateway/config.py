@@ -61,7 +61,7 @@ class WorkerSettings(BaseModel):
     lease_s: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=1000)
     http_host: str = Field(default="127.0.0.1", description="`consent-gateway worker` serves /metrics here")
-    http_port: int | None = Field(default=8001, ge=0, le=65535, description="None: the worker serves no HTTP")
+    http_port: int = Field(default=8001, ge=0, le=65535, description="0: the worker serves no HTTP")
 
 
 class DatabaseSettings(BaseSettings):

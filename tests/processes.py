@@ -97,12 +97,13 @@ class Processes:
     def logs(self) -> str:
         return "\n".join(process.tail() for process in self.all)
 
-    async def simulators(self, *, timeout: float = 15.0) -> str:
+    async def simulators(self, *, timeout: float = 15.0, extra: list[str] | None = None) -> str:
         """`consent-gateway simulate` on a free loopback port; returns its base URL once it answers."""
         last = "never tried"
         for _ in range(3):  # another process may grab the free port before uvicorn binds it
             port = free_port()
-            process = self.start("simulate", [CLI, "simulate", "--host", "127.0.0.1", "--port", str(port)], clean_env())
+            args = [CLI, "simulate", "--host", "127.0.0.1", "--port", str(port), *(extra or [])]
+            process = self.start("simulate", args, clean_env())
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + timeout
             async with httpx.AsyncClient(base_url=base, timeout=2) as client:

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from adapters.simulators import intempt, masivo, wix
-from adapters.simulators.common import Faults
+from adapters.simulators.common import LOG_LIMIT, Faults
 
 __all__ = ["SIMULATORS", "Faults", "create_all"]
 
@@ -23,6 +23,10 @@ SIMULATORS: dict[str, Callable[..., Starlette]] = {
 }
 
 
-def create_all(faults: Faults | None = None) -> Starlette:
-    """All three simulators on one app, at /masivo, /wix and /intempt (e.g. `GET /wix/_inspect`)."""
-    return Starlette(routes=[Mount(f"/{name}", app=factory(faults)) for name, factory in SIMULATORS.items()])
+def create_all(faults: Faults | None = None, *, log_limit: int = LOG_LIMIT) -> Starlette:
+    """All three simulators on one app, at /masivo, /wix and /intempt (e.g. `GET /wix/_inspect`),
+    each keeping its last ``log_limit`` requests."""
+    apps = {name: factory(faults) for name, factory in SIMULATORS.items()}
+    for app in apps.values():
+        app.state.simulator.keep(log_limit)
+    return Starlette(routes=[Mount(f"/{name}", app=app) for name, app in apps.items()])

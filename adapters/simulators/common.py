@@ -6,8 +6,10 @@ that logs the request, injects faults, authenticates and parses JSON; provider c
 
 ``GET /_inspect``
     ``{"state": <provider state>, "requests": [<log entry>, ...]}``. A log entry is
-    ``{"method", "path", "query", "headers", "body", "status"}``; ``status`` is ``null`` while the
-    simulator is still answering (e.g. hanging on an injected timeout). Secrets are ``"<redacted>"``.
+    ``{"method", "path", "query", "headers", "body", "status", "at", "done"}``; ``status`` and ``done``
+    are ``null`` while the simulator is still answering (e.g. hanging on an injected timeout); ``at`` and
+    ``done`` are Unix times of arrival and answer, so a test can see what was in flight at once.
+    Secrets are ``"<redacted>"``.
 ``POST /_faults``
     JSON object with any subset of the :class:`Faults` fields, plus the provider's own controls (see
     each simulator's docstring). All-or-nothing: anything invalid → 400 and nothing changes. Answers the
@@ -23,6 +25,7 @@ import base64
 import binascii
 import json
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -35,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 __all__ = [
+    "LOG_LIMIT",
     "REDACTED",
     "Faults",
     "Reject",
@@ -197,6 +201,8 @@ class Simulator:
                 "headers": self._redact_pairs(request.headers.items(), SECRET_HEADERS),
                 "body": body,
                 "status": None,
+                "at": time.time(),
+                "done": None,
             }
             self.log.append(entry)
             response = await self._injected()
@@ -207,7 +213,7 @@ class Simulator:
                     response = self.error(400, "Malformed JSON body") if malformed else await handler(request, body)
                 except Reject as rejected:
                     response = JSONResponse(rejected.body, rejected.status)
-            entry["status"] = response.status_code
+            entry["status"], entry["done"] = response.status_code, time.time()
             return response
 
         return Route(path, endpoint, methods=methods)
@@ -256,4 +262,10 @@ class Simulator:
                 raise exc
             return self.error(exc.status_code, exc.detail, dict(exc.headers or {}))
 
-        return Starlette(routes=[*self._control_routes(), *routes], exception_handlers={HTTPException: http_error})
+        app = Starlette(routes=[*self._control_routes(), *routes], exception_handlers={HTTPException: http_error})
+        app.state.simulator = self
+        return app
+
+    def keep(self, entries: int) -> None:
+        """Keep the last ``entries`` requests in the log (a long test run needs more than the default)."""
+        self.log = deque(self.log, maxlen=entries)
