@@ -12,20 +12,21 @@ from __future__ import annotations
 import email.utils
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.errors import PermanentError, TransientError
-from schemas.consent import SubjectState
+from schemas.consent import PurposeState, SubjectState
 
 Projection = dict[str, Any]
 """A subject's desired state in one provider's own terms; plain JSON, compared for changes."""
 
 TRANSIENT_STATUSES = frozenset({408, 429})
+DriftPolicy = Literal["newest_wins", "gateway_wins", "report_only"]
 EXPECTED = "consent_gateway.expected_statuses"  # request extension: see json_request
 
 
@@ -41,6 +42,20 @@ class Ack(BaseModel):
 Flow = Generator[httpx.Request, httpx.Response, Ack]
 
 
+class Observation(BaseModel):
+    """What a provider was found to hold for one subject, in the adapter's ``project()`` terms."""
+
+    model_config = ConfigDict(frozen=True)
+
+    held: Projection = Field(default_factory=dict)  # {}: the provider holds nothing for the subject
+    changed_at: dict[str, datetime] = Field(default_factory=dict)  # per term: the provider's own time of it
+
+
+ReadFlow = Generator[httpx.Request, httpx.Response, dict[str, Observation]]
+"""Reads a batch of subjects back; answers an Observation per subject id of the batch."""
+T = TypeVar("T")
+
+
 class ProviderSettings(BaseModel):
     """Settings every provider has; an adapter subclasses this to add its own (and its secrets)."""
 
@@ -52,6 +67,9 @@ class ProviderSettings(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0)
     concurrency: int = Field(default=4, ge=1, le=256)
     rate_per_minute: float = Field(default=0.0, ge=0, description="request budget per minute; 0 = unlimited")
+    drift_policy: DriftPolicy = Field(
+        default="newest_wins", description="what a read-back that finds other state here does (see README)"
+    )
 
 
 class Adapter(ABC):
@@ -93,6 +111,11 @@ class Adapter(ABC):
             if hasattr(value, "get_secret_value") and value.get_secret_value()
         ]
 
+    def term_states(self, projection: Projection) -> dict[str, PurposeState]:
+        """Each term of a projection as a gateway purpose state (what adopting it would mean);
+        terms with no such meaning are left out. Only observable providers need it."""
+        return {}
+
     def error_text(self, response: httpx.Response) -> str:
         """The provider's own error text; providers override to pick their error body apart."""
         return response.text[:500] or response.reason_phrase
@@ -106,6 +129,18 @@ class Adapter(ABC):
         if status in TRANSIENT_STATUSES or status >= 500:
             raise TransientError(self.name, message, status, retry_after(response))
         raise PermanentError(self.name, message, status)
+
+
+class Observable(ABC):
+    """Mixed into an adapter whose provider can be read back. One without it has no read API:
+    its rows are ``unobservable``, compared with what it acknowledged only."""
+
+    read_batch: ClassVar[int]
+    """How many subjects one read flow covers (Wix pages 100 at a time; Masivo reads one)."""
+
+    @abstractmethod
+    def read(self, states: Sequence[SubjectState]) -> ReadFlow:
+        """A sans-IO flow reading what the provider holds for these subjects (≤ ``read_batch``)."""
 
 
 def validation_reason(error: ValidationError) -> str:
@@ -163,14 +198,16 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-async def drive(flow: Flow, send: Callable[[httpx.Request], Awaitable[httpx.Response]]) -> Ack:
-    """Run a flow to its Ack, sending each request it yields."""
+async def drive(
+    flow: Generator[httpx.Request, httpx.Response, T], send: Callable[[httpx.Request], Awaitable[httpx.Response]]
+) -> T:
+    """Run a flow (a push or a read) to its result, sending each request it yields."""
     try:
         request = next(flow)
         while True:
             request = flow.send(await send(request))
     except StopIteration as done:
-        return cast(Ack, done.value)
+        return cast(T, done.value)
 
 
 def sender(client: httpx.AsyncClient) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:

@@ -9,7 +9,7 @@ purpose must be explicitly ``true`` to allow that use"); the ``^CO`` consent-str
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -20,13 +20,16 @@ from adapters.base import (
     Ack,
     Adapter,
     Flow,
+    Observable,
+    Observation,
     Projection,
     ProviderSettings,
+    ReadFlow,
     json_body,
     json_request,
     validation_reason,
 )
-from adapters.errors import LocalValidationError, TransientError
+from adapters.errors import LocalValidationError, PermanentError, TransientError
 from schemas.consent import PurposeState, SubjectState, most_restrictive
 from schemas.masivo import (
     PURPOSES,
@@ -35,6 +38,7 @@ from schemas.masivo import (
     ConsentPurposes,
     CustomerConsentUpdate,
     ErrorBody,
+    HeldConsentResponse,
     tcf_problem,
 )
 
@@ -125,12 +129,13 @@ class MasivoAuth(httpx.Auth):
         self._refresh_at = started + self._lifetime_s
 
 
-class MasivoAdapter(Adapter):
+class MasivoAdapter(Adapter, Observable):
     """Masivo receives the subject's full merged purpose set on every push."""
 
     name: ClassVar[str] = "masivo"
     Settings: ClassVar[type[ProviderSettings]] = MasivoSettings
     settings: MasivoSettings
+    read_batch: ClassVar[int] = 1  # one customer per GET
 
     def auth(self) -> MasivoAuth:
         return MasivoAuth(self.settings, self.check)
@@ -172,6 +177,43 @@ class MasivoAdapter(Adapter):
         )
         self.check(response)
         return Ack(acknowledged=desired)
+
+    def read(self, states: Sequence[SubjectState]) -> ReadFlow:
+        """``GET /customers/{id}/consent`` per subject. The docs' default for a customer with no
+        consent recorded (every purpose true) means "nothing recorded", never an agreement: it
+        reads back as holding nothing, as does an unknown customer (404)."""
+        observed: dict[str, Observation] = {}
+        for state in states:
+            path = f"/customers/{_path_segment(state.subject_id)}/consent"
+            response = yield json_request("GET", path, expect={404})
+            observed[state.subject_id] = self._observed(response)
+        return observed
+
+    def _observed(self, response: httpx.Response) -> Observation:
+        if response.status_code == 404:
+            return Observation()
+        self.check(response)
+        try:
+            consent = HeldConsentResponse.model_validate(json_body(response)).data.consent
+        except ValidationError as error:
+            message = f"unexpected answer: {validation_reason(error)}"
+            raise PermanentError(self.name, message, response.status_code) from error
+        if consent is None or not consent.recorded:
+            return Observation()
+        terms = sorted(set(self.settings.purposes.values()))
+        held = {
+            "purposes": {term: consent.purposes.get(term) is True for term in terms},
+            "vendors": consent.vendors,
+            "consent_string": consent.consent_string,
+            "customer_id": consent.customer_id,
+        }
+        changed_at = dict.fromkeys(terms, consent.consent_timestamp) if consent.consent_timestamp else {}
+        return Observation(held=held, changed_at=changed_at)
+
+    def term_states(self, projection: Projection) -> dict[str, PurposeState]:
+        """Each Masivo purpose: true is granted, false denied (Masivo has no pending)."""
+        purposes = projection.get("purposes", {})
+        return {term: PurposeState.granted if allowed else PurposeState.denied for term, allowed in purposes.items()}
 
     def _body(self, state: SubjectState, desired: Projection) -> dict[str, Any]:
         """The request body, validated against Masivo's documented schema before it is sent."""

@@ -13,7 +13,7 @@ Create is never used: it "always sets CONFIRMED", and a second Create for one ad
 
 from __future__ import annotations
 
-from collections.abc import Collection, Generator, Mapping
+from collections.abc import Collection, Generator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import quote
@@ -25,8 +25,11 @@ from adapters.base import (
     Ack,
     Adapter,
     Flow,
+    Observable,
+    Observation,
     Projection,
     ProviderSettings,
+    ReadFlow,
     json_body,
     json_request,
     validation_reason,
@@ -34,12 +37,15 @@ from adapters.base import (
 from adapters.errors import LocalValidationError, PermanentError, TransientError
 from schemas.consent import PurposeState, SubjectState, most_restrictive
 from schemas.wix import (
+    MAX_PAGE,
     ConsentState,
     ErrorBody,
     GetByResponse,
     GetResponse,
     IdentifierType,
     OptInLevel,
+    QueryRequest,
+    QueryResponse,
     StoredConsent,
     UpdateRequest,
     UpsertRequest,
@@ -54,6 +60,7 @@ WIX_STATE: Final = {
     PurposeState.denied: ConsentState.REVOKED,
     PurposeState.pending: ConsentState.PENDING,
 }
+ADOPTED: Final = {wix: ours for ours, wix in WIX_STATE.items()}
 
 ACTIVITY: Final = {
     ConsentState.CONFIRMED: "lastConfirmationActivity",
@@ -114,10 +121,11 @@ class WixAuth(httpx.Auth):
         yield request
 
 
-class WixAdapter(Adapter):
+class WixAdapter(Adapter, Observable):
     name: ClassVar[str] = "wix"
     Settings: ClassVar[type[ProviderSettings]] = WixSettings
     settings: WixSettings
+    read_batch: ClassVar[int] = MAX_PAGE  # one query page per channel covers a batch
 
     def auth(self) -> httpx.Auth:
         return WixAuth(self.settings.api_key, self.settings.site_id)
@@ -156,6 +164,46 @@ class WixAdapter(Adapter):
             consent = yield from self._sync(body, self._known(channel, desired, previous, memo))
             remembered[channel] = {"id": consent.id, "revision": consent.revision}
         return Ack(acknowledged=desired, memo=remembered)
+
+    def read(self, states: Sequence[SubjectState]) -> ReadFlow:
+        """Query the batch's consents channel by channel (``$in`` on the addresses, ≤ 100 per page,
+        following the cursor), so a run over many subjects costs pages, not a request each."""
+        found: dict[tuple[str, str], StoredConsent] = {}
+        for channel in sorted({IdentifierType(term) for term in self.settings.purposes.values()}):
+            field = IDENTIFIER[channel]
+            addresses = sorted({address for state in states if (address := getattr(state, field))})
+            cursor: str | None = None
+            while addresses:
+                paging: dict[str, Any] = {"limit": MAX_PAGE} | ({"cursor": cursor} if cursor else {})
+                query = {"filter": {f"details.{field}": {"$in": addresses}}, "cursorPaging": paging}
+                answer = yield json_request("POST", f"{CONSENTS}/query", self._body(QueryRequest, {"query": query}))
+                page = self._read(answer, QueryResponse)
+                for consent in page.marketingConsent:
+                    found[(channel, getattr(consent.details, field) or "")] = consent
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        return {state.subject_id: self._observed(state, found) for state in states}
+
+    def _observed(self, state: SubjectState, found: Mapping[tuple[str, str], StoredConsent]) -> Observation:
+        held: Projection = {}
+        changed_at: dict[str, datetime] = {}
+        for channel in self.project(state) | dict.fromkeys(self.not_applicable(state)):
+            field = IDENTIFIER[IdentifierType(channel)]
+            consent = found.get((channel, getattr(state, field) or ""))
+            if consent is not None:
+                held[channel] = {"state": consent.state.value, field: getattr(consent.details, field)}
+                changed_at[channel] = _changed_at(consent)
+        return Observation(held=held, changed_at=changed_at)
+
+    def term_states(self, projection: Projection) -> dict[str, PurposeState]:
+        """EMAIL/PHONE as gateway states: REVOKED is denied, CONFIRMED granted, PENDING pending;
+        NEVER_CONFIRMED and UNKNOWN_STATE say nothing the gateway could adopt."""
+        return {
+            channel: ADOPTED[ConsentState(value["state"])]
+            for channel, value in projection.items()
+            if ConsentState(value["state"]) in ADOPTED
+        }
 
     def error_text(self, response: httpx.Response) -> str:
         """Wix's ``message`` plus its ``details``: the application error, or each field violation.
@@ -278,6 +326,14 @@ class WixAdapter(Adapter):
         except ValidationError as error:
             message = f"unexpected answer: {validation_reason(error)}"
             raise PermanentError(self.name, message, response.status_code) from error
+
+
+def _changed_at(consent: StoredConsent) -> datetime:
+    """When the person last acted on this consent, by Wix's account: the activity behind its
+    state (a revoke link's ``updatedDate``), else when the entity last changed."""
+    activity = consent.lastRevokeActivity if consent.state is ConsentState.REVOKED else consent.lastConfirmationActivity
+    moment = (activity.updatedDate if activity else None) or consent.updatedDate or consent.createdDate
+    return (moment or datetime.min.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _consent_path(consent_id: str) -> str:

@@ -64,6 +64,15 @@ class WorkerSettings(BaseModel):
     http_port: int = Field(default=8001, ge=0, le=65535, description="0: the worker serves no HTTP")
 
 
+class ReconcileSettings(BaseModel):
+    """Read-back runs: how they walk the subjects, and when they start by themselves."""
+
+    every_s: float = Field(default=0.0, ge=0, description="start a run of every provider this often; 0: never")
+    chunk: int = Field(default=500, ge=1, le=10_000, description="subjects read and written per step of a run")
+    lease_s: float = Field(default=300.0, gt=0, description="a run whose worker stopped is resumed after this")
+    poll_s: float = Field(default=2.0, gt=0, description="how often a worker looks for a queued run")
+
+
 class DatabaseSettings(BaseSettings):
     """Only where the store is: what ``db upgrade`` and friends need, so they run without any
     provider secret in the environment. Every other key in the file is ignored here."""
@@ -113,6 +122,7 @@ class Settings(DatabaseSettings):
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -8,36 +8,44 @@ merge one at a time and none is lost.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from adapters.base import Adapter
+from adapters.base import Adapter, Projection
 from gateway.db import insert, reader, upsert
 from gateway.idempotency import Binding
 from gateway.outbox import OPEN, delivery_out
+from gateway.snapshot import EPOCH, subject_state
 from gateway.tables import decisions, deliveries, delivery_decisions, provider_state, subject_purposes, subjects
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
-from schemas.consent import Decision, PurposeRecord, PurposeState, SubjectState, merge
+from schemas.consent import Decision, SubjectState, merge
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SUBJECT_FIELDS = {"email", "phone", "tcf_string", "vendors", "expires_at", "source", "note", "occurred_at"}
 
 
 @dataclass(frozen=True)
 class Entry:
     """A ledger row about to be written: the decision, the purposes it set, and for every
-    purpose whose stored record it rewrites, the decision that record comes from."""
+    purpose whose stored record it rewrites, the decision that record comes from.
+
+    ``held``: providers known to hold a projection already (the provider a decision was adopted
+    from): where it is what they should hold, nothing is pushed back to them. ``force``:
+    providers pushed again whatever they acknowledged (a repair).
+    """
 
     id: str
     decision: Decision
     effective: list[str]
     winners: dict[str, str]
+    superseded: list[str] | None = None  # default: the decision's purposes it did not set
+    held: Mapping[str, Projection] = field(default_factory=dict)
+    force: frozenset[str] = frozenset()
 
 
 class Ledger:
@@ -46,7 +54,12 @@ class Ledger:
         self.reader = reader(engine)
 
     async def record(
-        self, decision: Decision, adapters: Mapping[str, Adapter], now: datetime, binding: Binding | None = None
+        self,
+        decision: Decision,
+        adapters: Mapping[str, Adapter],
+        now: datetime,
+        binding: Binding | None = None,
+        held: Mapping[str, Projection] | None = None,
     ) -> DecisionOut:
         """Ledger row, merged state and outbox rows, atomically; returns the recorded decision.
 
@@ -58,7 +71,7 @@ class Ledger:
         async with self.engine.begin() as conn:
             earlier = await binding.claim(conn, decision_id) if binding else None
             if earlier is None:
-                return await self._record(conn, decision_id, decision, adapters, now)
+                return await self._record(conn, decision_id, decision, adapters, now, held or {})
         found = await self.decision(earlier)
         assert found is not None, "a bound decision is never deleted"
         return found
@@ -70,11 +83,34 @@ class Ledger:
         decision: Decision,
         adapters: Mapping[str, Adapter],
         now: datetime,
+        held: Mapping[str, Projection],
     ) -> DecisionOut:
         before = await self._lock_subject(conn, decision, now)
         after, effective = merge(before, decision)
-        entry = Entry(decision_id, decision, effective, {purpose: decision_id for purpose in effective})
+        entry = Entry(decision_id, decision, effective, dict.fromkeys(effective, decision_id), held=held)
         return await self.append(conn, entry, before, after, adapters, now)
+
+    async def repush(
+        self, subject_id: str, providers: Collection[str], adapters: Mapping[str, Adapter], now: datetime, note: str
+    ) -> DecisionOut | None:
+        """A repair: push the subject's state to ``providers`` again, whatever they acknowledged,
+        with a ledger entry (source ``repair``) saying why. None for an unknown subject."""
+        async with self.engine.begin() as conn:
+            state = await self.locked_state(conn, subject_id)
+            if state is None:
+                return None
+            decision = Decision.model_validate(
+                {
+                    "subject": {"id": subject_id},
+                    "purposes": {purpose: record.state for purpose, record in state.purposes.items()},
+                    "occurred_at": now,
+                    "source": "repair",
+                    "note": note,
+                },
+                strict=False,
+            )
+            entry = Entry(str(uuid.uuid4()), decision, [], {}, superseded=[], force=frozenset(providers))
+            return await self.append(conn, entry, state, state, adapters, now)
 
     async def append(
         self,
@@ -95,16 +131,38 @@ class Ledger:
             "received_at": now,
             "body": decision.model_dump(mode="json"),
             "effective": entry.effective,
-            "superseded": sorted(set(decision.purposes) - set(entry.effective)),
+            "superseded": sorted(set(decision.purposes) - set(entry.effective))
+            if entry.superseded is None
+            else entry.superseded,
         }
         await conn.execute(decisions.insert().values(row))
         await self._write_state(conn, after, entry.winners, now)
         changed = {
-            name: (adapter.project(before) if before else {}) != adapter.project(after)
+            name: name in entry.force or (adapter.project(before) if before else {}) != adapter.project(after)
             for name, adapter in adapters.items()
         }
+        for name, projection in entry.held.items():
+            if adapters[name].project(after) == projection:
+                changed[name] = False
+                await self._acknowledge(conn, after.subject_id, name, projection, now)
+        if entry.force:  # what they hold is unknown: the push sends everything
+            forced = provider_state.c.provider.in_(sorted(entry.force))
+            await conn.execute(
+                update(provider_state)
+                .where(provider_state.c.subject_id == after.subject_id, forced)
+                .values(acknowledged={})
+            )
         carried = await self._enqueue(conn, entry.id, decision.subject.id, changed, now)
         return _decision_out(row, carried)
+
+    @staticmethod
+    async def _acknowledge(
+        conn: AsyncConnection, subject_id: str, provider: str, projection: Projection, now: datetime
+    ) -> None:
+        """The provider holds ``projection`` already (read back): no push needs to bring it there."""
+        values = {"acknowledged": projection, "acknowledged_at": now}
+        statement = insert(conn, provider_state).values(subject_id=subject_id, provider=provider, memo={}, **values)
+        await conn.execute(statement.on_conflict_do_update(index_elements=["subject_id", "provider"], set_=values))
 
     async def _lock_subject(self, conn: AsyncConnection, decision: Decision, now: datetime) -> SubjectState | None:
         """Create the subject row if new, then lock it and read its state, so concurrent
@@ -201,21 +259,7 @@ class Ledger:
         purposes = (
             await conn.execute(select(subject_purposes).where(subject_purposes.c.subject_id == subject_id))
         ).mappings()
-        return SubjectState(
-            subject_id=subject_id,
-            email=row["email"],
-            phone=row["phone"],
-            purposes={
-                p["purpose"]: PurposeRecord(state=PurposeState(p["state"]), occurred_at=p["occurred_at"])
-                for p in purposes
-            },
-            vendors=row["vendors"],
-            tcf_string=row["tcf_string"],
-            expires_at=row["expires_at"],
-            source=row["source"],
-            note=row["note"],
-            occurred_at=row["occurred_at"],
-        )
+        return subject_state(row, purposes)
 
     async def decision(self, decision_id: str) -> DecisionOut | None:
         async with self.reader.connect() as conn:
@@ -250,24 +294,6 @@ class Ledger:
                 .where(delivery_decisions.c.decision_id == decision_id)
             )
             return [DeliveryStatus(row[0]) for row in rows]
-
-    async def provider_states(self, subject_id: str) -> dict[str, RowMapping]:
-        async with self.reader.connect() as conn:
-            rows = await conn.execute(select(provider_state).where(provider_state.c.subject_id == subject_id))
-            return {row["provider"]: row for row in rows.mappings()}
-
-    async def last_deliveries(self, subject_id: str) -> dict[str, DeliveryOut]:
-        """The newest delivery per provider that meant to push, picked by the database: a
-        ``skipped`` one (nothing to send) never hides a dead push, and a subject that has
-        gathered thousands of deliveries still sends back one row per provider."""
-        newest_first = (deliveries.c.created_at.desc(), deliveries.c.id.desc())
-        nth = func.row_number().over(partition_by=deliveries.c.provider, order_by=newest_first).label("nth")
-        pushes = (deliveries.c.subject_id == subject_id) & (deliveries.c.status != DeliveryStatus.skipped.value)
-        ranked = select(deliveries, nth).where(pushes).subquery()
-        columns = [ranked.c[name] for name in deliveries.c.keys()]
-        async with self.reader.connect() as conn:
-            rows = await conn.execute(select(*columns).where(ranked.c.nth == 1))
-            return {row["provider"]: delivery_out(row) for row in rows.mappings()}
 
 
 def _decision_out(row: Mapping[str, Any] | RowMapping, carried: list[DeliveryOut]) -> DecisionOut:

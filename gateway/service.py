@@ -8,14 +8,15 @@ from typing import Any
 
 import httpx
 
-from adapters.base import Adapter, Projection
+from adapters.base import Adapter
 from gateway.config import Settings, build_adapters
 from gateway.idempotency import Binding
 from gateway.metrics import Metrics
 from gateway.ratelimit import Sleep
+from gateway.reconcile import Reconciler, RunLoop
 from gateway.store import Store
 from gateway.worker import Clock, Worker, utcnow
-from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, ProviderSync, SubjectOut, SyncStatus
+from schemas.api import DecisionOut, SubjectOut
 from schemas.consent import Decision, decision_context
 
 
@@ -38,6 +39,8 @@ class Gateway:
         self.worker = Worker(
             self.store, self.adapters, settings, transports=transports, clock=clock, sleep=sleep, metrics=self.metrics
         )
+        self.reconciler = Reconciler(self.store, self.adapters, settings, clock)
+        self.runs = RunLoop(self.reconciler, self.worker)
 
     async def start(self, *, run_worker: bool | None = None, migrate: bool = False) -> None:
         """Check (or, with ``migrate``, upgrade) the schema, then start the worker if asked to."""
@@ -47,8 +50,10 @@ class Gateway:
             await self.store.require_current()
         if self.settings.worker.enabled if run_worker is None else run_worker:
             self.worker.start()
+            self.runs.start()
 
     async def stop(self) -> None:
+        await self.runs.stop()
         await self.worker.stop()
         await self.store.close()
 
@@ -83,33 +88,8 @@ class Gateway:
         return found
 
     async def subject(self, subject_id: str) -> SubjectOut | None:
+        """The subject's merged state and its reconciliation row at each provider."""
         state = await self.store.ledger.subject_state(subject_id)
         if state is None:
             return None
-        acknowledged = await self.store.ledger.provider_states(subject_id)
-        last = await self.store.ledger.last_deliveries(subject_id)
-        rows = []
-        for name, adapter in self.adapters.items():
-            desired = adapter.project(state)
-            ack = acknowledged.get(name)
-            delivery = last.get(name)
-            rows.append(
-                ProviderSync(
-                    provider=name,
-                    status=_sync_status(desired, ack["acknowledged"] if ack else {}, delivery),
-                    desired=desired,
-                    acknowledged=ack["acknowledged"] if ack else None,
-                    acknowledged_at=ack["acknowledged_at"] if ack else None,
-                    not_applicable=adapter.not_applicable(state),
-                    last_delivery=delivery,
-                )
-            )
-        return SubjectOut(state=state, providers=rows)
-
-
-def _sync_status(desired: Projection, acknowledged: Projection, delivery: DeliveryOut | None) -> SyncStatus:
-    if desired == acknowledged:
-        return SyncStatus.in_sync
-    if delivery is not None and delivery.status is DeliveryStatus.dead:
-        return SyncStatus.failed
-    return SyncStatus.pending
+        return SubjectOut(state=state, providers=await self.reconciler.rows([subject_id]))

@@ -13,6 +13,7 @@ from gateway import schema
 from gateway.db import create_engine
 from gateway.idempotency import IdempotencyKeys
 from gateway.ledger import Ledger
+from gateway.observations import Observations, Runs
 from gateway.outbox import Outbox
 from gateway.ratelimit import Budget, RateLimit, SharedBudget, Sleep
 
@@ -23,6 +24,8 @@ class Store:
         self.ledger = Ledger(engine)
         self.outbox = Outbox(engine)
         self.keys = IdempotencyKeys(engine)
+        self.observations = Observations(engine)
+        self.runs = Runs(engine)
 
     @classmethod
     def from_url(cls, url: str) -> Store:

@@ -157,3 +157,34 @@ provider_budgets = Table(
     Column("provider", String(40), primary_key=True),
     _timestamp("next_slot"),
 )
+
+observations = Table(
+    "observations",  # what each provider was last found to hold for a subject (read-back)
+    metadata,
+    Column("subject_id", String(200), primary_key=True),
+    Column("provider", String(40), primary_key=True),
+    Column("held", JSON),  # in the adapter's projection terms; null: never read successfully
+    Column("changed_at", JSON),  # per term: when the provider says it last changed
+    _timestamp("observed_at", nullable=True),
+    Column("run_id", String(36)),
+    Column("error", Text),  # why the last read failed; null when it succeeded
+    _timestamp("error_at", nullable=True),
+)
+
+reconciliation_runs = Table(
+    "reconciliation_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("status", String(16), nullable=False),  # queued | running | done | failed
+    Column("providers", JSON, nullable=False),
+    Column("subjects", JSON),  # null: every subject
+    Column("scheduled", Integer, nullable=False, default=0),  # 1: started by the schedule
+    Column("cursor", String(200)),  # the last subject id done: a run resumes after it
+    Column("counts", JSON, nullable=False),
+    Column("error", Text),
+    _timestamp("created_at"),
+    _timestamp("started_at", nullable=True),
+    _timestamp("finished_at", nullable=True),
+    _timestamp("lease_until", nullable=True),
+    Index("ix_reconciliation_runs_status", "status", "created_at"),
+)

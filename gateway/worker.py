@@ -12,15 +12,15 @@ import random
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from adapters.base import Ack, Adapter, Flow, Projection, drive, expected, sender
+from adapters.base import Adapter, Projection, drive, expected, sender
 from adapters.errors import PermanentError, ProviderError, TransientError
 from gateway.config import RetrySettings, Settings
 from gateway.metrics import Metrics
@@ -31,6 +31,7 @@ from gateway.store import Store
 from schemas.api import DeliveryStatus
 
 log = structlog.get_logger("consent_gateway.worker")
+T = TypeVar("T")
 Clock = Callable[[], datetime]
 
 
@@ -48,7 +49,8 @@ class Lane:
         self.adapter = adapter
         self.budget = budget
         self.limit = settings.concurrency
-        self.active = 0
+        self.active = 0  # deliveries under way
+        self.slots = asyncio.Semaphore(settings.concurrency)  # requests in flight: pushes and reads together
         self.client = httpx.AsyncClient(
             base_url=settings.base_url,
             auth=adapter.auth(),
@@ -61,11 +63,12 @@ class Lane:
     async def send(self, request: httpx.Request) -> httpx.Response:
         """Send with a hard deadline (also over in-process transports) and classify I/O failures."""
         name, timeout = self.adapter.name, self.adapter.settings.timeout_s
-        if self.budget is not None:
-            await self.budget.acquire()
         try:
-            async with asyncio.timeout(timeout):
-                return await self._send(request)
+            async with self.slots:
+                if self.budget is not None:
+                    await self.budget.acquire()
+                async with asyncio.timeout(timeout):
+                    return await self._send(request)
         except (TimeoutError, httpx.TimeoutException):
             raise TransientError(name, f"no answer within {timeout:g} s") from None
         except httpx.TransportError as error:
@@ -128,6 +131,10 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def read(self, provider: str, flow: Generator[httpx.Request, httpx.Response, T]) -> T:
+        """A read-back flow through the provider's lane: its client, concurrency, budget, retries."""
+        return await self.run_flow(self.lanes[provider], flow, [])
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when any delivery finishes, or after ``timeout`` seconds."""
@@ -233,15 +240,18 @@ class Worker:
         if state is None or adapter.project(state) == previous:
             return Outcome(DeliveryStatus.skipped), None
         try:
-            ack = await self._push(lane, adapter.push(state, previous, memo), attempts)
+            ack = await self.run_flow(lane, adapter.push(state, previous, memo), attempts)
         except PermanentError as error:
             return Outcome(DeliveryStatus.dead, attempts, self._text(adapter, error), error.status_code), None
         except TransientError as error:
             return self._reschedule(claim, error, attempts), None
         return Outcome(DeliveryStatus.succeeded, attempts), (ack.acknowledged, {**memo, **ack.memo})
 
-    async def _push(self, lane: Lane, flow: Flow, attempts: list[Attempt]) -> Ack:
-        """Drive the flow, each request retried on its own while it fails transiently."""
+    async def run_flow(
+        self, lane: Lane, flow: Generator[httpx.Request, httpx.Response, T], attempts: list[Attempt]
+    ) -> T:
+        """Drive a flow (a push or a read-back), each request retried on its own while it fails
+        transiently, within the provider's concurrency and request budget."""
 
         async def send(request: httpx.Request) -> httpx.Response:
             async for attempt in self._retrying(lane.adapter.name):

@@ -102,23 +102,80 @@ class BatchOut(BaseModel):
 
 
 class SyncStatus(StrEnum):
-    in_sync = "in_sync"
-    pending = "pending"
-    failed = "failed"
+    in_sync = "in_sync"  # the provider holds what the gateway wants (read back, or acknowledged since)
+    pending = "pending"  # a push is under way or owed
+    failed = "failed"  # the last push died: see last_delivery
+    diverged = "diverged"  # read back, the provider holds something else
+    unobservable = "unobservable"  # no read API: acknowledged is all that is known
+
+
+class TermDifference(BaseModel):
+    term: str = Field(description="dotted path in the provider's terms, e.g. EMAIL.state, purposes.email_marketing")
+    desired: Any = Field(description="what the gateway wants there (null: nothing)")
+    held: Any = Field(description="what the provider holds or last acknowledged there (null: nothing)")
 
 
 class ProviderSync(BaseModel):
+    """One reconciliation row: a subject at one provider."""
+
+    subject_id: str
     provider: str
     status: SyncStatus
     desired: dict[str, Any] = Field(description="the gateway's state in this provider's terms")
     acknowledged: dict[str, Any] | None = Field(description="what the provider last accepted")
     acknowledged_at: datetime | None = None
+    observed: dict[str, Any] | None = Field(default=None, description="what a read-back last found there")
+    observed_at: datetime | None = None
+    observe_error: str | None = Field(default=None, description="why the last read-back of this row failed")
+    difference: list[TermDifference] = Field(
+        default_factory=list, description="desired vs the newest of observed and acknowledged, term by term"
+    )
     not_applicable: dict[str, str] = Field(
         default_factory=dict, description="provider terms that cannot exist there for this subject, and why"
     )
     last_delivery: DeliveryOut | None = Field(
         default=None, description="the newest delivery that tried to push (skipped ones never hide it)"
     )
+
+
+class ReconciliationPage(BaseModel):
+    items: list[ProviderSync]
+    counts: dict[SyncStatus, int] = Field(description="rows per status over every page of this filter (status aside)")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    providers: list[str] | None = Field(default=None, min_length=1, description="default: every readable provider")
+    subjects: list[str] | None = Field(default=None, min_length=1, max_length=10_000, description="default: all")
+
+
+class RunOut(BaseModel):
+    id: str
+    status: RunStatus
+    providers: list[str]
+    subjects: list[str] | None
+    scheduled: bool
+    counts: dict[str, Any] = Field(description="subjects done; per provider rows read, failed to read, diverged")
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RepushIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    providers: list[str] | None = Field(default=None, min_length=1, description="default: every provider")
+    note: str | None = Field(default=None, max_length=1000)
 
 
 class SubjectOut(BaseModel):

@@ -106,6 +106,38 @@ class ConsentResponse(_Reply):
     data: ConsentResponseData
 
 
+class HeldConsent(_Reply):
+    """A consent as ``GET /customers/{id}/consent`` answers it: read as it comes, nothing required
+    ("If consent is null or empty… returns default values with all purposes true").
+
+    https://docs.masivo.ai/api-reference/customers/[id]/consent/get
+    """
+
+    model_config = ConfigDict(strict=False, extra="ignore")
+
+    consent_string: str | None = None
+    version: str | None = None
+    consent_timestamp: AwareDatetime | None = None
+    customer_id: str | None = None
+    purposes: dict[str, StrictBool] = Field(default_factory=dict)
+    vendors: dict[str, StrictBool] = Field(default_factory=dict)
+
+    @property
+    def recorded(self) -> bool:
+        """Whether consent was ever recorded: the all-true default carries no string and no time."""
+        return self.consent_string is not None or self.consent_timestamp is not None
+
+
+class HeldConsentData(_Reply):
+    consent: HeldConsent | None = None
+
+
+class HeldConsentResponse(_Reply):
+    """200 of ``GET /customers/{id}/consent``: ``{data: {consent}}``."""
+
+    data: HeldConsentData
+
+
 class AuthorizeResponse(_Reply):
     """200 of ``GET /auth/authorize``: ``{"data": "<JWT>"}``, valid for one hour.
 

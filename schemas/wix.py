@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.consent import E164
@@ -248,6 +248,64 @@ class UpdateRequest(Sent):
         ):
             raise _rule("Wix ignores an update of an EMAIL consent to UNKNOWN_STATE")
         return self
+
+
+QUERY_FIELDS = ("details.email", "details.phone", "state")
+MAX_PAGE = 100  # "cursorPaging.limit: Maximum: 100"
+
+
+class CursorPaging(Sent):
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    cursor: str | None = Field(default=None, min_length=1)
+
+
+class Query(Sent):
+    """A Wix query: ``filter`` on details.email / details.phone / state (``$eq`` or ``$in``)."""
+
+    filter: dict[str, Any] = Field(default_factory=dict)
+    cursorPaging: CursorPaging = Field(default_factory=CursorPaging)
+
+    @field_validator("filter")
+    @classmethod
+    def _filterable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(QUERY_FIELDS))
+        if unknown:
+            raise _rule(f"Wix filters marketing consents only on {', '.join(QUERY_FIELDS)}, not {unknown}")
+        return value
+
+
+class QueryRequest(Sent):
+    """POST ``/marketing-consent/query``.
+
+    https://dev.wix.com/docs/rest/business-management/marketing/marketing-consent/query-marketing-consents
+    ``{query: {filter, sort, cursorPaging: {limit ≤ 100, cursor}}}``.
+    """
+
+    query: Query
+
+
+class Cursors(Received):
+    next: str | None = None
+
+
+class PagingMetadata(Received):
+    count: int | None = None
+    cursors: Cursors | None = None
+    hasNext: bool | None = None
+
+
+class QueryResponse(Received):
+    """``{marketingConsent: [...], pagingMetadata: {count, cursors: {next}, hasNext}}``."""
+
+    marketingConsent: list[StoredConsent] = Field(default_factory=list)
+    pagingMetadata: PagingMetadata | None = None
+
+    @property
+    def next_cursor(self) -> str | None:
+        paging = self.pagingMetadata
+        if paging is None or not paging.hasNext or paging.cursors is None:
+            return None
+        return paging.cursors.next
 
 
 class Link(Received):

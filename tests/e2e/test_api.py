@@ -22,7 +22,7 @@ async def test_post_then_read_back(client: httpx.AsyncClient) -> None:
     assert read.status_code == 200 and read.json()["decision"]["purposes"] == DECISION["purposes"]
     subject = (await client.get("/v1/subjects/cust-42", headers=auth(READER))).json()
     assert subject["state"]["purposes"]["sms_marketing"]["state"] == "denied"
-    assert subject["providers"][0]["status"] == "in_sync"
+    assert subject["providers"][0]["status"] == "unobservable"  # the fake provider cannot be read back
 
 
 async def test_without_wait_the_answer_is_202(client: httpx.AsyncClient) -> None:

@@ -201,7 +201,8 @@ async def test_two_apis_and_three_workers_share_one_postgresql(
             assert (await control.post(f"/{provider}/_faults", json=faults)).status_code == 200
     config = write_config(tmp_path / "config.toml", database_url, simulators)
     apis = [await start_http(processes, f"api-{n}", ["serve", "--no-worker", "--config", str(config)]) for n in (0, 1)]
-    workers = [(await start_http(processes, f"worker-{n}", ["worker", "--config", str(config)]))[0] for n in (0, 1, 2)]
+    started = [await start_http(processes, f"worker-{n}", ["worker", "--config", str(config)]) for n in (0, 1, 2)]
+    workers = [process for process, _ in started]
     victim = workers[0]
 
     posted = plan()
@@ -271,6 +272,12 @@ async def test_two_apis_and_three_workers_share_one_postgresql(
     }
     assert not held_twice, f"deliveries with attempts in flight at once: {list(held_twice.items())[:3]}"
     assert len({attempt["worker"] for attempt in attempts}) == 3, "all three workers delivered"
+
+    # A worker apart from the API still shows its delivery counters, on its own port.
+    async with httpx.AsyncClient(base_url=started[1][1]) as worker_http:
+        assert (await worker_http.get("/healthz")).json() == {"status": "ok"}
+        metrics = (await worker_http.get("/metrics")).text
+    assert 'consent_gateway_deliveries_total{outcome="succeeded",provider="wix"}' in metrics
 
     # Together the workers kept within Wix's budget: in any 5 s, at most 5 s of it plus one burst.
     wix_times = sorted(entry["at"] for entry in held["wix"]["requests"])

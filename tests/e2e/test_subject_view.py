@@ -50,4 +50,4 @@ async def test_a_skipped_delivery_never_hides_a_dead_push(client: httpx.AsyncCli
     await client.post(f"/v1/deliveries/{dead_id}/replay", headers=auth(ADMIN))
     await client.gateway.wait_until_final(first["id"], 5)  # type: ignore[attr-defined]
     [fake] = (await client.get("/v1/subjects/cust-42", headers=auth(READER))).json()["providers"]
-    assert fake["status"] == "in_sync" and fake["last_delivery"]["status"] == "succeeded"
+    assert fake["status"] == "unobservable" and fake["last_delivery"]["status"] == "succeeded"

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from adapters.base import Projection
 from gateway.outbox import Outcome
+from gateway.snapshot import Snapshots
 from gateway.store import Store
 from gateway.tables import decisions, deliveries, subjects
 from schemas.api import DeliveryStatus
@@ -113,10 +114,11 @@ async def test_the_subject_view_shows_each_providers_newest_delivery(store: Stor
             await store.outbox.finish(claim, Outcome(DeliveryStatus.succeeded), now)
         now += timedelta(minutes=1)
     assert await count(store, deliveries) == 4, "fake: three sent one by one; other: one, coalesced"
-    newest = await store.ledger.last_deliveries("cust-1")
+    newest = (await Snapshots(store.engine).chunk(["cust-1"])).deliveries
     latest = {d.provider: d.id for d in recorded.deliveries}
-    assert (newest["fake"].id, newest["fake"].status) == (latest["fake"], DeliveryStatus.succeeded)
-    assert (newest["other"].id, newest["other"].status) == (latest["other"], DeliveryStatus.pending)
+    fake, other = newest[("cust-1", "fake")], newest[("cust-1", "other")]
+    assert (fake.id, fake.status) == (latest["fake"], DeliveryStatus.succeeded)
+    assert (other.id, other.status) == (latest["other"], DeliveryStatus.pending)
 
 
 async def test_claims_lease_rows_and_expired_leases_return(store: Store) -> None:

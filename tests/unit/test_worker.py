@@ -91,7 +91,7 @@ async def test_success_records_what_the_provider_acknowledged(gateway: Gateway, 
     assert (result.status, result.attempts) == (DeliveryStatus.succeeded, 1)
     assert provider.received[0].headers["authorization"] == f"Bearer {FAKE_SECRET}"
     subject = await gateway.subject("cust-1")
-    assert subject is not None and subject.providers[0].status == "in_sync"
+    assert subject is not None and subject.providers[0].status == "unobservable", "the fake provider has no read API"
     assert subject.providers[0].acknowledged == {"email": "granted"}
 
 

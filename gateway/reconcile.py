@@ -1,0 +1,352 @@
+"""Reconciliation: the drift view (desired vs acknowledged vs observed, per subject × provider),
+read-back runs that refresh what providers hold and act on drift by each provider's policy, and
+the repairs an admin makes by hand.
+
+Reads go through the worker's lanes (``Reader``): the same client, concurrency limit, request
+budget and retries as deliveries. Only ``adapters.base.Observable`` adapters are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections import Counter
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import httpx
+import structlog
+
+from adapters.base import Adapter, Observable, Observation
+from adapters.errors import ProviderError
+from gateway.config import Settings
+from gateway.drift import OPEN, Known, adoption, difference, status
+from gateway.observations import Read
+from gateway.redaction import redact
+from gateway.snapshot import Chunk, Snapshots
+from gateway.store import Store
+from schemas.api import DecisionOut, ProviderSync, ReconciliationPage, RunOut, RunStatus, SyncStatus
+from schemas.consent import Decision, PurposeState, SubjectState
+
+log = structlog.get_logger("consent_gateway.reconcile")
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+Progress = Callable[[RunOut], None]
+
+
+class Reader(Protocol):
+    """Sends a provider's read flow (the worker: its lanes, budgets and retries)."""
+
+    async def read(self, provider: str, flow: Generator[httpx.Request, httpx.Response, T]) -> T: ...
+
+    def wake(self) -> None: ...
+
+
+class Reconciler:
+    def __init__(self, store: Store, adapters: Mapping[str, Adapter], settings: Settings, clock: Clock) -> None:
+        self.store = store
+        self.adapters = adapters
+        self.settings = settings
+        self.clock = clock
+        self.snapshots = Snapshots(store.engine)
+
+    def observable(self) -> list[str]:
+        return [name for name, adapter in self.adapters.items() if isinstance(adapter, Observable)]
+
+    # -- the drift view ------------------------------------------------------------------
+
+    async def rows(self, subject_ids: Sequence[str], provider: str | None = None) -> list[ProviderSync]:
+        """One row per subject × provider, in subject then provider order; from the store only."""
+        return self._rows(await self.snapshots.chunk(subject_ids), subject_ids, provider)
+
+    def _rows(self, chunk: Chunk, subject_ids: Sequence[str], provider: str | None) -> list[ProviderSync]:
+        rows = []
+        for subject_id in subject_ids:
+            state = chunk.states.get(subject_id)
+            if state is None:
+                continue
+            for name, adapter in sorted(self.adapters.items()):
+                if provider is None or name == provider:
+                    rows.append(self._row(adapter, state, chunk))
+        return rows
+
+    @staticmethod
+    def _row(adapter: Adapter, state: SubjectState, chunk: Chunk) -> ProviderSync:
+        pair = (state.subject_id, adapter.name)
+        desired = adapter.project(state)
+        known = chunk.known.get(pair, Known())
+        delivery = chunk.deliveries.get(pair)
+        held = known.newest() if isinstance(adapter, Observable) else known.acknowledged
+        return ProviderSync(
+            subject_id=state.subject_id,
+            provider=adapter.name,
+            status=status(adapter, desired, known, delivery),
+            desired=desired,
+            acknowledged=known.acknowledged,
+            acknowledged_at=known.acknowledged_at,
+            observed=known.observed,
+            observed_at=known.observed_at,
+            observe_error=chunk.observe_errors.get(pair),
+            difference=difference(desired, held),
+            not_applicable=adapter.not_applicable(state),
+            last_delivery=delivery,
+        )
+
+    async def view(
+        self,
+        *,
+        provider: str | None = None,
+        status: SyncStatus | None = None,
+        subject: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> ReconciliationPage:
+        """A page of rows (filtered), and the count per status of every row the other filters
+        match. Walks the subjects chunk by chunk, so memory stays flat."""
+        after = decode_cursor(cursor) if cursor else None
+        counts: Counter[SyncStatus] = Counter()
+        items: list[ProviderSync] = []
+        more = False
+        async for rows in self._all_rows(provider, subject):
+            counts.update(row.status for row in rows)
+            for row in rows:
+                if (status is None or row.status is status) and (
+                    after is None or (row.subject_id, row.provider) > after
+                ):
+                    if len(items) == limit:
+                        more = True
+                    else:
+                        items.append(row)
+        next_cursor = encode_cursor(items[-1]) if more and items else None
+        return ReconciliationPage(items=items, counts={s: counts[s] for s in SyncStatus}, next_cursor=next_cursor)
+
+    async def _all_rows(self, provider: str | None, subject: str | None) -> Any:
+        if subject is not None:
+            yield await self.rows([subject], provider)
+            return
+        after: str | None = None
+        while ids := await self.snapshots.subject_ids(after, self.settings.reconcile.chunk):
+            yield await self.rows(ids, provider)
+            after = ids[-1]
+
+    # -- read-back runs ------------------------------------------------------------------
+
+    async def start(self, providers: Collection[str] | None, subjects: list[str] | None) -> RunOut:
+        """Queue a run; a worker takes it up (``execute``)."""
+        chosen = sorted(providers) if providers else self.observable()
+        created = await self.store.runs.create(chosen, sorted(subjects) if subjects else None, self.clock())
+        assert created is not None, "a fresh run id never collides"
+        return created
+
+    async def execute(self, run: RunOut, reader: Reader, progress: Progress | None = None) -> RunOut:
+        """Read the run's providers back chunk by chunk from where it stopped, store what they
+        hold, apply each provider's drift policy; a provider failing mid-run fails its rows only."""
+        counts: dict[str, Any] = dict(run.counts)
+        after = await self.store.runs.cursor(run.id)
+        providers = [name for name in run.providers if isinstance(self.adapters.get(name), Observable)]
+        try:
+            while ids := await self._next(run, after):
+                await self._chunk(run.id, ids, providers, reader, counts)
+                after = ids[-1]
+                counts["subjects"] = counts.get("subjects", 0) + len(ids)
+                await self.store.runs.progress(run.id, after, counts, self.clock(), self.settings.reconcile.lease_s)
+                if progress is not None:
+                    progress(run.model_copy(update={"counts": dict(counts)}))
+        except Exception as error:
+            log.exception("reconciliation_run_failed", run=run.id)
+            await self.store.runs.finish(run.id, RunStatus.failed, self.clock(), f"{type(error).__name__}")
+            raise
+        await self.store.runs.finish(run.id, RunStatus.done, self.clock())
+        finished = await self.store.runs.get(run.id)
+        assert finished is not None
+        return finished
+
+    async def _next(self, run: RunOut, after: str | None) -> list[str]:
+        size = self.settings.reconcile.chunk
+        if run.subjects is None:
+            return await self.snapshots.subject_ids(after, size)
+        return [subject for subject in run.subjects if after is None or subject > after][:size]
+
+    async def _chunk(
+        self, run_id: str, ids: list[str], providers: list[str], reader: Reader, counts: dict[str, Any]
+    ) -> None:
+        states = await self.snapshots.states(ids)
+        found: dict[tuple[str, str], Read] = {}
+        await asyncio.gather(*(self._read(name, list(states.values()), reader, found) for name in providers))
+        await self.store.observations.save(run_id, found, self.clock())
+        chunk = await self.snapshots.chunk(ids)
+        for (subject_id, name), result in sorted(found.items()):
+            tally = counts.setdefault(name, {"read": 0, "unreadable": 0, "diverged": 0, "adopted": 0, "repushed": 0})
+            if isinstance(result, str):
+                tally["unreadable"] += 1
+                continue
+            tally["read"] += 1
+            acted = await self._act(chunk, subject_id, name, result, reader)
+            for outcome in acted:
+                tally[outcome] += 1
+
+    async def _read(
+        self, provider: str, states: list[SubjectState], reader: Reader, found: dict[tuple[str, str], Read]
+    ) -> None:
+        adapter = self.adapters[provider]
+        assert isinstance(adapter, Observable)
+        size = adapter.read_batch
+        batches = [states[start : start + size] for start in range(0, len(states), size)]
+
+        async def one(batch: list[SubjectState]) -> None:
+            try:
+                observed = await reader.read(provider, adapter.read(batch))
+            except ProviderError as error:  # the rows say why; the run goes on
+                reason = redact(f"read failed: {error}", self.adapters[provider].secrets())
+                found.update({(state.subject_id, provider): reason for state in batch})
+                return
+            found.update({(subject_id, provider): seen for subject_id, seen in observed.items()})
+
+        await asyncio.gather(*(one(batch) for batch in batches))
+
+    async def _act(self, chunk: Chunk, subject_id: str, provider: str, seen: Observation, reader: Reader) -> list[str]:
+        """The provider's drift policy on one row that was just read; what it did."""
+        adapter = self.adapters[provider]
+        state = chunk.states.get(subject_id)
+        delivery = chunk.deliveries.get((subject_id, provider))
+        if state is None or seen.held == adapter.project(state) or (delivery and delivery.status in OPEN):
+            return []  # in sync, or a push under way will change what it holds anyway
+        done = ["diverged"]
+        policy = adapter.settings.drift_policy
+        if policy == "report_only":
+            return done
+        reported: dict[str, str] = {}
+        if policy == "newest_wins":
+            adopted = adoption(adapter, state, seen)
+            reported = adopted.reported
+            for when, purposes in sorted(adopted.decisions.items()):
+                await self.adopt_decision(subject_id, provider, purposes, when, seen)
+                done.append("adopted")
+            if adopted.decisions:
+                reader.wake()
+                state = (await self.snapshots.states([subject_id]))[subject_id]
+        if self._owes_push(adapter, state, seen, reported):
+            note = f"read back from {provider}, it held other state and no newer change of its own: pushed again"
+            await self.repush(subject_id, [provider], note)
+            reader.wake()
+            done.append("repushed")
+        return done
+
+    @staticmethod
+    def _owes_push(adapter: Adapter, state: SubjectState, seen: Observation, reported: Mapping[str, str]) -> bool:
+        """Whether what the provider holds still differs from desired on anything but reported terms."""
+        desired = adapter.project(state)
+        if seen.held == desired:
+            return False
+        wanted, held = adapter.term_states(desired), adapter.term_states(seen.held)
+        differing = {term for term in wanted.keys() | held.keys() if wanted.get(term) != held.get(term)}
+        return not differing or not differing <= set(reported)
+
+    # -- repairs ------------------------------------------------------------------------
+
+    async def adopt_decision(
+        self,
+        subject_id: str,
+        provider: str,
+        purposes: Mapping[str, PurposeState],
+        occurred_at: datetime,
+        seen: Observation,
+        note: str | None = None,
+    ) -> DecisionOut:
+        """Record what ``provider`` holds as a decision (source ``provider:<name>``): it fans out to
+        the others, and is not pushed back to the provider it came from."""
+        decision = Decision.model_validate(
+            {
+                "subject": {"id": subject_id},
+                "purposes": dict(purposes),
+                "occurred_at": occurred_at,
+                "source": f"provider:{provider}",
+                "note": note or f"read back from {provider}: changed there at {occurred_at.isoformat()}",
+            },
+            strict=False,
+        )
+        return await self.store.ledger.record(decision, self.adapters, self.clock(), held={provider: seen.held})
+
+    async def adopt(self, subject_id: str, provider: str) -> DecisionOut | None:
+        """An admin adopts a row's observed state as the person's decision now; None when there is
+        nothing to adopt (never read, or nothing there means a purpose state)."""
+        adapter = self.adapters[provider]
+        seen = await self.store.observations.get(subject_id, provider)
+        if seen is None:
+            return None
+        states = adapter.term_states(seen.held)
+        purposes = {p: states[term] for p, term in adapter.settings.purposes.items() if term in states}
+        if not purposes:
+            return None
+        note = f"adopted by an admin from {provider}'s read-back"
+        return await self.adopt_decision(subject_id, provider, purposes, self.clock(), seen, note)
+
+    async def repush(self, subject_id: str, providers: Collection[str], note: str) -> DecisionOut | None:
+        """Push the subject to ``providers`` again whatever they acknowledged (also unobservable ones)."""
+        return await self.store.ledger.repush(subject_id, providers, self.adapters, self.clock(), note)
+
+
+def encode_cursor(row: ProviderSync) -> str:
+    return base64.urlsafe_b64encode(f"{row.subject_id}|{row.provider}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """Raises ValueError for a cursor this service did not hand out."""
+    subject_id, bar, provider = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+    if not bar or not subject_id or not provider:
+        raise ValueError("not a reconciliation cursor")
+    return subject_id, provider
+
+
+SCHEDULE = uuid.UUID("6f9d0b8e-3c1a-4b7e-9a35-7d2c4e1f0a11")  # namespace of the scheduled runs' ids
+
+
+class RunLoop:
+    """In a worker process: start the scheduled runs and execute queued ones, one at a time.
+
+    A scheduled run's id is derived from its time slot, so with several workers exactly one
+    of them creates it; whichever claims it runs it, and another resumes it if that one dies.
+    """
+
+    def __init__(self, reconciler: Reconciler, reader: Reader, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        self.reconciler = reconciler
+        self.reader = reader
+        self.sleep = sleep
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reconciliation-runs")
+
+    async def stop(self) -> None:
+        """A run stopped mid-way keeps its cursor: its lease runs out and a worker resumes it."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        settings = self.reconciler.settings.reconcile
+        while True:
+            try:
+                if not await self.step():
+                    await self.sleep(settings.poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a store hiccup must not end the loop
+                log.exception("reconciliation_loop_failed")
+                await self.sleep(settings.poll_s)
+
+    async def step(self) -> bool:
+        """Schedule a run if one is due, then execute one queued run; whether one was run."""
+        reconciler = self.reconciler
+        settings, now = reconciler.settings.reconcile, reconciler.clock()
+        if settings.every_s and reconciler.observable():
+            slot = int(now.timestamp() // settings.every_s)
+            run_id = str(uuid.uuid5(SCHEDULE, f"{slot}"))
+            await reconciler.store.runs.create(reconciler.observable(), None, now, run_id=run_id, scheduled=True)
+        run = await reconciler.store.runs.claim(now, settings.lease_s)
+        if run is None:
+            return False
+        await reconciler.execute(run, self.reader)
+        return True
