@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute
 
 from gateway.auth import Authenticator
 from gateway.problems import EXCEPTION_HANDLERS
-from gateway.routes import consents, deliveries, ops, subjects
+from gateway.routes import consents, deliveries, ops, reconciliation, subjects
 from gateway.service import Gateway
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -27,7 +27,14 @@ def create_app(
     upgrades the schema at start-up (the demo), else a schema that is behind stops it."""
 
     app = Starlette(
-        routes=[*ops.routes, *consents.routes, *subjects.routes, *deliveries.routes, *extra_routes],
+        routes=[
+            *ops.routes,
+            *consents.routes,
+            *subjects.routes,
+            *deliveries.routes,
+            *reconciliation.routes,
+            *extra_routes,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan(gateway, run_worker=run_worker, migrate=migrate),
     )

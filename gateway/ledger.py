@@ -137,10 +137,14 @@ class Ledger:
         }
         await conn.execute(decisions.insert().values(row))
         await self._write_state(conn, after, entry.winners, now)
-        changed = {
-            name: name in entry.force or (adapter.project(before) if before else {}) != adapter.project(after)
-            for name, adapter in adapters.items()
-        }
+        changed = (  # a repair changes no state: only the providers it pushes again get a delivery
+            dict.fromkeys(entry.force, True)
+            if entry.force
+            else {
+                name: (adapter.project(before) if before else {}) != adapter.project(after)
+                for name, adapter in adapters.items()
+            }
+        )
         for name, projection in entry.held.items():
             if adapters[name].project(after) == projection:
                 changed[name] = False

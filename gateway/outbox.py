@@ -277,6 +277,17 @@ class Outbox:
             )
             return int(result.rowcount)
 
+    async def retry_now(self, delivery_id: str, now: datetime) -> bool:
+        """Make a waiting (pending or retrying) delivery due now; False when it is not waiting."""
+        waiting = deliveries.c.status.in_([s.value for s in OPEN])
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id, waiting)
+                .values(next_attempt_at=now, updated_at=now)
+            )
+            return bool(result.rowcount)
+
     async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
         """Per provider: deliveries due now, and the age in seconds of the oldest of them."""
         query = (

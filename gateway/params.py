@@ -24,6 +24,7 @@ SUBJECT_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,200}")  # as schemas.consent.Subje
 JSON_MEDIA = re.compile(r"application/([a-z0-9.+-]+\+)?json", re.IGNORECASE)
 
 Query = TypeVar("Query", bound="QueryModel")
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def _digits(value: Any) -> Any:
@@ -149,6 +150,19 @@ def repeated_keys(value: Any, prefix: str = "", *, deep: bool = True) -> list[Fi
 
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
+
+
+async def body_model(request: Request, model: type[Model], limit: int) -> Model:
+    """A small JSON body as ``model``; an empty body means every field's default."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return model()
+    require_json(request)
+    refuse_repeated_keys(parse_json(raw))
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise invalid(error) from None
 
 
 def refuse_repeated_keys(value: Any, prefix: str = "", *, deep: bool = True) -> None:

@@ -49,10 +49,10 @@ def invalid(error: ValidationError, prefix: str = "", status: int = 422) -> Prob
     return ProblemError(status, "validation-error", "The request is not valid", detail, errors)
 
 
-def bad_parameter(field: str, message: str) -> ProblemError:
-    """A 400 for one bad query parameter or header."""
+def bad_parameter(field: str, message: str, status: int = 400) -> ProblemError:
+    """A 400 for one bad query parameter or header (422 for one bad body field)."""
     errors = [FieldError(field=field, message=message)]
-    return ProblemError(400, "validation-error", "The request is not valid", f"{field}: {message}", errors)
+    return ProblemError(status, "validation-error", "The request is not valid", f"{field}: {message}", errors)
 
 
 def respond(problem: Problem, headers: dict[str, str] | None = None) -> Response:

@@ -43,16 +43,17 @@ class World:
         *,
         wrap_transport: Callable[[str, httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
         retry: Mapping[str, Any] | None = None,
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """``wrap_transport(provider, asgi)`` may put e.g. a fault-injecting transport in front of a
         provider's simulator (the worker's side only; ``control`` stays direct); ``retry`` replaces
-        the retry settings below."""
+        the retry settings below; ``providers`` adds settings to a provider's (e.g. its drift_policy)."""
         self.simulators = create_all()
         transport = httpx.ASGITransport(app=self.simulators)
         self.control = httpx.AsyncClient(transport=transport, base_url="http://sim")
         self.sleeps = Sleeps()
         self.now = NOW
-        providers: dict[str, dict[str, Any]] = {
+        configured: dict[str, dict[str, Any]] = {
             "masivo": {"base_url": "http://sim/masivo", "api_key": "masivo-key-0123456789"},
             "wix": {"base_url": "http://sim/wix", "api_key": "wix-key-0123456789", "site_id": "site"},
             "intempt": {
@@ -63,10 +64,11 @@ class World:
                 "timestamp_unit": "s",
             },
         }
-        for settings in providers.values():
+        for name, settings in configured.items():
             settings["timeout_s"] = 0.2
+            settings.update((providers or {}).get(name, {}))
         retry_settings = dict(retry) if retry is not None else {"attempts": 4, "ladder_s": [60, 600, 3600]}
-        settings = Settings(providers=providers, retry=retry_settings)
+        settings = Settings(providers=configured, retry=retry_settings)
         self.gateway = Gateway(
             settings,
             store=store,

@@ -79,6 +79,20 @@ async def replay_delivery(request: Request) -> Response:
     return JSONResponse((await _delivery(request)).model_dump(mode="json"), 202)
 
 
+@requires("admin")
+@documented(
+    Operation("Try a pending or retrying delivery now instead of at its ladder step", DeliveryOut, 202, params=ID_PARAM)
+)
+async def retry_delivery(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    found = await _delivery(request)
+    if not await gateway.store.outbox.retry_now(found.id, gateway.clock()):
+        detail = f"this one is {found.status}; only pending or retrying ones wait for a retry"
+        raise ProblemError(409, "not-waiting", "Nothing to retry", detail)
+    gateway.worker.wake()
+    return JSONResponse((await _delivery(request)).model_dump(mode="json"), 202)
+
+
 async def _delivery(request: Request) -> DeliveryOut:
     found: DeliveryOut | None = await request.app.state.gateway.store.outbox.get(
         path_id(request, "delivery_id", UUID, "delivery")
@@ -92,4 +106,5 @@ routes = [
     Route("/v1/deliveries", list_deliveries, methods=["GET"]),
     Route("/v1/deliveries/{delivery_id}", get_delivery, methods=["GET"]),
     Route("/v1/deliveries/{delivery_id}/replay", replay_delivery, methods=["POST"]),
+    Route("/v1/deliveries/{delivery_id}/retry", retry_delivery, methods=["POST"]),
 ]

@@ -1,0 +1,147 @@
+"""``/v1/reconciliation``: where the providers' states diverge, read-back runs, and repairs (admins)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.auth import requires
+from gateway.openapi import Operation, Param, documented
+from gateway.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, body_model, path_id, query
+from gateway.problems import ProblemError, bad_parameter
+from gateway.reconcile import decode_cursor
+from schemas.api import DecisionOut, ReconciliationPage, RepushIn, RunIn, RunOut, SyncStatus
+from schemas.consent import SubjectId
+
+SMALL_BODY = 1_000_000
+
+
+class ReconciliationFilter(QueryModel):
+    provider: str | None = None
+    status: SyncStatus | None = None
+    subject: SubjectId | None = None
+    cursor: str | None = None
+    limit: Annotated[WholeNumber, Field(ge=1, le=200)] = 50
+
+
+FILTER_PARAMS = [
+    Param("provider", "query", {"type": "string"}),
+    Param("status", "query", {"enum": [s.value for s in SyncStatus]}),
+    Param("subject", "query", {"type": "string"}, "one subject id"),
+    Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
+]
+RUN_PARAM = [Param("run_id", "path", {"type": "string"})]
+SUBJECT_PARAM = Param("subject_id", "path", {"type": "string"})
+
+
+@requires("admin")
+@documented(Operation("Drift rows, desired vs acknowledged vs observed, with counts per status", ReconciliationPage))
+async def list_rows(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    filters = query(request, ReconciliationFilter)
+    if filters.provider is not None and filters.provider not in gateway.adapters:
+        raise bad_parameter("provider", f"not a configured provider; configured: {', '.join(gateway.adapters)}")
+    if filters.cursor is not None:
+        try:
+            decode_cursor(filters.cursor)
+        except ValueError:
+            raise bad_parameter("cursor", "not a cursor this service handed out") from None
+    page = await gateway.reconciler.view(
+        provider=filters.provider,
+        status=filters.status,
+        subject=filters.subject,
+        cursor=filters.cursor,
+        limit=filters.limit,
+    )
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+@requires("admin")
+@documented(Operation("Read the providers back now (a run); a worker carries it out", RunOut, 202, body=RunIn))
+async def start_run(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    wanted = await body_model(request, RunIn, SMALL_BODY)
+    readable = gateway.reconciler.observable()
+    unknown = sorted(set(wanted.providers or ()) - set(readable))
+    if unknown:
+        message = f"cannot be read back: {', '.join(unknown)}; readable: {', '.join(readable) or 'none'}"
+        raise bad_parameter("providers", message, 422)
+    for subject in wanted.subjects or ():
+        if not SUBJECT_ID.fullmatch(subject):
+            raise bad_parameter("subjects", "each must be a subject id (1-200 of A-Z a-z 0-9 . _ : @ + -)", 422)
+    run = await gateway.reconciler.start(wanted.providers, wanted.subjects)
+    return JSONResponse(run.model_dump(mode="json"), 202, {"Location": f"/v1/reconciliation/runs/{run.id}"})
+
+
+@requires("admin")
+@documented(Operation("A run's progress and counts", RunOut, params=RUN_PARAM))
+async def get_run(request: Request) -> Response:
+    run = await request.app.state.gateway.store.runs.get(path_id(request, "run_id", UUID, "run"))
+    if run is None:
+        raise ProblemError(404, "not-found", "No such run")
+    return JSONResponse(run.model_dump(mode="json"))
+
+
+@requires("admin")
+@documented(
+    Operation(
+        "Push the subject to providers again now, whatever they acknowledged (a repair)",
+        DecisionOut,
+        202,
+        body=RepushIn,
+        params=[SUBJECT_PARAM],
+    )
+)
+async def repush(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
+    wanted = await body_model(request, RepushIn, SMALL_BODY)
+    unknown = sorted(set(wanted.providers or ()) - set(gateway.adapters))
+    if unknown:
+        raise bad_parameter("providers", f"not configured: {', '.join(unknown)}", 422)
+    providers = wanted.providers or list(gateway.adapters)
+    note = wanted.note or f"re-pushed by an admin to {', '.join(sorted(providers))}"
+    entry = await gateway.reconciler.repush(subject_id, providers, note)
+    if entry is None:
+        raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
+    gateway.worker.wake()
+    return JSONResponse(entry.model_dump(mode="json"), 202)
+
+
+@requires("admin")
+@documented(
+    Operation(
+        "Adopt what a provider was last read to hold as the person's decision now",
+        DecisionOut,
+        201,
+        params=[SUBJECT_PARAM, Param("provider", "path", {"type": "string"})],
+    )
+)
+async def adopt(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
+    provider = str(request.path_params["provider"])
+    if provider not in gateway.adapters:
+        raise ProblemError(404, "not-found", "No such provider")
+    if await gateway.store.ledger.subject_state(subject_id) is None:
+        raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
+    entry = await gateway.reconciler.adopt(subject_id, provider)
+    if entry is None:
+        detail = f"{provider} was never read back for this subject, or holds nothing a purpose state could mean"
+        raise ProblemError(409, "nothing-to-adopt", "Nothing to adopt", detail)
+    gateway.worker.wake()
+    return JSONResponse(entry.model_dump(mode="json"), 201)
+
+
+routes = [
+    Route("/v1/reconciliation", list_rows, methods=["GET"]),
+    Route("/v1/reconciliation/runs", start_run, methods=["POST"]),
+    Route("/v1/reconciliation/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/v1/subjects/{subject_id}/repush", repush, methods=["POST"]),
+    Route("/v1/subjects/{subject_id}/providers/{provider}/adopt", adopt, methods=["POST"]),
+]
