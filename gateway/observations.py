@@ -105,23 +105,25 @@ class Runs:
             query = select(reconciliation_runs.c.cursor).where(reconciliation_runs.c.id == run_id)
             return (await conn.execute(query)).scalar_one_or_none()
 
-    async def claim(self, now: datetime, lease_s: float) -> RunOut | None:
-        """Lease the oldest queued run, or a running one whose worker stopped renewing it."""
+    async def claim(self, now: datetime, lease_s: float, run_id: str | None = None) -> RunOut | None:
+        """Lease the oldest queued run (or ``run_id``), or a running one whose worker stopped renewing it."""
         table = reconciliation_runs
         claimable = or_(
             table.c.status == RunStatus.queued.value,
             (table.c.status == RunStatus.running.value) & (table.c.lease_until <= now),
         )
         pick = select(table.c.id).where(claimable).order_by(table.c.created_at).limit(1)
+        if run_id is not None:
+            pick = pick.where(table.c.id == run_id)
         async with self.engine.begin() as conn:
-            run_id = (await conn.execute(pick.with_for_update(skip_locked=True))).scalar_one_or_none()
-            if run_id is None:
+            picked = (await conn.execute(pick.with_for_update(skip_locked=True))).scalar_one_or_none()
+            if picked is None:
                 return None
             row = (
                 (
                     await conn.execute(
                         update(table)
-                        .where(table.c.id == run_id)
+                        .where(table.c.id == picked)
                         .values(
                             status=RunStatus.running.value,
                             started_at=func.coalesce(table.c.started_at, literal(now, UTCDateTime())),

@@ -66,6 +66,12 @@ class Snapshots:
         async with self.engine.connect() as conn:
             return [row[0] for row in await conn.execute(query)]
 
+    async def count(self) -> int:
+        """How many subjects have a decision."""
+        query = select(func.count()).select_from(subjects).where(subjects.c.occurred_at != EPOCH)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def states(self, ids: Sequence[str]) -> dict[str, SubjectState]:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(subjects).where(subjects.c.id.in_(ids)))).mappings().all()

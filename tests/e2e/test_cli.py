@@ -82,7 +82,7 @@ def test_serve_demo_prints_a_generated_token_but_never_the_callers_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served: list[dict[str, Any]] = []
-    monkeypatch.setattr("gateway.cli._serve", lambda app, host, port: served.append({"host": host}))
+    monkeypatch.setattr("gateway.cli.serve.serve_app", lambda app, host, port: served.append({"host": host}))
     monkeypatch.chdir(tmp_path)  # the demo's SQLite file goes to the working directory
     runner = CliRunner()
 
@@ -150,7 +150,7 @@ def test_a_server_with_nothing_configured_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], complaints: list[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("gateway.cli._serve", lambda *_a: pytest.fail("must not start"))
+    monkeypatch.setattr("gateway.cli.serve.serve_app", lambda *_a: pytest.fail("must not start"))
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2
     assert [c for c in ("no API token", "no provider") if c in result.output] == complaints

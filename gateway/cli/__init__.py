@@ -1,0 +1,12 @@
+"""The ``consent-gateway`` command: one typer app, one module per group of commands."""
+
+from __future__ import annotations
+
+from gateway.cli import db, deliveries, reconcile, serve, subjects
+from gateway.cli.common import app
+
+app.add_typer(db.app, name="db")
+app.add_typer(deliveries.app, name="deliveries")
+app.add_typer(subjects.app, name="subjects")
+
+__all__ = ["app", "reconcile", "serve"]

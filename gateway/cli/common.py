@@ -1,0 +1,121 @@
+"""What every ``consent-gateway`` command shares: the app, options, errors and opening the store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy import make_url
+
+from adapters import Adapter
+from gateway.config import (
+    ConfigError,
+    DatabaseSettings,
+    Settings,
+    build_adapters,
+    load_database_settings,
+    load_settings,
+    refuse_idle,
+)
+from gateway.demo import DEMO_DATABASE
+from gateway.redaction import configure_logging
+from gateway.schema import SchemaError
+from gateway.service import Gateway
+from gateway.store import Store
+
+app = typer.Typer(help="One consent decision in, applied in every SaaS tool out.", no_args_is_help=True)
+console = Console(stderr=True, soft_wrap=True)  # messages hold ids and paths: never broken up
+T = TypeVar("T")
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file", exists=True)]
+HostOption = Annotated[str, typer.Option(help="address to bind")]
+PortOption = Annotated[int, typer.Option(help="port to bind")]
+FormatOption = Annotated[Format, typer.Option("--format", help="table or json")]
+
+
+def run_with(store: Store, work: Callable[[], Awaitable[T]]) -> T:
+    """Run one piece of store work and close the store, whatever happens."""
+
+    async def run() -> T:
+        try:
+            return await work()
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as error:
+        fail(f"config: {error}", 2)
+
+
+def database_settings(config: Path | None) -> DatabaseSettings:
+    try:
+        return load_database_settings(config)
+    except ConfigError as error:
+        fail(f"config: {error}", 2)
+
+
+def open_store(configured: DatabaseSettings) -> Store:
+    """The configured store at the current schema revision; a SQLite file that does not exist
+    is refused, not created empty, and a schema that is behind is refused with the fix."""
+    url = make_url(configured.database_url)
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).exists():
+        demo = make_url(DEMO_DATABASE).database
+        fail(
+            f"no database at {database}: run `consent-gateway db upgrade` to create it, or point --config or "
+            f"CONSENT_GATEWAY_DATABASE_URL at yours (the demo's: CONSENT_GATEWAY_DATABASE_URL={DEMO_DATABASE} "
+            f"in the directory holding {demo})"
+        )
+    store = Store.from_url(configured.database_url)
+    try:
+        run_with(store, store.require_current)  # the engine opens its pool again on next use
+    except SchemaError as error:
+        fail(str(error))
+    return store
+
+
+def adapters(configured: Settings) -> dict[str, Adapter]:
+    try:
+        return build_adapters(configured)
+    except ConfigError as error:
+        fail(f"config: {error}", 2)
+
+
+def gateway(configured: Settings, *, api: bool | None) -> Gateway:
+    """The gateway on the configured store; ``api``: refuse a server with nothing to do (None: a tool)."""
+    built = adapters(configured)
+    if api is not None:
+        try:
+            refuse_idle(configured, built, api=api)
+        except ConfigError as error:
+            fail(f"config: {error}", 2)
+    found = Gateway(configured, store=open_store(configured), adapters=built)
+    configure_logging(found.secrets())
+    return found

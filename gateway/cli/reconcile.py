@@ -1,0 +1,95 @@
+"""``reconcile``: the drift view in a terminal, a read-back run with a progress bar, repairs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from gateway.cli.common import ConfigOption, Format, FormatOption, app, console, fail, gateway, run_with, settings
+from gateway.service import Gateway
+from schemas.api import ProviderSync, ReconciliationPage, RunOut, SyncStatus
+
+NEEDS_REPAIR = (SyncStatus.diverged, SyncStatus.failed)
+
+
+@app.command()
+def reconcile(
+    config: ConfigOption = None,
+    provider: Annotated[str | None, typer.Option(help="only this provider")] = None,
+    status: Annotated[SyncStatus | None, typer.Option(help="only rows with this status")] = None,
+    subject: Annotated[str | None, typer.Option(help="only this subject id")] = None,
+    read: Annotated[bool, typer.Option("--run", help="read the providers back first (a run, here)")] = False,
+    fix: Annotated[bool, typer.Option("--repair", help="push every diverged or failed row shown again")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="rows shown")] = 200,
+    output: FormatOption = Format.table,
+) -> None:
+    """Where the providers disagree with the gateway: per subject and provider, desired vs
+    acknowledged vs observed, and the counts per status."""
+    built = gateway(settings(config), api=None)
+    if provider is not None and provider not in built.adapters:
+        fail(f"--provider: not configured: {provider}; configured: {', '.join(built.adapters)}", 2)
+
+    async def work() -> tuple[RunOut | None, ReconciliationPage, int]:
+        try:
+            run = await _read_back(built, provider, subject) if read else None
+            page = await built.reconciler.view(provider=provider, status=status, subject=subject, limit=limit)
+            repaired = 0
+            for row in [row for row in page.items if row.status in NEEDS_REPAIR] if fix else ():
+                note = f"reconcile --repair: the row was {row.status.value}"
+                repaired += await built.reconciler.repush(row.subject_id, [row.provider], note) is not None
+            return run, page, repaired
+        finally:
+            await built.worker.stop()  # closes the providers' clients; this process delivers nothing
+
+    run, page, repaired = run_with(built.store, work)
+    if output is Format.json:
+        shown = page.model_dump(mode="json") | {"repaired": repaired, "run": run and run.model_dump(mode="json")}
+        print(json.dumps(shown, indent=2))
+        return
+    _print(page)
+    if fix:
+        console.print(f"re-pushed {repaired} row(s); a running worker delivers them")
+
+
+async def _read_back(built: Gateway, provider: str | None, subject: str | None) -> RunOut:
+    reconciler = built.reconciler
+    readable = [provider] if provider else reconciler.observable()
+    if not set(readable) <= set(reconciler.observable()):
+        fail(f"{provider} cannot be read back (no read API): its rows are unobservable")
+    queued = await reconciler.start(readable, [subject] if subject else None)
+    run = await built.store.runs.claim(built.clock(), built.settings.reconcile.lease_s, run_id=queued.id)
+    assert run is not None, "a run just queued is claimable"
+    total = 1 if subject else await reconciler.snapshots.count()
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"reading back {', '.join(readable)}", total=total)
+        return await reconciler.execute(
+            run, built.worker, lambda step: bar.update(task, completed=step.counts.get("subjects", 0))
+        )
+
+
+def _print(page: ReconciliationPage) -> None:
+    counts = Table(*[status.value for status in SyncStatus], title="rows per status")
+    counts.add_row(*[str(page.counts.get(status, 0)) for status in SyncStatus])
+    rows = Table("subject", "provider", "status", "difference (desired → held)", "observed", "last delivery")
+    for row in page.items:
+        rows.add_row(
+            row.subject_id,
+            row.provider,
+            row.status.value,
+            _difference(row),
+            row.observe_error or (row.observed_at.isoformat(timespec="seconds") if row.observed_at else ""),
+            f"{row.last_delivery.status.value} {row.last_delivery.last_error or ''}" if row.last_delivery else "",
+        )
+    Console().print(counts)
+    Console().print(rows)
+
+
+def _difference(row: ProviderSync) -> str:
+    shown = [f"{d.term}: {json.dumps(d.desired)} → {json.dumps(d.held)}" for d in row.difference]
+    shown += [f"{term}: not applicable ({why})" for term, why in row.not_applicable.items()]
+    return "\n".join(shown)

@@ -1,0 +1,97 @@
+"""``serve``, ``worker`` and ``simulate``: the long-running processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+import uvicorn
+from starlette.applications import Starlette
+
+from adapters.simulators import create_all
+from adapters.simulators.common import LOG_LIMIT
+from gateway.app import create_app, create_worker_app
+from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, gateway, settings
+from gateway.demo import demo_app, demo_token
+
+TOKEN_FROM_ENV = "API token: the one in $CONSENT_GATEWAY_TOKEN (not printed)"
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    demo: Annotated[bool, typer.Option(help="SQLite + in-process provider simulators + a demo token")] = False,
+    with_worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="run the delivery worker in this process too")
+    ] = True,
+) -> None:
+    """Run the API (and, unless --no-worker, the delivery worker)."""
+    if demo:
+        host = "127.0.0.1"  # the demo's token may be printed: never expose it beyond loopback
+        token, generated = demo_token()
+        served = demo_app(host, port, token)
+        console.print(f"[bold]demo[/]: simulators at http://{host}:{port}/simulators/{{masivo,wix,intempt}}")
+        console.print(f"API token (shown once): [green]{token}[/]" if generated else TOKEN_FROM_ENV)
+    else:
+        served = create_app(gateway(settings(config), api=True), run_worker=None if with_worker else False)
+    serve_app(served, host, port)
+
+
+@app.command()
+def worker(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="address for /metrics and /healthz [worker.http_host]")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port for /metrics and /healthz, 0 for none [worker.http_port]")
+    ] = None,
+) -> None:
+    """Run the delivery worker alone, serving /metrics, /healthz and /readyz on its own port
+    (none if it is 0); SIGTERM lets in-flight deliveries finish."""
+    configured = settings(config)
+    built = gateway(configured, api=False)
+    bind_port = port if port is not None else configured.worker.http_port
+    if bind_port:
+        serve_app(create_worker_app(built), host or configured.worker.http_host, bind_port)
+        return
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await built.start(run_worker=True)
+        await stop.wait()
+        await built.stop()
+
+    asyncio.run(run())
+
+
+@app.command()
+def simulate(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8010,
+    log_limit: Annotated[int, typer.Option(min=1, help="requests each simulator keeps for /_inspect")] = LOG_LIMIT,
+) -> None:
+    """Run the three provider simulators on one port: /masivo, /wix, /intempt."""
+    uvicorn.run(create_all(log_limit=log_limit), host=host, port=port)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that a SIGTERM it shut down cleanly on exits 0: uvicorn re-raises the
+    signal afterwards, and a process manager would count a drained worker as killed."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
+def serve_app(served: Starlette, host: str, port: int) -> None:
+    DrainingServer(uvicorn.Config(served, host=host, port=port, log_config=None)).run()

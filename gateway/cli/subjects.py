@@ -1,0 +1,102 @@
+"""``subjects``: repairs of one person's state — push again, adopt a provider's, fix future dates."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.cli.common import (
+    ConfigOption,
+    Format,
+    FormatOption,
+    adapters,
+    console,
+    fail,
+    gateway,
+    open_store,
+    run_with,
+    settings,
+)
+from gateway.repair import future_dated, repair
+
+app = typer.Typer(help="People: repair one subject's state at the providers or here.", no_args_is_help=True)
+ProviderOption = Annotated[list[str] | None, typer.Option("--provider", help="this provider (repeatable); default all")]
+
+
+@app.command("repush")
+def repush(
+    subject_id: Annotated[str, typer.Argument(help="the subject to push again")],
+    config: ConfigOption = None,
+    provider: ProviderOption = None,
+    note: Annotated[str | None, typer.Option(help="why, for the ledger")] = None,
+) -> None:
+    """Push the subject to providers again, whatever they acknowledged (also unobservable ones)."""
+    built = gateway(settings(config), api=None)
+    unknown = sorted(set(provider or ()) - set(built.adapters))
+    if unknown:
+        fail(f"--provider: not configured: {', '.join(unknown)}; configured: {', '.join(built.adapters)}", 2)
+    chosen = provider or list(built.adapters)
+    why = note or f"re-pushed from the command line to {', '.join(sorted(chosen))}"
+    entry = run_with(built.store, lambda: built.reconciler.repush(subject_id, chosen, why))
+    if entry is None:
+        fail(f"no subject {subject_id}")
+    console.print(f"repair entry {entry.id}: a running worker pushes {', '.join(d.provider for d in entry.deliveries)}")
+
+
+@app.command("adopt")
+def adopt(
+    subject_id: Annotated[str, typer.Argument(help="the subject")],
+    provider: Annotated[str, typer.Option(help="the provider whose read-back state to adopt")],
+    config: ConfigOption = None,
+) -> None:
+    """Adopt what a provider was last read to hold as the person's decision, now."""
+    built = gateway(settings(config), api=None)
+    if provider not in built.adapters:
+        fail(f"--provider: not configured: {provider}; configured: {', '.join(built.adapters)}", 2)
+    entry = run_with(built.store, lambda: built.reconciler.adopt(subject_id, provider))
+    if entry is None:
+        fail(f"nothing to adopt: {provider} was never read back for {subject_id}, or holds no purpose state")
+    console.print(f"decision {entry.id} ({entry.decision.source}): {json.dumps(entry.decision.purposes)}")
+
+
+@app.command("future-dated")
+def subjects_future_dated(
+    config: ConfigOption = None,
+    fix: Annotated[bool, typer.Option("--repair", help="re-date and re-fold each one (ledger entry 'repair')")] = False,
+    output: FormatOption = Format.table,
+) -> None:
+    """Subjects whose state holds a decision dated beyond the gateway's clock (recorded before
+    such times were refused); such a decision would win every later one for its purposes."""
+    configured = settings(config)
+    built = adapters(configured) if fix else {}
+    store = open_store(configured)
+    skew = timedelta(seconds=configured.max_clock_skew_s)
+
+    async def run() -> list[dict[str, str]]:
+        now = datetime.now(UTC)
+        found = await future_dated(store.ledger, now, skew)
+        rows = [
+            {"subject": f.subject_id, "purpose": f.purpose, "occurred_at": f.occurred_at.isoformat(), "repair": ""}
+            for f in found
+        ]
+        for subject_id in sorted({f.subject_id for f in found}) if fix else ():
+            entry = await repair(store.ledger, subject_id, built, now, skew)
+            for row in rows:
+                if row["subject"] == subject_id:
+                    row["repair"] = entry.id if entry else "nothing to change"
+        return rows
+
+    rows = run_with(store, run)
+    if output is Format.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("subject", "purpose", "occurred_at", *(["repair entry"] if fix else []))
+    for row in rows:
+        table.add_row(row["subject"], row["purpose"], row["occurred_at"], *([row["repair"]] if fix else []))
+    Console().print(table)
+    console.print(f"{len(rows)} future-dated purpose record(s)" + ("" if fix or not rows else "; --repair fixes them"))
