@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from gateway.admin import create_admin_app
 from gateway.auth import Authenticator
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import consents, deliveries, ops, reconciliation, subjects
@@ -40,6 +41,7 @@ def create_app(
     )
     app.state.gateway = gateway
     app.state.authenticator = Authenticator(gateway.settings.tokens)
+    app.mount("/admin", create_admin_app(gateway, app.state.authenticator))
     return app
 
 

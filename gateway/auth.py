@@ -29,11 +29,19 @@ class Authenticator:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("send 'Authorization: Bearer <token>'")
-        digest = hash_token(token.strip())
-        for configured in self.tokens:
-            if hmac.compare_digest(configured.sha256, digest):
-                return configured
-        raise unauthorized("the bearer token is not valid")
+        found = self.find(token.strip())
+        if found is None:
+            raise unauthorized("the bearer token is not valid")
+        return found
+
+    def find(self, token: str) -> ApiToken | None:
+        """The configured token ``token`` is, compared by digest in constant time."""
+        digest = hash_token(token)
+        matches = [configured for configured in self.tokens if hmac.compare_digest(configured.sha256, digest)]
+        return matches[0] if matches else None
+
+    def named(self, name: str) -> ApiToken | None:
+        return next((configured for configured in self.tokens if configured.name == name), None)
 
 
 def unauthorized(detail: str) -> ProblemError:

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from adapters import ADAPTERS, Adapter
@@ -73,6 +73,16 @@ class ReconcileSettings(BaseModel):
     poll_s: float = Field(default=2.0, gt=0, description="how often a worker looks for a queued run")
 
 
+class AdminSettings(BaseModel):
+    """The admin page's session: a signed cookie, so a browser signs in once with an admin token."""
+
+    session_secret: SecretStr | None = Field(
+        default=None, description="signs the session cookie; unset: random per process (sign in again on restart)"
+    )
+    secure_cookie: bool = Field(default=True, description="send the cookie over https only (the demo turns it off)")
+    session_max_age_s: int = Field(default=8 * 3600, ge=60)
+
+
 class DatabaseSettings(BaseSettings):
     """Only where the store is: what ``db upgrade`` and friends need, so they run without any
     provider secret in the environment. Every other key in the file is ignored here."""
@@ -123,6 +133,7 @@ class Settings(DatabaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     @model_validator(mode="before")
     @classmethod

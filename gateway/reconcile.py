@@ -98,29 +98,34 @@ class Reconciler:
         self,
         *,
         provider: str | None = None,
-        status: SyncStatus | None = None,
+        status: Collection[SyncStatus] | None = None,
         subject: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> ReconciliationPage:
-        """A page of rows (filtered), and the count per status of every row the other filters
-        match. Walks the subjects chunk by chunk, so memory stays flat."""
+        """A page of rows (filtered), and the count per status (and per provider and status) of
+        every row the other filters match. Walks the subjects chunk by chunk: memory stays flat."""
         after = decode_cursor(cursor) if cursor else None
-        counts: Counter[SyncStatus] = Counter()
+        counts: Counter[tuple[str, SyncStatus]] = Counter()
         items: list[ProviderSync] = []
         more = False
         async for rows in self._all_rows(provider, subject):
-            counts.update(row.status for row in rows)
-            for row in rows:
-                if (status is None or row.status is status) and (
-                    after is None or (row.subject_id, row.provider) > after
-                ):
-                    if len(items) == limit:
-                        more = True
-                    else:
-                        items.append(row)
-        next_cursor = encode_cursor(items[-1]) if more and items else None
-        return ReconciliationPage(items=items, counts={s: counts[s] for s in SyncStatus}, next_cursor=next_cursor)
+            counts.update((row.provider, row.status) for row in rows)
+            wanted = (row for row in rows if status is None or row.status in status)
+            for row in wanted:
+                if after is not None and (row.subject_id, row.provider) <= after:
+                    continue
+                if len(items) == limit:
+                    more = True
+                else:
+                    items.append(row)
+        providers = sorted(self.adapters) if provider is None else [provider]
+        return ReconciliationPage(
+            items=items,
+            counts={s: sum(counts[(name, s)] for name in providers) for s in SyncStatus},
+            provider_counts={name: {s: counts[(name, s)] for s in SyncStatus} for name in providers},
+            next_cursor=encode_cursor(items[-1]) if more and items else None,
+        )
 
     async def _all_rows(self, provider: str | None, subject: str | None) -> Any:
         if subject is not None:

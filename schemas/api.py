@@ -141,6 +141,7 @@ class ProviderSync(BaseModel):
 class ReconciliationPage(BaseModel):
     items: list[ProviderSync]
     counts: dict[SyncStatus, int] = Field(description="rows per status over every page of this filter (status aside)")
+    provider_counts: dict[str, dict[SyncStatus, int]] = Field(description="the same counts, per provider")
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
 
 

@@ -37,7 +37,8 @@ def reconcile(
     async def work() -> tuple[RunOut | None, ReconciliationPage, int]:
         try:
             run = await _read_back(built, provider, subject) if read else None
-            page = await built.reconciler.view(provider=provider, status=status, subject=subject, limit=limit)
+            statuses = None if status is None else {status}
+            page = await built.reconciler.view(provider=provider, status=statuses, subject=subject, limit=limit)
             repaired = 0
             for row in [row for row in page.items if row.status in NEEDS_REPAIR] if fix else ():
                 note = f"reconcile --repair: the row was {row.status.value}"

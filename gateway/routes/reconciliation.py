@@ -53,7 +53,7 @@ async def list_rows(request: Request) -> Response:
             raise bad_parameter("cursor", "not a cursor this service handed out") from None
     page = await gateway.reconciler.view(
         provider=filters.provider,
-        status=filters.status,
+        status=None if filters.status is None else {filters.status},
         subject=filters.subject,
         cursor=filters.cursor,
         limit=filters.limit,
