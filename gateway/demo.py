@@ -44,11 +44,14 @@ def demo_settings(base_url: str, token: str) -> Settings:
         database_url=DEMO_DATABASE,
         tokens=[ApiToken(name="demo", sha256=hash_token(token))],
         providers=providers,
+        admin={"secure_cookie": False},  # the demo serves plain http on loopback
+        reconcile={"poll_s": 0.5},
     )
 
 
-def demo_app(host: str, port: int, token: str) -> Starlette:
-    """The gateway with the simulators mounted under /simulators and providers pointed at them."""
-    gateway = Gateway(demo_settings(f"http://{host}:{port}", token))
+def demo_app(host: str, port: int, token: str, settings: Settings | None = None) -> Starlette:
+    """The gateway with the simulators mounted under /simulators and providers pointed at them
+    (``settings``: the demo's, changed by a test)."""
+    gateway = Gateway(settings or demo_settings(f"http://{host}:{port}", token))
     configure_logging([token, *gateway.secrets()])
     return create_app(gateway, extra_routes=[Mount("/simulators", app=create_all())], migrate=True)
