@@ -65,3 +65,11 @@ def test_a_server_that_would_do_nothing_refuses_to_start(
     with pytest.raises(ConfigError) as caught:
         refuse_idle(settings, build_adapters(settings), api=api)
     assert [c for c in ("no API token", "no provider") if c in str(caught.value)] == complaints
+
+
+def test_the_example_config_loads_with_its_secrets_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MASIVO_API_KEY", "WIX_API_KEY", "WIX_SITE_ID", "INTEMPT_API_KEY"):
+        monkeypatch.setenv(name, "prefix.example-secret-value")
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    settings = load_settings(example)
+    assert sorted(build_adapters(settings)) == ["intempt", "masivo", "wix"]
