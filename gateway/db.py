@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -14,11 +15,19 @@ from sqlalchemy.sql.schema import Table
 READ_ONLY = "consent_gateway_read_only"
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+JSON_CODEC = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+"""orjson for every JSON column: the drift view decodes several per subject."""
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so writers queue, not fail."""
     if not url.startswith("sqlite"):
-        return create_async_engine(url, pool_pre_ping=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+        return create_async_engine(url, pool_pre_ping=True, **JSON_CODEC)
+    engine = create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:

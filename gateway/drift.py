@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.base import Adapter, Observable, Observation, Projection
-from schemas.api import DeliveryOut, DeliveryStatus, SyncStatus, TermDifference
+from schemas.api import DeliveryStatus, SyncStatus, TermDifference
 from schemas.consent import PurposeState, SubjectState
 
 OPEN = frozenset({DeliveryStatus.pending, DeliveryStatus.retrying, DeliveryStatus.sending})
@@ -38,17 +38,17 @@ class Known:
         return self.newest() is self.observed and self.observed is not None
 
 
-def status(adapter: Adapter, desired: Projection, known: Known, delivery: DeliveryOut | None) -> SyncStatus:
+def status(adapter: Adapter, desired: Projection, known: Known, delivery: DeliveryStatus | None) -> SyncStatus:
     """The row's status. A push under way is ``pending``; otherwise an observable provider is
     ``in_sync`` when what it holds is what the gateway wants, ``failed`` when the last push died,
     ``diverged`` when a read-back found otherwise. A provider without a read API is never
     ``in_sync``: ``unobservable`` once it acknowledged the desired state."""
-    if delivery is not None and delivery.status in OPEN:
+    if delivery in OPEN:
         return SyncStatus.pending
     held = known.newest() if isinstance(adapter, Observable) else known.acknowledged
     if (held or {}) == desired:
         return SyncStatus.in_sync if isinstance(adapter, Observable) else SyncStatus.unobservable
-    if delivery is not None and delivery.status is DeliveryStatus.dead:
+    if delivery is DeliveryStatus.dead:
         return SyncStatus.failed
     if isinstance(adapter, Observable) and known.read_last:
         return SyncStatus.diverged
@@ -57,6 +57,8 @@ def status(adapter: Adapter, desired: Projection, known: Known, delivery: Delive
 
 def difference(desired: Projection, held: Projection | None) -> list[TermDifference]:
     """Every leaf where desired and held differ, by dotted path; absent on one side is null."""
+    if desired == (held or {}):
+        return []
     wanted, found = dict(_leaves(desired)), dict(_leaves(held or {}))
     return [
         TermDifference(term=term, desired=wanted.get(term), held=found.get(term))

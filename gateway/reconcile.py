@@ -12,14 +12,15 @@ import asyncio
 import base64
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
 
-from adapters.base import Adapter, Observable, Observation
+from adapters.base import Adapter, Observable, Observation, Projection
 from adapters.errors import ProviderError
 from gateway.config import Settings
 from gateway.drift import OPEN, Known, adoption, difference, status
@@ -27,13 +28,55 @@ from gateway.observations import Read
 from gateway.redaction import redact
 from gateway.snapshot import Chunk, Snapshots
 from gateway.store import Store
-from schemas.api import DecisionOut, ProviderSync, ReconciliationPage, RunOut, RunStatus, SyncStatus
+from schemas.api import DecisionOut, DeliveryOut, ProviderSync, ReconciliationPage, RunOut, RunStatus, SyncStatus
 from schemas.consent import Decision, PurposeState, SubjectState
 
 log = structlog.get_logger("consent_gateway.reconcile")
 T = TypeVar("T")
 Clock = Callable[[], datetime]
 Progress = Callable[[RunOut], None]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row's status, computed cheaply; the full row is built only for rows that are shown."""
+
+    adapter: Adapter
+    state: SubjectState
+    desired: Projection
+    known: Known
+    status: SyncStatus
+    observe_error: str | None
+
+    @classmethod
+    def of(cls, adapter: Adapter, state: SubjectState, chunk: Chunk) -> Cell:
+        pair = (state.subject_id, adapter.name)
+        desired = adapter.project(state)
+        known = chunk.known.get(pair, Known())
+        found = status(adapter, desired, known, chunk.delivery_status(pair))
+        return cls(adapter, state, desired, known, found, chunk.observe_errors.get(pair))
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return self.state.subject_id, self.adapter.name
+
+    def row(self, last_delivery: DeliveryOut | None) -> ProviderSync:
+        known = self.known
+        held = known.newest() if isinstance(self.adapter, Observable) else known.acknowledged
+        return ProviderSync(
+            subject_id=self.state.subject_id,
+            provider=self.adapter.name,
+            status=self.status,
+            desired=self.desired,
+            acknowledged=known.acknowledged,
+            acknowledged_at=known.acknowledged_at,
+            observed=known.observed,
+            observed_at=known.observed_at,
+            observe_error=self.observe_error,
+            difference=difference(self.desired, held),
+            not_applicable=self.adapter.not_applicable(self.state),
+            last_delivery=last_delivery,
+        )
 
 
 class Reader(Protocol):
@@ -59,40 +102,23 @@ class Reconciler:
 
     async def rows(self, subject_ids: Sequence[str], provider: str | None = None) -> list[ProviderSync]:
         """One row per subject × provider, in subject then provider order; from the store only."""
-        return self._rows(await self.snapshots.chunk(subject_ids), subject_ids, provider)
+        chunk = await self.snapshots.chunk(subject_ids)
+        return await self._render(self._cells(chunk, subject_ids, provider))
 
-    def _rows(self, chunk: Chunk, subject_ids: Sequence[str], provider: str | None) -> list[ProviderSync]:
-        rows = []
+    async def _render(self, cells: Sequence[Cell]) -> list[ProviderSync]:
+        last = await self.snapshots.last_deliveries(sorted({cell.state.subject_id for cell in cells}))
+        return [cell.row(last.get(cell.pair)) for cell in cells]
+
+    def _cells(self, chunk: Chunk, subject_ids: Sequence[str], provider: str | None) -> list[Cell]:
+        cells = []
         for subject_id in subject_ids:
             state = chunk.states.get(subject_id)
             if state is None:
                 continue
             for name, adapter in sorted(self.adapters.items()):
                 if provider is None or name == provider:
-                    rows.append(self._row(adapter, state, chunk))
-        return rows
-
-    @staticmethod
-    def _row(adapter: Adapter, state: SubjectState, chunk: Chunk) -> ProviderSync:
-        pair = (state.subject_id, adapter.name)
-        desired = adapter.project(state)
-        known = chunk.known.get(pair, Known())
-        delivery = chunk.deliveries.get(pair)
-        held = known.newest() if isinstance(adapter, Observable) else known.acknowledged
-        return ProviderSync(
-            subject_id=state.subject_id,
-            provider=adapter.name,
-            status=status(adapter, desired, known, delivery),
-            desired=desired,
-            acknowledged=known.acknowledged,
-            acknowledged_at=known.acknowledged_at,
-            observed=known.observed,
-            observed_at=known.observed_at,
-            observe_error=chunk.observe_errors.get(pair),
-            difference=difference(desired, held),
-            not_applicable=adapter.not_applicable(state),
-            last_delivery=delivery,
-        )
+                    cells.append(Cell.of(adapter, state, chunk))
+        return cells
 
     async def view(
         self,
@@ -107,18 +133,19 @@ class Reconciler:
         every row the other filters match. Walks the subjects chunk by chunk: memory stays flat."""
         after = decode_cursor(cursor) if cursor else None
         counts: Counter[tuple[str, SyncStatus]] = Counter()
-        items: list[ProviderSync] = []
+        shown: list[Cell] = []
         more = False
-        async for rows in self._all_rows(provider, subject):
-            counts.update((row.provider, row.status) for row in rows)
-            wanted = (row for row in rows if status is None or row.status in status)
-            for row in wanted:
-                if after is not None and (row.subject_id, row.provider) <= after:
+        async for cells in self._all_cells(provider, subject):
+            counts.update((cell.adapter.name, cell.status) for cell in cells)
+            wanted = (cell for cell in cells if status is None or cell.status in status)
+            for cell in wanted:
+                if after is not None and cell.pair <= after:
                     continue
-                if len(items) == limit:
+                if len(shown) == limit:
                     more = True
                 else:
-                    items.append(row)
+                    shown.append(cell)
+        items = await self._render(shown)
         providers = sorted(self.adapters) if provider is None else [provider]
         return ReconciliationPage(
             items=items,
@@ -127,13 +154,14 @@ class Reconciler:
             next_cursor=encode_cursor(items[-1]) if more and items else None,
         )
 
-    async def _all_rows(self, provider: str | None, subject: str | None) -> Any:
+    async def _all_cells(self, provider: str | None, subject: str | None) -> AsyncIterator[list[Cell]]:
+        """Every cell the filters allow, a chunk of subjects at a time."""
         if subject is not None:
-            yield await self.rows([subject], provider)
+            yield self._cells(await self.snapshots.chunk([subject]), [subject], provider)
             return
         after: str | None = None
         while ids := await self.snapshots.subject_ids(after, self.settings.reconcile.chunk):
-            yield await self.rows(ids, provider)
+            yield self._cells(await self.snapshots.chunk(ids), ids, provider)
             after = ids[-1]
 
     # -- read-back runs ------------------------------------------------------------------
@@ -215,8 +243,8 @@ class Reconciler:
         """The provider's drift policy on one row that was just read; what it did."""
         adapter = self.adapters[provider]
         state = chunk.states.get(subject_id)
-        delivery = chunk.deliveries.get((subject_id, provider))
-        if state is None or seen.held == adapter.project(state) or (delivery and delivery.status in OPEN):
+        busy = chunk.delivery_status((subject_id, provider)) in OPEN
+        if state is None or seen.held == adapter.project(state) or busy:
             return []  # in sync, or a push under way will change what it holds anyway
         done = ["diverged"]
         policy = adapter.settings.drift_policy

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import RowMapping, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import reader
 from gateway.drift import Known
-from gateway.outbox import delivery_out
+from gateway.outbox import OPEN, delivery_out
 from gateway.tables import deliveries, observations, provider_state, subject_purposes, subjects
 from schemas.api import DeliveryOut, DeliveryStatus
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
@@ -33,17 +33,27 @@ class Chunk:
     states: dict[str, SubjectState]
     known: dict[Pair, Known]
     observe_errors: dict[Pair, str]
-    deliveries: dict[Pair, DeliveryOut]
+    under_way: frozenset[Pair]  # a delivery is pending, retrying or sending
+    dead: frozenset[Pair]  # the newest delivery that meant to push died
+
+    def delivery_status(self, pair: Pair) -> DeliveryStatus | None:
+        """What a row's status needs of its deliveries (the rest of a last delivery only matters
+        for rows that are shown: ``Snapshots.last_deliveries``)."""
+        if pair in self.under_way:
+            return DeliveryStatus.pending
+        return DeliveryStatus.dead if pair in self.dead else None
 
 
 def subject_state(row: Mapping[Any, Any], purposes: Iterable[Mapping[Any, Any]]) -> SubjectState:
-    """A subject row and its purpose rows as the merged state adapters translate."""
-    return SubjectState(
+    """A subject row and its purpose rows as the merged state adapters translate. Built without
+    validation: the rows were validated on the way in, and a drift view builds one per subject."""
+    return SubjectState.model_construct(
         subject_id=row["id"],
         email=row["email"],
         phone=row["phone"],
         purposes={
-            p["purpose"]: PurposeRecord(state=PurposeState(p["state"]), occurred_at=p["occurred_at"]) for p in purposes
+            p["purpose"]: PurposeRecord.model_construct(state=PurposeState(p["state"]), occurred_at=p["occurred_at"])
+            for p in purposes
         },
         vendors=row["vendors"],
         tcf_string=row["tcf_string"],
@@ -82,11 +92,15 @@ class Snapshots:
         return {row["id"]: subject_state(row, by_subject[row["id"]]) for row in rows if row["occurred_at"] != EPOCH}
 
     async def chunk(self, ids: Sequence[str]) -> Chunk:
-        """States, acknowledgements, observations and newest real deliveries of ``ids``."""
+        """States, acknowledgements, observations, and which pairs have a push under way or dead."""
         states = await self.states(ids)
         async with self.engine.connect() as conn:
-            acks = (await conn.execute(select(provider_state).where(provider_state.c.subject_id.in_(ids)))).mappings()
-            seen = (await conn.execute(select(observations).where(observations.c.subject_id.in_(ids)))).mappings()
+            ack_columns = [
+                provider_state.c[name] for name in ("subject_id", "provider", "acknowledged", "acknowledged_at")
+            ]
+            acks = (await conn.execute(select(*ack_columns).where(provider_state.c.subject_id.in_(ids)))).mappings()
+            seen_columns = [observations.c[name] for name in ("subject_id", "provider", "held", "observed_at", "error")]
+            seen = (await conn.execute(select(*seen_columns).where(observations.c.subject_id.in_(ids)))).mappings()
             known: dict[Pair, Known] = {}
             for ack in acks:
                 known[(ack["subject_id"], ack["provider"])] = Known(ack["acknowledged"], ack["acknowledged_at"])
@@ -98,12 +112,33 @@ class Snapshots:
                     known[pair] = Known(found.acknowledged, found.acknowledged_at, row["held"], row["observed_at"])
                 if row["error"]:
                     errors[pair] = row["error"]
-            return Chunk(states, known, errors, await self._last_deliveries(conn, ids))
+            under_way, dead = await self._attention(conn, ids)
+            return Chunk(states, known, errors, under_way, dead)
+
+    async def _attention(self, conn: Any, ids: Sequence[str]) -> tuple[frozenset[Pair], frozenset[Pair]]:
+        """Pairs with a delivery under way, and pairs whose newest real delivery is dead. Only
+        open and dead rows are read (a handful), and the newest-delivery check runs only for
+        pairs that have a dead one."""
+        worth = [status.value for status in (*OPEN, DeliveryStatus.dead)]
+        query = select(deliveries.c.subject_id, deliveries.c.provider, deliveries.c.status).where(
+            deliveries.c.subject_id.in_(ids), deliveries.c.status.in_(worth)
+        )
+        found = (await conn.execute(query)).all()
+        under_way = frozenset((subject, provider) for subject, provider, status in found if status != "dead")
+        suspects = {(subject, provider) for subject, provider, status in found if status == "dead"} - under_way
+        if not suspects:
+            return under_way, frozenset()
+        newest = await self._newest(conn, sorted({subject for subject, _ in suspects}))
+        return under_way, frozenset(p for p in suspects if newest[p]["status"] == DeliveryStatus.dead.value)
+
+    async def last_deliveries(self, ids: Sequence[str]) -> dict[Pair, DeliveryOut]:
+        """The newest delivery per subject × provider that meant to push (a ``skipped`` one, with
+        nothing to send, never hides a dead push): for the rows that are shown."""
+        async with self.engine.connect() as conn:
+            return {pair: delivery_out(row) for pair, row in (await self._newest(conn, ids)).items()}
 
     @staticmethod
-    async def _last_deliveries(conn: Any, ids: Sequence[str]) -> dict[Pair, DeliveryOut]:
-        """The newest delivery per subject × provider that meant to push, picked by the database:
-        a ``skipped`` one (nothing to send) never hides a dead push."""
+    async def _newest(conn: Any, ids: Sequence[str]) -> dict[Pair, RowMapping]:
         newest_first = (deliveries.c.created_at.desc(), deliveries.c.id.desc())
         pair = (deliveries.c.subject_id, deliveries.c.provider)
         nth = func.row_number().over(partition_by=pair, order_by=newest_first).label("nth")
@@ -111,4 +146,4 @@ class Snapshots:
         ranked = select(deliveries, nth).where(pushes).subquery()
         columns = [ranked.c[name] for name in deliveries.c.keys()]
         rows = await conn.execute(select(*columns).where(ranked.c.nth == 1))
-        return {(row["subject_id"], row["provider"]): delivery_out(row) for row in rows.mappings()}
+        return {(row["subject_id"], row["provider"]): row for row in rows.mappings()}

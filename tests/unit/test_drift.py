@@ -10,7 +10,7 @@ from adapters.base import Observation
 from adapters.masivo import MasivoAdapter, MasivoSettings
 from adapters.wix import WixAdapter, WixSettings
 from gateway.drift import Known, adoption, difference, status
-from schemas.api import DeliveryOut, DeliveryStatus, SyncStatus, TermDifference
+from schemas.api import DeliveryStatus, SyncStatus, TermDifference
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
 from tests.fakes import fake_adapter
 
@@ -29,21 +29,6 @@ def subject(**purposes: str) -> SubjectState:
     )
 
 
-def delivery(state: DeliveryStatus) -> DeliveryOut:
-    return DeliveryOut.model_validate(
-        {
-            "id": "d",
-            "decision_id": "x",
-            "subject_id": "c",
-            "provider": "wix",
-            "status": state,
-            "attempts": 1,
-            "created_at": T0,
-            "updated_at": T0,
-        }
-    )
-
-
 CONFIRMED = {"EMAIL": {"state": "CONFIRMED", "email": "c@example.com"}}
 REVOKED = {"EMAIL": {"state": "REVOKED", "email": "c@example.com"}}
 LATER = T0 + timedelta(minutes=1)
@@ -55,13 +40,13 @@ LATER = T0 + timedelta(minutes=1)
         (WIX, Known(CONFIRMED, T0), None, SyncStatus.in_sync),
         (WIX, Known(CONFIRMED, T0, REVOKED, LATER), None, SyncStatus.diverged),
         (WIX, Known(CONFIRMED, LATER, REVOKED, T0), None, SyncStatus.in_sync),  # pushed after the read
-        (WIX, Known(CONFIRMED, T0, REVOKED, LATER), delivery(DeliveryStatus.retrying), SyncStatus.pending),
-        (WIX, Known(REVOKED, T0), delivery(DeliveryStatus.dead), SyncStatus.failed),
+        (WIX, Known(CONFIRMED, T0, REVOKED, LATER), DeliveryStatus.retrying, SyncStatus.pending),
+        (WIX, Known(REVOKED, T0), DeliveryStatus.dead, SyncStatus.failed),
         (WIX, Known(), None, SyncStatus.pending),
         (WIX, Known(None, None, CONFIRMED, T0), None, SyncStatus.in_sync),
         (FAKE, Known({"email": "granted"}, T0), None, SyncStatus.unobservable),
         (FAKE, Known({"email": "denied"}, T0), None, SyncStatus.pending),
-        (FAKE, Known({"email": "denied"}, T0), delivery(DeliveryStatus.dead), SyncStatus.failed),
+        (FAKE, Known({"email": "denied"}, T0), DeliveryStatus.dead, SyncStatus.failed),
     ],
     ids=[
         "acknowledged",
@@ -76,7 +61,7 @@ LATER = T0 + timedelta(minutes=1)
         "unobservable-dead",
     ],
 )
-def test_a_rows_status(adapter: object, known: Known, last: DeliveryOut | None, expected: SyncStatus) -> None:
+def test_a_rows_status(adapter: object, known: Known, last: DeliveryStatus | None, expected: SyncStatus) -> None:
     desired = FAKE.project(subject(email_marketing="granted")) if adapter is FAKE else CONFIRMED
     assert status(adapter, desired, known, last) is expected  # type: ignore[arg-type]
 

@@ -114,7 +114,7 @@ async def test_the_subject_view_shows_each_providers_newest_delivery(store: Stor
             await store.outbox.finish(claim, Outcome(DeliveryStatus.succeeded), now)
         now += timedelta(minutes=1)
     assert await count(store, deliveries) == 4, "fake: three sent one by one; other: one, coalesced"
-    newest = (await Snapshots(store.engine).chunk(["cust-1"])).deliveries
+    newest = await Snapshots(store.engine).last_deliveries(["cust-1"])
     latest = {d.provider: d.id for d in recorded.deliveries}
     fake, other = newest[("cust-1", "fake")], newest[("cust-1", "other")]
     assert (fake.id, fake.status) == (latest["fake"], DeliveryStatus.succeeded)
