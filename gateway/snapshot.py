@@ -24,6 +24,7 @@ from schemas.consent import PurposeRecord, PurposeState, SubjectState
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the occurred_at of a subject row created but never decided
 Pair = tuple[str, str]  # (subject id, provider)
+STATES = {state.value: state for state in PurposeState}  # a dict lookup: several per subject in a drift view
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def subject_state(row: Mapping[Any, Any], purposes: Iterable[Mapping[Any, Any]])
         email=row["email"],
         phone=row["phone"],
         purposes={
-            p["purpose"]: PurposeRecord.model_construct(state=PurposeState(p["state"]), occurred_at=p["occurred_at"])
+            p["purpose"]: PurposeRecord.model_construct(state=STATES[p["state"]], occurred_at=p["occurred_at"])
             for p in purposes
         },
         vendors=row["vendors"],
