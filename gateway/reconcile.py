@@ -177,19 +177,28 @@ class Reconciler:
         """Read the run's providers back chunk by chunk from where it stopped, store what they
         hold, apply each provider's drift policy; a provider failing mid-run fails its rows only."""
         counts: dict[str, Any] = dict(run.counts)
-        after = await self.store.runs.cursor(run.id)
         providers = [name for name in run.providers if isinstance(self.adapters.get(name), Observable)]
+        reading: asyncio.Task[tuple[list[str], dict[tuple[str, str], Read]]] | None = None
         try:
-            while ids := await self._next(run, after):
-                await self._chunk(run.id, ids, providers, reader, counts)
-                after = ids[-1]
-                counts["subjects"] = counts.get("subjects", 0) + len(ids)
-                await self.store.runs.progress(run.id, after, counts, self.clock(), self.settings.reconcile.lease_s)
+            ids = await self._next(run, await self.store.runs.cursor(run.id))
+            reading = asyncio.create_task(self._read_chunk(ids, providers, reader)) if ids else None
+            while reading is not None:
+                read_ids, found = await reading
+                ids = await self._next(run, read_ids[-1])
+                # the next chunk is read while this one is settled: the providers are never kept idle
+                reading = asyncio.create_task(self._read_chunk(ids, providers, reader)) if ids else None
+                await self._settle(run.id, read_ids, found, reader, counts)
+                counts["subjects"] = counts.get("subjects", 0) + len(read_ids)
+                lease = self.settings.reconcile.lease_s
+                await self.store.runs.progress(run.id, read_ids[-1], counts, self.clock(), lease)
                 if progress is not None:
                     progress(run.model_copy(update={"counts": dict(counts)}))
-        except Exception as error:
-            log.exception("reconciliation_run_failed", run=run.id)
-            await self.store.runs.finish(run.id, RunStatus.failed, self.clock(), f"{type(error).__name__}")
+        except BaseException as error:
+            if reading is not None:
+                reading.cancel()
+            if isinstance(error, Exception):  # not a stop: the run failed (a stopped one is resumed)
+                log.exception("reconciliation_run_failed", run=run.id)
+                await self.store.runs.finish(run.id, RunStatus.failed, self.clock(), f"{type(error).__name__}")
             raise
         await self.store.runs.finish(run.id, RunStatus.done, self.clock())
         finished = await self.store.runs.get(run.id)
@@ -202,12 +211,18 @@ class Reconciler:
             return await self.snapshots.subject_ids(after, size)
         return [subject for subject in run.subjects if after is None or subject > after][:size]
 
-    async def _chunk(
-        self, run_id: str, ids: list[str], providers: list[str], reader: Reader, counts: dict[str, Any]
-    ) -> None:
-        states = await self.snapshots.states(ids)
+    async def _read_chunk(
+        self, ids: list[str], providers: list[str], reader: Reader
+    ) -> tuple[list[str], dict[tuple[str, str], Read]]:
+        states = list((await self.snapshots.states(ids)).values())
         found: dict[tuple[str, str], Read] = {}
-        await asyncio.gather(*(self._read(name, list(states.values()), reader, found) for name in providers))
+        await asyncio.gather(*(self._read(name, states, reader, found) for name in providers))
+        return ids, found
+
+    async def _settle(
+        self, run_id: str, ids: list[str], found: dict[tuple[str, str], Read], reader: Reader, counts: dict[str, Any]
+    ) -> None:
+        """Store what was read, and apply the providers' policies to the rows read."""
         await self.store.observations.save(run_id, found, self.clock())
         chunk = await self.snapshots.chunk(ids)
         for (subject_id, name), result in sorted(found.items()):
@@ -216,8 +231,7 @@ class Reconciler:
                 tally["unreadable"] += 1
                 continue
             tally["read"] += 1
-            acted = await self._act(chunk, subject_id, name, result, reader)
-            for outcome in acted:
+            for outcome in await self._act(chunk, subject_id, name, result, reader):
                 tally[outcome] += 1
 
     async def _read(

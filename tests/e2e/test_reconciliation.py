@@ -10,11 +10,14 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy import func, select
 
 from gateway.app import create_app
 from gateway.auth import hash_token
 from gateway.config import ApiToken
+from gateway.reconcile import RunLoop
 from gateway.store import Store
+from gateway.tables import reconciliation_runs
 from schemas.api import RunOut, RunStatus, SyncStatus
 from tests.world import NOW, World
 
@@ -270,3 +273,18 @@ async def test_the_api_lists_rows_with_counts_and_runs_are_carried_out_by_the_wo
         assert [row["provider"] for row in only["items"]] == ["wix"]
         bad = await api.post("/v1/reconciliation/runs", json={"providers": ["intempt"]}, headers=auth)
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "providers"
+
+
+async def test_a_scheduled_run_is_started_once_per_period_whatever_the_number_of_workers(newest_wins: World) -> None:
+    world = newest_wins
+    await synced(world)
+    world.gateway.settings.reconcile.every_s = 3600
+    other_worker = RunLoop(world.gateway.reconciler, world.gateway.worker)
+    assert await world.gateway.runs.step() and not await other_worker.step(), "one run for this hour, run once"
+    world.now += timedelta(minutes=30)
+    assert not await other_worker.step(), "still the same period"
+    world.now += timedelta(minutes=31)
+    assert await other_worker.step(), "the next period's run"
+    async with world.gateway.store.engine.connect() as conn:
+        scheduled = (await conn.execute(select(func.count()).select_from(reconciliation_runs))).scalar_one()
+    assert scheduled == 2
