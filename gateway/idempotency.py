@@ -13,12 +13,13 @@ records a second one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, exists, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import insert
@@ -52,20 +53,30 @@ class Binding:
     item: int
     expires_at: datetime
 
-    async def claim(self, conn: AsyncConnection, decision_id: str) -> str | None:
-        """Bind ``decision_id`` inside the recording transaction; or return the decision an
-        earlier attempt of this request already recorded for this item (then record nothing)."""
-        table = idempotent_decisions
-        values = {"scope": self.scope, "key": self.key, "item": self.item, "expires_at": self.expires_at}
-        taken = await conn.execute(
-            insert(conn, table)
-            .values(decision_id=decision_id, **values)
-            .on_conflict_do_nothing(index_elements=["scope", "key", "item"])
-        )
-        if taken.rowcount:
-            return None
-        match = (table.c.scope == self.scope) & (table.c.key == self.key) & (table.c.item == self.item)
-        return str((await conn.execute(select(table.c.decision_id).where(match))).scalar_one())
+
+async def claim_bindings(conn: AsyncConnection, proposed: Sequence[tuple[Binding | None, str]]) -> list[str | None]:
+    """Inside the recording transaction, bind each proposed decision id to its key and item; per
+    item, the decision id the binding now holds: the proposed one, or the decision an earlier
+    attempt of the request already recorded (then that item records nothing). None: unbound."""
+    bound = sorted({binding: decision_id for binding, decision_id in proposed if binding}.items(), key=_binding_key)
+    if not bound:
+        return [None] * len(proposed)
+    table = idempotent_decisions
+    rows = [
+        {"scope": b.scope, "key": b.key, "item": b.item, "expires_at": b.expires_at, "decision_id": decision_id}
+        for b, decision_id in bound
+    ]
+    await conn.execute(insert(conn, table).on_conflict_do_nothing(index_elements=["scope", "key", "item"]), rows)
+    keys = [_binding_key((b, "")) for b, _ in bound]
+    query = select(table.c.scope, table.c.key, table.c.item, table.c.decision_id).where(
+        tuple_(table.c.scope, table.c.key, table.c.item).in_(keys)
+    )
+    held = {(scope, key, item): decision_id for scope, key, item, decision_id in await conn.execute(query)}
+    return [held[_binding_key((b, ""))] if b else None for b, _ in proposed]
+
+
+def _binding_key(pair: tuple[Binding, str]) -> tuple[str, str, int]:
+    return pair[0].scope, pair[0].key, pair[0].item
 
 
 class IdempotencyKeys:

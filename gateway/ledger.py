@@ -1,51 +1,42 @@
 """Decisions in: the append-only ledger, the merged subject state and the outbox rows.
 
-A decision is recorded with its ledger row, the merged state and its deliveries in ONE
-transaction, under a lock on the subject row, so concurrent decisions for one subject
-merge one at a time and none is lost.
+Decisions are recorded in groups (``record_many``; one decision is a group of one): each
+group is ONE transaction that locks its subjects, merges every decision in arrival order,
+and writes ledger rows, merged states and deliveries with one statement per kind of row
+(``gateway.entries``). Concurrent decisions for one subject merge one at a time; none is lost.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import RowMapping
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter, Projection
-from gateway.db import insert, reader, upsert
-from gateway.idempotency import Binding
-from gateway.outbox import OPEN, delivery_out
+from gateway.db import reader
+from gateway.entries import Entry, Plan, decision_out, lock_subjects, write
+from gateway.idempotency import Binding, claim_bindings
+from gateway.outbox import delivery_out
 from gateway.snapshot import EPOCH, subject_state
-from gateway.tables import decisions, deliveries, delivery_decisions, provider_state, subject_purposes, subjects
+from gateway.tables import decisions, deliveries, delivery_decisions, subject_purposes, subjects
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
 from schemas.consent import Decision, SubjectState, merge
 
-SUBJECT_FIELDS = {"email", "phone", "tcf_string", "vendors", "expires_at", "source", "note", "occurred_at"}
+__all__ = ["Entry", "Ledger", "Pending"]
 
 
 @dataclass(frozen=True)
-class Entry:
-    """A ledger row about to be written: the decision, the purposes it set, and for every
-    purpose whose stored record it rewrites, the decision that record comes from.
+class Pending:
+    """A decision waiting to be recorded, with its idempotency binding, and the projections
+    providers are known to hold already (a decision adopted from one of them)."""
 
-    ``held``: providers known to hold a projection already (the provider a decision was adopted
-    from): where it is what they should hold, nothing is pushed back to them. ``force``:
-    providers pushed again whatever they acknowledged (a repair).
-    """
-
-    id: str
     decision: Decision
-    effective: list[str]
-    winners: dict[str, str]
-    superseded: list[str] | None = None  # default: the decision's purposes it did not set
+    binding: Binding | None = None
     held: Mapping[str, Projection] = field(default_factory=dict)
-    force: frozenset[str] = frozenset()
 
 
 class Ledger:
@@ -61,34 +52,56 @@ class Ledger:
         binding: Binding | None = None,
         held: Mapping[str, Projection] | None = None,
     ) -> DecisionOut:
-        """Ledger row, merged state and outbox rows, atomically; returns the recorded decision.
+        [recorded] = await self.record_many([Pending(decision, binding, held or {})], adapters, now)
+        return recorded
 
-        With a ``binding`` the decision is bound to its idempotency key in the same
-        transaction; if an earlier attempt already recorded one for it, that one is returned
-        and nothing is written.
+    async def record_many(
+        self, items: Sequence[Pending], adapters: Mapping[str, Adapter], now: datetime
+    ) -> list[DecisionOut]:
+        """Ledger rows, merged states and outbox rows of ``items``, atomically, merged in order.
+
+        A decision bound to an idempotency key that an earlier attempt already recorded is not
+        recorded again: the earlier one is returned in its place.
         """
-        decision_id = str(uuid.uuid4())
+        proposed = [str(uuid.uuid4()) for _ in items]
         async with self.engine.begin() as conn:
-            earlier = await binding.claim(conn, decision_id) if binding else None
-            if earlier is None:
-                return await self._record(conn, decision_id, decision, adapters, now, held or {})
-        found = await self.decision(earlier)
-        assert found is not None, "a bound decision is never deleted"
-        return found
+            stored = await claim_bindings(
+                conn, [(item.binding, id_) for item, id_ in zip(items, proposed, strict=True)]
+            )
+            earlier = {index: found for index, found in enumerate(stored) if found not in (None, proposed[index])}
+            fresh = [index for index in range(len(items)) if index not in earlier]
+            locked = await lock_subjects(conn, [items[index].decision.subject.id for index in fresh], now)
+            states: dict[str, SubjectState | None] = {
+                sid: None if row["occurred_at"] == EPOCH else subject_state(row, purposes)
+                for sid, (row, purposes) in locked.items()
+            }
+            plans = []
+            for index in fresh:
+                decision = items[index].decision
+                before = states[decision.subject.id]
+                after, effective = merge(before, decision)
+                states[decision.subject.id] = after
+                entry = Entry(proposed[index], decision, effective, dict.fromkeys(effective, proposed[index]))
+                plans.append(Plan.of(entry, before, after, adapters, items[index].held))
+            written = dict(zip(fresh, await write(conn, plans, now), strict=True)) if plans else {}
+        for index, decision_id in earlier.items():
+            found = await self.decision(decision_id)
+            assert found is not None, "a bound decision is never deleted"
+            written[index] = found
+        return [written[index] for index in range(len(items))]
 
-    async def _record(
+    async def append(
         self,
         conn: AsyncConnection,
-        decision_id: str,
-        decision: Decision,
+        entry: Entry,
+        before: SubjectState | None,
+        after: SubjectState,
         adapters: Mapping[str, Adapter],
         now: datetime,
-        held: Mapping[str, Projection],
     ) -> DecisionOut:
-        before = await self._lock_subject(conn, decision, now)
-        after, effective = merge(before, decision)
-        entry = Entry(decision_id, decision, effective, dict.fromkeys(effective, decision_id), held=held)
-        return await self.append(conn, entry, before, after, adapters, now)
+        """Write one entry whose state the caller worked out (a repair); the subject must be locked."""
+        [written] = await write(conn, [Plan.of(entry, before, after, adapters)], now)
+        return written
 
     async def repush(
         self, subject_id: str, providers: Collection[str], adapters: Mapping[str, Adapter], now: datetime, note: str
@@ -112,139 +125,6 @@ class Ledger:
             entry = Entry(str(uuid.uuid4()), decision, [], {}, superseded=[], force=frozenset(providers))
             return await self.append(conn, entry, state, state, adapters, now)
 
-    async def append(
-        self,
-        conn: AsyncConnection,
-        entry: Entry,
-        before: SubjectState | None,
-        after: SubjectState,
-        adapters: Mapping[str, Adapter],
-        now: datetime,
-    ) -> DecisionOut:
-        """Write one ledger entry and what it did: the subject's new state and an outbox row
-        for each provider whose projection it changed. The subject must be locked."""
-        decision = entry.decision
-        row: dict[str, Any] = {
-            "id": entry.id,
-            "subject_id": decision.subject.id,
-            "occurred_at": decision.occurred_at,
-            "received_at": now,
-            "body": decision.model_dump(mode="json"),
-            "effective": entry.effective,
-            "superseded": sorted(set(decision.purposes) - set(entry.effective))
-            if entry.superseded is None
-            else entry.superseded,
-        }
-        await conn.execute(decisions.insert().values(row))
-        await self._write_state(conn, after, entry.winners, now)
-        changed = (  # a repair changes no state: only the providers it pushes again get a delivery
-            dict.fromkeys(entry.force, True)
-            if entry.force
-            else {
-                name: (adapter.project(before) if before else {}) != adapter.project(after)
-                for name, adapter in adapters.items()
-            }
-        )
-        for name, projection in entry.held.items():
-            if adapters[name].project(after) == projection:
-                changed[name] = False
-                await self._acknowledge(conn, after.subject_id, name, projection, now)
-        if entry.force:  # what they hold is unknown: the push sends everything
-            forced = provider_state.c.provider.in_(sorted(entry.force))
-            await conn.execute(
-                update(provider_state)
-                .where(provider_state.c.subject_id == after.subject_id, forced)
-                .values(acknowledged={})
-            )
-        carried = await self._enqueue(conn, entry.id, decision.subject.id, changed, now)
-        return _decision_out(row, carried)
-
-    @staticmethod
-    async def _acknowledge(
-        conn: AsyncConnection, subject_id: str, provider: str, projection: Projection, now: datetime
-    ) -> None:
-        """The provider holds ``projection`` already (read back): no push needs to bring it there."""
-        values = {"acknowledged": projection, "acknowledged_at": now}
-        statement = insert(conn, provider_state).values(subject_id=subject_id, provider=provider, memo={}, **values)
-        await conn.execute(statement.on_conflict_do_update(index_elements=["subject_id", "provider"], set_=values))
-
-    async def _lock_subject(self, conn: AsyncConnection, decision: Decision, now: datetime) -> SubjectState | None:
-        """Create the subject row if new, then lock it and read its state, so concurrent
-        decisions for one subject merge one at a time."""
-        row = {
-            "id": decision.subject.id,
-            "vendors": {},
-            "source": decision.source,
-            "occurred_at": EPOCH,
-            "updated_at": now,
-        }
-        await conn.execute(insert(conn, subjects).values(row).on_conflict_do_nothing(index_elements=["id"]))
-        return await self._state(conn, decision.subject.id, lock=True)
-
-    async def _write_state(
-        self, conn: AsyncConnection, state: SubjectState, winners: Mapping[str, str], now: datetime
-    ) -> None:
-        """The subject's fields, and the purposes in ``winners`` (purpose → the decision that set it)."""
-        purposes = [
-            {
-                "subject_id": state.subject_id,
-                "purpose": purpose,
-                "state": state.purposes[purpose].state.value,
-                "occurred_at": state.purposes[purpose].occurred_at,
-                "decision_id": decision_id,
-            }
-            for purpose, decision_id in winners.items()
-        ]
-        await upsert(conn, subject_purposes, purposes, ["subject_id", "purpose"])
-        fields = state.model_dump(include=SUBJECT_FIELDS) | {"updated_at": now}
-        await conn.execute(update(subjects).where(subjects.c.id == state.subject_id).values(fields))
-
-    async def _enqueue(
-        self, conn: AsyncConnection, decision_id: str, subject_id: str, changed: dict[str, bool], now: datetime
-    ) -> list[DeliveryOut]:
-        """Coalesce: join each changed provider's delivery that has not been sent yet, else queue
-        a new one (``skipped`` where nothing changed); returns the deliveries this decision rides on.
-
-        The open rows are locked, so a worker claiming one meanwhile either waits for this
-        decision or is waited for (and then this decision gets a delivery of its own).
-        """
-        open_rows = await conn.execute(
-            select(deliveries.c.provider, deliveries.c.id)
-            .where(
-                deliveries.c.subject_id == subject_id,
-                deliveries.c.provider.in_([name for name, yes in changed.items() if yes]),
-                deliveries.c.status.in_([s.value for s in OPEN]),
-            )
-            .with_for_update()
-        )
-        joined = dict(open_rows.all())
-        new_rows = [
-            {
-                "id": str(uuid.uuid4()),
-                "decision_id": decision_id,
-                "subject_id": subject_id,
-                "provider": name,
-                "status": (DeliveryStatus.pending if yes else DeliveryStatus.skipped).value,
-                "attempts": 0,
-                "reschedules": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for name, yes in changed.items()
-            if name not in joined
-        ]
-        if new_rows:
-            await conn.execute(deliveries.insert(), new_rows)
-        ids = [*joined.values(), *(row["id"] for row in new_rows)]
-        if not ids:
-            return []
-        await conn.execute(
-            delivery_decisions.insert(), [{"delivery_id": id_, "decision_id": decision_id} for id_ in ids]
-        )
-        found = await conn.execute(select(deliveries).where(deliveries.c.id.in_(ids)).order_by(deliveries.c.provider))
-        return [delivery_out(row) for row in found.mappings()]
-
     # -- reading -------------------------------------------------------------------------
 
     async def subject_state(self, subject_id: str) -> SubjectState | None:
@@ -266,29 +146,29 @@ class Ledger:
         return subject_state(row, purposes)
 
     async def decision(self, decision_id: str) -> DecisionOut | None:
-        async with self.reader.connect() as conn:
-            row = (await conn.execute(select(decisions).where(decisions.c.id == decision_id))).mappings().first()
-            if row is None:
-                return None
-            carried = await conn.execute(
-                select(deliveries)
-                .join(delivery_decisions, delivery_decisions.c.delivery_id == deliveries.c.id)
-                .where(delivery_decisions.c.decision_id == decision_id)
-                .order_by(deliveries.c.provider)
-            )
-            return _decision_out(row, [delivery_out(d) for d in carried.mappings()])
+        found = await self._decisions(decisions.c.id == decision_id, limit=1)
+        return found[0] if found else None
 
     async def history(self, subject_id: str, limit: int) -> list[DecisionOut]:
-        """The subject's ledger, newest received first."""
+        """The subject's ledger, newest received first: two queries, however long it is."""
+        return await self._decisions(decisions.c.subject_id == subject_id, limit)
+
+    async def _decisions(self, where: ColumnElement[bool], limit: int) -> list[DecisionOut]:
+        """Decisions (newest received first) and every delivery each rides on, in two queries."""
         async with self.reader.connect() as conn:
-            rows = await conn.execute(
-                select(decisions)
-                .where(decisions.c.subject_id == subject_id)
-                .order_by(decisions.c.seq.desc())
-                .limit(limit)
-            )
-            found = [row for row in rows.mappings()]
-        return [decision for row in found if (decision := await self.decision(row["id"])) is not None]
+            query = select(decisions).where(where).order_by(decisions.c.seq.desc()).limit(limit)
+            rows = (await conn.execute(query)).mappings().all()
+            carried: dict[str, list[DeliveryOut]] = {row["id"]: [] for row in rows}
+            if rows:
+                found = await conn.execute(
+                    select(deliveries, delivery_decisions.c.decision_id.label("carried_for"))
+                    .join(delivery_decisions, delivery_decisions.c.delivery_id == deliveries.c.id)
+                    .where(delivery_decisions.c.decision_id.in_(list(carried)))
+                    .order_by(deliveries.c.provider, deliveries.c.id)
+                )
+                for delivery in found.mappings():
+                    carried[delivery["carried_for"]].append(delivery_out(delivery))
+        return [decision_out(row, carried[row["id"]]) for row in rows]
 
     async def decision_statuses(self, decision_id: str) -> list[DeliveryStatus]:
         async with self.reader.connect() as conn:
@@ -298,15 +178,3 @@ class Ledger:
                 .where(delivery_decisions.c.decision_id == decision_id)
             )
             return [DeliveryStatus(row[0]) for row in rows]
-
-
-def _decision_out(row: Mapping[str, Any] | RowMapping, carried: list[DeliveryOut]) -> DecisionOut:
-    return DecisionOut(
-        id=row["id"],
-        subject_id=row["subject_id"],
-        received_at=row["received_at"],
-        decision=Decision.model_validate(row["body"], strict=False),
-        effective_purposes=row["effective"],
-        superseded_purposes=row["superseded"],
-        deliveries=carried,
-    )

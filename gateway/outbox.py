@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, or_, select, text, update
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Projection
@@ -332,7 +332,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return parse_timestamp(created_at), delivery_id
 
 
-def delivery_out(row: RowMapping, attempts: list[AttemptOut] | None = None) -> DeliveryOut:
+def delivery_out(row: Mapping[Any, Any], attempts: list[AttemptOut] | None = None) -> DeliveryOut:
     status = DeliveryStatus(row["status"])
     return DeliveryOut(
         id=row["id"],
