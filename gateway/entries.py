@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.base import Adapter, Projection
@@ -194,16 +194,19 @@ async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) 
     pairs = sorted({(plan.after.subject_id, name) for plan in plans for name, yes in plan.changed.items() if yes})
     found: dict[tuple[str, str], dict[str, Any]] = {}
     if pairs:
-        query = (
+        query = (  # by the indexed columns one at a time: SQLite scans the table for a row-value IN
             select(deliveries)
             .where(
-                tuple_(deliveries.c.subject_id, deliveries.c.provider).in_(pairs),
+                deliveries.c.subject_id.in_(sorted({subject for subject, _ in pairs})),
+                deliveries.c.provider.in_(sorted({provider for _, provider in pairs})),
                 deliveries.c.status.in_([s.value for s in OPEN]),
             )
             .order_by(deliveries.c.id)
             .with_for_update()
         )
-        found = {(row["subject_id"], row["provider"]): dict(row) for row in (await conn.execute(query)).mappings()}
+        wanted = set(pairs)
+        rows = (await conn.execute(query)).mappings()
+        found = {pair: dict(row) for row in rows if (pair := (row["subject_id"], row["provider"])) in wanted}
     new_rows: list[dict[str, Any]] = []
     links: list[dict[str, str]] = []
     carried: dict[str, list[DeliveryOut]] = {}
@@ -247,8 +250,9 @@ def _new_delivery(decision_id: str, pair: tuple[str, str], status: DeliveryStatu
 
 
 def decision_out(row: Mapping[Any, Any], carried: list[DeliveryOut], decision: Decision | None = None) -> DecisionOut:
-    """A ledger row as the API shows it (``decision``: the one just written, not read back)."""
-    return DecisionOut(
+    """A ledger row as the API shows it (``decision``: the one just written, not read back);
+    built without validation: the store's own rows."""
+    return DecisionOut.model_construct(
         id=row["id"],
         subject_id=row["subject_id"],
         received_at=row["received_at"],

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, exists, select, tuple_, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import insert
@@ -67,11 +67,12 @@ async def claim_bindings(conn: AsyncConnection, proposed: Sequence[tuple[Binding
         for b, decision_id in bound
     ]
     await conn.execute(insert(conn, table).on_conflict_do_nothing(index_elements=["scope", "key", "item"]), rows)
-    keys = [_binding_key((b, "")) for b, _ in bound]
-    query = select(table.c.scope, table.c.key, table.c.item, table.c.decision_id).where(
-        tuple_(table.c.scope, table.c.key, table.c.item).in_(keys)
+    keys = {_binding_key((b, "")) for b, _ in bound}
+    query = select(table.c.scope, table.c.key, table.c.item, table.c.decision_id).where(  # the primary key's prefix
+        table.c.scope.in_(sorted({scope for scope, _, _ in keys})), table.c.key.in_(sorted({key for _, key, _ in keys}))
     )
-    held = {(scope, key, item): decision_id for scope, key, item, decision_id in await conn.execute(query)}
+    found = await conn.execute(query)
+    held = {(scope, key, item): decision_id for scope, key, item, decision_id in found if (scope, key, item) in keys}
     return [held[_binding_key((b, ""))] if b else None for b, _ in proposed]
 
 

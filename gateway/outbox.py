@@ -333,8 +333,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def delivery_out(row: Mapping[Any, Any], attempts: list[AttemptOut] | None = None) -> DeliveryOut:
+    """A stored delivery as the API shows it; built without validation (the store's own rows)."""
     status = DeliveryStatus(row["status"])
-    return DeliveryOut(
+    return DeliveryOut.model_construct(
         id=row["id"],
         decision_id=row["decision_id"],
         subject_id=row["subject_id"],

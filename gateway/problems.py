@@ -7,8 +7,9 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from gateway.responses import JSONResponse
 from schemas.problem import FieldError, Problem
 
 MEDIA_TYPE = "application/problem+json"

@@ -10,7 +10,9 @@ import httpx
 
 from adapters.base import Adapter
 from gateway.config import Settings, build_adapters
+from gateway.grouping import GroupCommit
 from gateway.idempotency import Binding
+from gateway.ledger import Pending
 from gateway.metrics import Metrics
 from gateway.ratelimit import Sleep
 from gateway.reconcile import Reconciler, RunLoop
@@ -39,6 +41,7 @@ class Gateway:
         self.worker = Worker(
             self.store, self.adapters, settings, transports=transports, clock=clock, sleep=sleep, metrics=self.metrics
         )
+        self.recorder = GroupCommit(self.store.ledger, self.adapters, clock, self.worker.wake)
         self.reconciler = Reconciler(self.store, self.adapters, settings, clock)
         self.runs = RunLoop(self.reconciler, self.worker)
 
@@ -65,10 +68,9 @@ class Gateway:
         return decision_context(self.settings.purposes, self.clock(), self.settings.max_clock_skew_s)
 
     async def record(self, decision: Decision, binding: Binding | None = None) -> DecisionOut:
-        """Record ``decision``; with a ``binding``, at most once per idempotency key and item."""
-        recorded = await self.store.ledger.record(decision, self.adapters, self.clock(), binding)
-        self.worker.wake()
-        return recorded
+        """Record ``decision`` (with the others arriving meanwhile: group commit); with a
+        ``binding``, at most once per idempotency key and item."""
+        return await self.recorder.record(Pending(decision, binding))
 
     async def wait_until_final(self, decision_id: str, timeout: float) -> DecisionOut:
         """The decision once every delivery is final, or as it stands when ``timeout`` runs out.

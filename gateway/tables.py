@@ -19,11 +19,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any]:
+        """In UTC; SQLite as the dialect's own text format (written here in one C call, not its
+        chain of processors: a group of decisions binds thousands of timestamps)."""
+        return _sqlite_text if dialect.name == "sqlite" else _aware_utc
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], datetime | None]:
         """SQLite's stored text parsed by ``fromisoformat`` (C, several times faster than the
@@ -33,6 +32,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _sqlite_utc(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value + "+00:00")  # 5x faster than .replace
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    # "2026-11-23 12:00:00.000000": the format SQLAlchemy's SQLite DATETIME stores, so text order is time order
+    return None if value is None else value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
 def _aware_utc(value: datetime | None) -> datetime | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
@@ -24,6 +25,7 @@ from gateway.params import (
     require_json,
 )
 from gateway.problems import ProblemError, invalid
+from gateway.responses import JSONResponse
 from gateway.routes.idempotent import KEY_PARAM, Bind, idempotent
 from schemas.api import BatchEnvelope, BatchIn, BatchOut, BatchResult, DecisionOut
 from schemas.consent import Decision
@@ -85,10 +87,14 @@ async def create_consents_batch(request: Request) -> Response:
     checked = [_batch_item(gateway, index, item) for index, item in enumerate(items)]
 
     async def produce(bind: Bind) -> tuple[int, Any]:
+        valid = [(index, item) for index, item in enumerate(checked) if isinstance(item, Decision)]
+        # handed over together, in input order: recorded in as few transactions as the group allows
+        recorded = await asyncio.gather(*(gateway.record(item, bind(index)) for index, item in valid))
+        accepted = {index: decision for (index, _), decision in zip(valid, recorded, strict=True)}
         results = [
-            BatchResult(index=index, status="accepted", decision=await gateway.record(item, bind(index)))
-            if isinstance(item, Decision)
-            else item
+            item
+            if isinstance(item, BatchResult)
+            else BatchResult(index=index, status="accepted", decision=accepted[index])
             for index, item in enumerate(checked)
         ]
         return 200, BatchOut(results=results).model_dump(mode="json", exclude_none=True)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
@@ -14,6 +14,7 @@ from gateway.openapi import Operation, Param, documented
 from gateway.outbox import decode_cursor
 from gateway.params import UUID, QueryModel, WholeNumber, path_id, query
 from gateway.problems import ProblemError, bad_parameter
+from gateway.responses import JSONResponse
 from schemas.api import DeliveryOut, DeliveryPage, DeliveryStatus
 from schemas.consent import Timestamp
 

@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from gateway.idempotency import Binding, Verdict
 from gateway.openapi import Param
 from gateway.problems import ProblemError, bad_parameter
+from gateway.responses import JSONResponse
 
 HEADER = "Idempotency-Key"
 KEY_PARAM = Param(

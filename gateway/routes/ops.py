@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import openapi
 from gateway.openapi import Operation, documented
 from gateway.problems import TYPE_BASE, respond
+from gateway.responses import JSONResponse
 from gateway.schema import SchemaError
 from schemas.api import Health
 from schemas.problem import FieldError, Problem

@@ -6,13 +6,14 @@ from typing import Annotated
 
 from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
 from gateway.openapi import Operation, Param, documented
 from gateway.params import SUBJECT_ID, QueryModel, WholeNumber, path_id, query
 from gateway.problems import ProblemError
+from gateway.responses import JSONResponse
 from schemas.api import HistoryOut, SubjectOut
 
 MAX_HISTORY = 200

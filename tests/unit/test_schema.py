@@ -89,13 +89,14 @@ async def test_readiness_says_when_the_schema_falls_behind(api: httpx.AsyncClien
     assert error["field"] == "schema" and "db upgrade" in error["message"]
 
 
-async def test_readiness_says_when_the_store_does_not_answer(tmp_path: object) -> None:
-    store = Store.from_url("sqlite+aiosqlite:////nonexistent-dir/for/sure/gateway.db")
-    gateway = Gateway(Settings(), store=store, adapters={"fake": fake_adapter()})
-    app = create_app(gateway, run_worker=False)  # no lifespan: start-up itself would refuse
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://g") as client:
-        response = await client.get("/readyz")
+async def test_readiness_says_when_the_store_does_not_answer(
+    api: httpx.AsyncClient, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable() -> None:
+        raise ConnectionRefusedError("the database host refused the connection")
+
+    monkeypatch.setattr(store, "ping", unreachable)
+    response = await api.get("/readyz")
     assert response.status_code == 503
     [error] = response.json()["errors"]
-    assert error["field"] == "store" and "does not answer" in error["message"]
-    await store.close()
+    assert error["field"] == "store" and error["message"] == "the store does not answer (ConnectionRefusedError)"

@@ -1,0 +1,96 @@
+"""Group commit: decisions arriving together share a transaction, merge in arrival order, and one bad
+decision fails alone (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from gateway import entries
+from gateway.grouping import GroupCommit
+from gateway.ledger import Pending
+from gateway.store import Store
+from schemas.api import DecisionOut
+from schemas.consent import Decision, PurposeState
+from tests.fakes import fake_adapter
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def decision(subject: str, minutes: int, **purposes: str) -> Decision:
+    return Decision.model_validate(
+        {"subject": {"id": subject}, "purposes": purposes, "occurred_at": NOW + timedelta(minutes=minutes)},
+        strict=False,
+    )
+
+
+@pytest.fixture
+def commits(store: Store) -> Iterator[list[int]]:
+    """Counts the transactions committed on the store's engine."""
+    seen: list[int] = []
+
+    def count(_connection: Any) -> None:
+        seen.append(1)
+
+    event.listen(store.engine.sync_engine, "commit", count)
+    yield seen
+    event.remove(store.engine.sync_engine, "commit", count)
+
+
+def group(store: Store) -> GroupCommit:
+    return GroupCommit(store.ledger, {"fake": fake_adapter()}, lambda: NOW, lambda: None)
+
+
+async def test_decisions_arriving_together_share_transactions(store: Store, commits: list[int]) -> None:
+    recorder = group(store)
+    recorded = await asyncio.gather(
+        *(recorder.record(Pending(decision(f"s-{i}", 0, email_marketing="granted"))) for i in range(60))
+    )
+    assert len({r.id for r in recorded}) == 60 and all(r.effective_purposes == ["email_marketing"] for r in recorded)
+    assert len(commits) <= 3, f"{len(commits)} transactions for 60 decisions"
+
+
+async def test_decisions_for_one_subject_in_one_group_merge_in_arrival_order(store: Store, commits: list[int]) -> None:
+    recorder = group(store)
+    newer, older, newest_sms = await asyncio.gather(
+        recorder.record(Pending(decision("s", 10, email_marketing="denied"))),
+        recorder.record(Pending(decision("s", 5, email_marketing="granted", sms_marketing="granted"))),
+        recorder.record(Pending(decision("s", 20, sms_marketing="denied"))),
+    )
+    assert len(commits) == 1, "one group"
+    assert newer.effective_purposes == ["email_marketing"]
+    assert (older.effective_purposes, older.superseded_purposes) == (["sms_marketing"], ["email_marketing"])
+    assert newest_sms.effective_purposes == ["sms_marketing"]
+    state = await store.ledger.subject_state("s")
+    assert state is not None
+    assert {p: r.state for p, r in state.purposes.items()} == {
+        "email_marketing": PurposeState.denied,
+        "sms_marketing": PurposeState.denied,
+    }
+    assert [d.status for d in newer.deliveries] == ["pending"]
+    assert [d.id for d in newest_sms.deliveries] == [d.id for d in newer.deliveries], "coalesced within the group"
+
+
+async def test_one_bad_decision_fails_alone(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = entries.Plan.of
+
+    def refuse_bad(entry: entries.Entry, *args: Any, **kwargs: Any) -> entries.Plan:
+        if entry.decision.subject.id == "bad":
+            raise RuntimeError("this one cannot be written")
+        return real(entry, *args, **kwargs)
+
+    monkeypatch.setattr(entries.Plan, "of", refuse_bad)
+    recorder = group(store)
+    outcomes: list[DecisionOut | BaseException] = await asyncio.gather(
+        *(recorder.record(Pending(decision(s, 0, email_marketing="granted"))) for s in ("a", "bad", "c")),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], RuntimeError)
+    assert isinstance(outcomes[0], DecisionOut) and isinstance(outcomes[2], DecisionOut)
+    assert await store.ledger.subject_state("bad") is None
+    assert (await store.ledger.subject_state("a")) is not None and (await store.ledger.subject_state("c")) is not None
