@@ -1,17 +1,16 @@
-"""Reconciliation figures: the drift view over many stored subjects, and a read-back run against
-simulators at a set latency, each measured against its limit.
+"""``reconciliation``: the drift view over many stored subjects, and a read-back run against the
+simulators at 20 ms, each measured against its limit.
 
-    python -m benchmarks.reconciliation [--subjects 100000] [--read-subjects 10000] [--database URL]
+- ``view``: every row of the drift view (subjects x 3 providers, with counts) computed from a
+  store holding ``--view-subjects`` subjects, in a fresh process: seconds and peak RSS. Targets
+  <= 10 s and <= 200 MB at 100,000 subjects (300,000 rows: >= 30,000 rows/s at any size).
+- ``readback``: a run over ``--read-subjects`` subjects, one provider at a time. Masivo reads one
+  customer per request, so its limit is ``concurrency / latency`` requests a second; Wix pages
+  100 subjects per query per channel under its request budget, so its limit is
+  ``rate_per_minute / 60``. Target >= 0.8 of each.
 
-- ``view``: every row of the drift view (subjects × 3 providers, with counts) computed from a
-  store holding ``--subjects`` subjects, in a fresh process: seconds and peak RSS. Targets
-  ≤ 10 s and ≤ 200 MB at 100,000 subjects.
-- ``readback``: a run over ``--read-subjects`` subjects, one provider at a time, simulators in
-  their own processes at ``--latency-ms``. Masivo reads one customer per request, so its limit
-  is ``concurrency / latency`` requests a second; Wix pages 100 subjects per query per channel
-  under its request budget, so its limit is ``rate_per_minute / 60``. Target ≥ 0.8 of each.
-
-Prints one JSON object.
+The subjects are written in bulk as if decided and delivered. ``python -m benchmarks.reconciliation
+--view-only URL`` is the fresh process the view is timed in.
 """
 
 from __future__ import annotations
@@ -20,49 +19,54 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import insert
 
-from benchmarks.workers import answering
-from gateway.config import Settings
+from benchmarks.common import PROVIDERS, Bench, Database, set_latency
+from gateway.config import ReconcileSettings, Settings
 from gateway.redaction import configure_logging
 from gateway.service import Gateway
 from gateway.snapshot import subject_state
 from gateway.tables import decisions, deliveries, observations, provider_state, subject_purposes, subjects
 
-CLI = str(Path(sys.executable).with_name("consent-gateway"))
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TCF = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
 PURPOSES = {"email_marketing": "granted", "sms_marketing": "denied", "push_notifications": "granted"}
+LATENCY_MS = 20.0
+CONCURRENCY = 4  # per provider: the default setting
+WIX_PER_MINUTE = 200.0  # Wix's documented budget
+CHUNK = 500
+NOWHERE = dict.fromkeys(PROVIDERS, "http://127.0.0.1:9")  # the view calls no provider
+TARGETS = {
+    "view.seconds": "<= 10 at 100,000 subjects",
+    "view.rows_per_s": ">= 30000 (300,000 rows in 10 s)",
+    "view.peak_rss_mb": "<= 200 at 100,000 subjects",
+    "readback.*.ratio": ">= 0.8",
+}
 
 
-def settings(database_url: str, simulators: dict[str, str], args: argparse.Namespace) -> Settings:
+def settings(database_url: str, simulators: dict[str, str]) -> Settings:
     return Settings(
         database_url=database_url,
         providers={
             "masivo": {
                 "base_url": f"{simulators['masivo']}/masivo",
                 "api_key": "masivo-key-0123456789",
-                "concurrency": args.concurrency,
+                "concurrency": CONCURRENCY,
                 "drift_policy": "report_only",
             },
             "wix": {
                 "base_url": f"{simulators['wix']}/wix",
                 "api_key": "wix-key-0123456789",
                 "site_id": "bench",
-                "concurrency": args.concurrency,
-                "rate_per_minute": args.wix_per_minute,
+                "concurrency": CONCURRENCY,
+                "rate_per_minute": WIX_PER_MINUTE,
                 "drift_policy": "report_only",
             },
             "intempt": {
@@ -73,7 +77,7 @@ def settings(database_url: str, simulators: dict[str, str], args: argparse.Names
                 "timestamp_unit": "s",
             },
         },
-        reconcile={"chunk": args.chunk},
+        reconcile=ReconcileSettings(chunk=CHUNK),
     )
 
 
@@ -96,7 +100,7 @@ def _rows(gateway: Gateway, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     for subject_id in ids:
         decision_id = str(uuid.uuid4())
         email, phone = f"{subject_id}@example.com", f"+1415{int(subject_id[1:]):07d}"
-        subject = {
+        subject: dict[str, Any] = {
             "id": subject_id,
             "email": email,
             "phone": phone,
@@ -168,9 +172,13 @@ def _rows(gateway: Gateway, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
+async def run(bench: Bench, db: Database) -> dict[str, Any]:
+    return {"view": await view(bench, db), "readback": await readback(bench, db), "targets": TARGETS}
+
+
 async def view_only(database_url: str) -> dict[str, Any]:
     """In a fresh process: the whole drift view, timed, with this process's peak RSS."""
-    gateway = Gateway(settings(database_url, dict.fromkeys(("masivo", "wix", "intempt"), "http://x"), ARGS))
+    gateway = Gateway(settings(database_url, NOWHERE))
     began = time.perf_counter()
     page = await gateway.reconciler.view(limit=50)
     elapsed = time.perf_counter() - began
@@ -184,53 +192,38 @@ async def view_only(database_url: str) -> dict[str, Any]:
     }
 
 
-async def view(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    url = args.database or f"sqlite+aiosqlite:///{folder / 'view.db'}"
-    gateway = Gateway(settings(url, dict.fromkeys(("masivo", "wix", "intempt"), "http://x"), args))
+async def view(bench: Bench, db: Database) -> dict[str, Any]:
+    count = bench.args.view_subjects
+    url = await db.fresh("view")
+    gateway = Gateway(settings(url, NOWHERE))
     began = time.perf_counter()
-    await populate(gateway, args.subjects)
+    await populate(gateway, count)
     populated = time.perf_counter() - began
     await gateway.store.close()
-    measured = subprocess.run(
-        [sys.executable, "-m", "benchmarks.reconciliation", "--view-only", url, "--chunk", str(args.chunk)],
-        capture_output=True,
-        text=True,
-        check=True,
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.reconciliation", "--view-only", url, stdout=asyncio.subprocess.PIPE
     )
-    return {"subjects": args.subjects, "populate_seconds": round(populated, 1), **json.loads(measured.stdout)}
+    out, _ = await child.communicate()
+    if child.returncode:
+        raise RuntimeError(f"the drift view failed (exit {child.returncode})")
+    return {"subjects": count, "populate_seconds": round(populated, 1), **json.loads(out)}
 
 
-async def readback(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    ports = {name: 19000 + os.getpid() % 500 * 3 + n for n, name in enumerate(("masivo", "wix", "intempt"))}
-    sims = [
-        subprocess.Popen(
-            [CLI, "simulate", "--port", str(port), "--log-limit", "10"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports.values()
-    ]
-    simulators = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    try:
-        for name, base in simulators.items():
-            await answering(f"{base}/{name}/_inspect")
-            async with httpx.AsyncClient(base_url=base) as control:
-                await control.post(f"/{name}/_faults", json={"latency_ms": args.latency_ms})
-        results: dict[str, Any] = {"subjects": args.read_subjects, "latency_ms": args.latency_ms}
-        for provider in ("masivo", "wix"):
-            url = f"sqlite+aiosqlite:///{folder / f'readback-{provider}.db'}"
-            gateway = Gateway(settings(url, simulators, args))
-            await populate(gateway, args.read_subjects)
-            results[provider] = await _one_run(gateway, provider, args)
+async def readback(bench: Bench, db: Database) -> dict[str, Any]:
+    count = bench.args.read_subjects
+    await set_latency(bench.simulators, dict.fromkeys(PROVIDERS, LATENCY_MS))
+    results: dict[str, Any] = {"subjects": count, "latency_ms": LATENCY_MS}
+    for provider in ("masivo", "wix"):
+        gateway = Gateway(settings(await db.fresh(f"readback-{provider}"), bench.simulators))
+        try:
+            await populate(gateway, count)
+            results[provider] = await _one_run(gateway, provider)
+        finally:
             await gateway.stop()
-    finally:
-        for sim in sims:
-            sim.terminate()
-            sim.wait(10)
     return results
 
 
-async def _one_run(gateway: Gateway, provider: str, args: argparse.Namespace) -> dict[str, Any]:
+async def _one_run(gateway: Gateway, provider: str) -> dict[str, Any]:
     requests = 0
 
     async def count(_request: Any) -> None:
@@ -245,11 +238,11 @@ async def _one_run(gateway: Gateway, provider: str, args: argparse.Namespace) ->
     finished = await gateway.reconciler.execute(claimed, gateway.worker)
     elapsed = time.perf_counter() - began
     if provider == "masivo":
-        limit = args.concurrency / (args.latency_ms / 1000)
-        what = f"concurrency {args.concurrency} / latency {args.latency_ms:g} ms"
+        limit = CONCURRENCY / (LATENCY_MS / 1000)
+        what = f"concurrency {CONCURRENCY} / latency {LATENCY_MS:g} ms"
     else:
-        limit = args.wix_per_minute / 60
-        what = f"request budget {args.wix_per_minute:g}/min"
+        limit = WIX_PER_MINUTE / 60
+        what = f"request budget {WIX_PER_MINUTE:g}/min"
     return {
         "rows_read": finished.counts[provider]["read"],
         "requests": requests,
@@ -261,35 +254,12 @@ async def _one_run(gateway: Gateway, provider: str, args: argparse.Namespace) ->
     }
 
 
-async def main(args: argparse.Namespace) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the drift view timed in this process (used by the harness)")
+    parser.add_argument("--view-only", required=True, metavar="DATABASE_URL")
     configure_logging(level=logging.WARNING)
-    if args.view_only:
-        print(json.dumps(await view_only(args.view_only)))
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        results = {"view": await view(args, Path(folder)), "readback": await readback(args, Path(folder))}
-    results["targets"] = {
-        "view.seconds": "<= 10 at 100,000 subjects",
-        "view.peak_rss_mb": "<= 200",
-        "readback.*.ratio": ">= 0.8",
-    }
-    print(json.dumps(results, indent=2))
+    print(json.dumps(asyncio.run(view_only(parser.parse_args().view_only))))
 
-
-def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--subjects", type=int, default=100_000, help="stored subjects for the drift view")
-    parser.add_argument("--read-subjects", type=int, default=10_000, help="subjects a read-back run covers")
-    parser.add_argument("--database", help="database URL for the view (default: a fresh SQLite file)")
-    parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--concurrency", type=int, default=4, help="per provider (the default setting)")
-    parser.add_argument("--wix-per-minute", type=float, default=200.0, help="Wix's documented budget")
-    parser.add_argument("--chunk", type=int, default=500)
-    parser.add_argument("--view-only", help=argparse.SUPPRESS)
-    return parser.parse_args()
-
-
-ARGS = parse() if __name__ == "__main__" else argparse.Namespace(concurrency=4, wix_per_minute=200.0, chunk=500)
 
 if __name__ == "__main__":
-    asyncio.run(main(ARGS))
+    main()

@@ -24,5 +24,5 @@ def test_ruff_format_changes_nothing() -> None:
 
 
 def test_mypy_strict_finds_nothing() -> None:
-    result = run("mypy")  # strict, over gateway/ adapters/ schemas/ (pyproject.toml)
+    result = run("mypy")  # strict, over gateway/ adapters/ schemas/ benchmarks/ (pyproject.toml)
     assert result.returncode == 0, result.stdout + result.stderr

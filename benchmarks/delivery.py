@@ -1,0 +1,88 @@
+"""``delivery``: decisions fully delivered per second by `consent-gateway worker` with every provider
+at 20 ms and ``--concurrency`` C, against what C and the flows allow.
+
+The decisions (new subjects) are recorded first with no worker running; then the worker starts
+and the clock runs from the first request any provider sees to every delivery final. A
+provider lane keeps at most C requests in flight, so it finishes at most
+C / (flow length x latency) decisions a second, flow length being the requests one decision
+costs there (the simulators' logs over the run / decisions); the slowest provider bounds it.
+With W worker processes the bound is W times that (``workers`` reuses this measurement).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from benchmarks.common import (
+    PROVIDERS,
+    Bench,
+    Database,
+    logged,
+    ratio,
+    record,
+    set_latency,
+    start_gateway,
+    start_workers,
+    until_delivered,
+    write_config,
+)
+from gateway.store import Store
+from gateway.tables import deliveries
+
+LATENCY_MS = 20.0
+TARGETS = {"ratio": ">= 0.8"}
+
+
+async def run(bench: Bench, db: Database) -> dict[str, Any]:
+    args = bench.args
+    return await measure(bench, db, "delivery", args.delivery_decisions, 1, args.concurrency) | {"targets": TARGETS}
+
+
+async def measure(
+    bench: Bench, db: Database, part: str, decisions: int, workers: int, concurrency: int
+) -> dict[str, Any]:
+    """Deliver ``decisions`` with ``workers`` worker processes at ``concurrency`` each."""
+    url = await db.fresh(part)
+    config = write_config(bench.folder / f"{db.kind}-{part}.toml", url, bench.simulators, concurrency)
+    async with bench.processes(f"{db.kind}-{part}") as procs:
+        gateway = await start_gateway(procs, config, worker=False)
+        await record(gateway.url, decisions, prefix="d")
+        gateway.process.kill()
+        await set_latency(bench.simulators, dict.fromkeys(PROVIDERS, LATENCY_MS))
+        start_workers(procs, config, workers)
+        done_at = await until_delivered(url, timeout=60 + decisions * 0.2)
+    requests = {provider: await logged(bench.simulators, provider) for provider in PROVIDERS}
+    began = min(entry["at"] for entries in requests.values() for entry in entries)
+    flows = {provider: len(entries) / decisions for provider, entries in requests.items()}
+    return figures(decisions, done_at - began, flows, workers, concurrency) | {"statuses": await statuses(url)}
+
+
+def figures(decisions: int, seconds: float, flows: dict[str, float], workers: int, concurrency: int) -> dict[str, Any]:
+    limits = {provider: workers * concurrency / (flow * LATENCY_MS / 1000) for provider, flow in flows.items()}
+    bound = min(limits, key=lambda provider: limits[provider])
+    per_s = decisions / seconds
+    return {
+        "per_s": round(per_s, 1),
+        "limit_per_s": round(limits[bound], 1),
+        "ratio": ratio(per_s, limits[bound]),
+        "limit": f"{bound}: {workers * concurrency} in flight / ({flows[bound]:.2f} requests x {LATENCY_MS:g} ms)",
+        "flow_lengths": {provider: round(flow, 3) for provider, flow in flows.items()},
+        "decisions": decisions,
+        "seconds": round(seconds, 2),
+        "workers": workers,
+        "concurrency": concurrency,
+        "latency_ms": LATENCY_MS,
+    }
+
+
+async def statuses(url: str) -> dict[str, int]:
+    """How the deliveries ended: anything but succeeded means the figure hides failures."""
+    store = Store.from_url(url)
+    try:
+        async with store.engine.connect() as conn:
+            query = select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+            return {str(status): int(count) for status, count in await conn.execute(query)}
+    finally:
+        await store.close()
