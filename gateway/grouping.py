@@ -52,7 +52,7 @@ class GroupCommit:
         self._queue.append(Waiting(pending, answer))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name="group-commit")
-        return await asyncio.shield(answer)  # a caller that gives up does not cancel the group
+        return await answer  # a caller that gives up cancels only its answer: the group is written anyway
 
     async def _write(self) -> None:
         while self._queue:

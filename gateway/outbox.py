@@ -18,6 +18,7 @@ from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
 from schemas.consent import parse_timestamp
 
 OPEN = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a newer decision may join
+STATUSES = {status.value: status for status in DeliveryStatus}
 ABANDONED = "gave up: the outcome of its attempts was never recorded (the worker stopped or the store failed)"
 
 
@@ -334,7 +335,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def delivery_out(row: Mapping[Any, Any], attempts: list[AttemptOut] | None = None) -> DeliveryOut:
     """A stored delivery as the API shows it; built without validation (the store's own rows)."""
-    status = DeliveryStatus(row["status"])
+    status = STATUSES[row["status"]]
     return DeliveryOut.model_construct(
         id=row["id"],
         decision_id=row["decision_id"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from starlette.requests import Request
@@ -113,21 +113,28 @@ class _Repeated(dict[str, Any]):
     repeated: list[str]
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) == len(pairs):
-        return found
-    counts = Counter(key for key, _ in pairs)
-    marked = _Repeated(found)
-    marked.repeated = sorted(key for key, count in counts.items() if count > 1)
-    return marked
+class Parsed(NamedTuple):
+    value: Any
+    repeats: bool  # some object names a key twice: walk it with :func:`refuse_repeated_keys`
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes) -> Parsed:
     """The body as JSON, with objects that repeat a key marked (see :func:`repeated_keys`);
     a 422 naming ``body`` when it is not JSON at all."""
+    repeated: list[bool] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        if len(found) == len(pairs):
+            return found
+        counts = Counter(key for key, _ in pairs)
+        marked = _Repeated(found)
+        marked.repeated = sorted(key for key, count in counts.items() if count > 1)
+        repeated.append(True)
+        return marked
+
     try:
-        return json.loads(body, object_pairs_hook=_object)
+        return Parsed(json.loads(body, object_pairs_hook=pairs_hook), bool(repeated))
     except ValueError as error:
         message = f"is not valid JSON: {error.msg if isinstance(error, json.JSONDecodeError) else 'not UTF-8'}"
         errors = [FieldError(field="body", message=message)]
@@ -158,7 +165,9 @@ async def body_model(request: Request, model: type[Model], limit: int) -> Model:
     if not raw.strip():
         return model()
     require_json(request)
-    refuse_repeated_keys(parse_json(raw))
+    parsed = parse_json(raw)
+    if parsed.repeats:
+        refuse_repeated_keys(parsed.value)
     try:
         return model.model_validate_json(raw)
     except ValidationError as error:

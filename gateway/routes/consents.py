@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Annotated, Any
 
+import orjson
 from pydantic import Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +17,7 @@ from gateway.openapi import Operation, Param, documented
 from gateway.params import (
     UUID,
     Decimal,
+    Parsed,
     QueryModel,
     parse_json,
     path_id,
@@ -56,15 +58,15 @@ async def create_consent(request: Request) -> Response:
     raw = await read_body(request, gateway.settings.max_body_bytes)
     decision = _decision(gateway, parse_json(raw), raw)
 
-    async def produce(bind: Bind) -> tuple[int, Any]:
+    async def produce(bind: Bind) -> tuple[int, bytes]:
         recorded = await gateway.record(decision, bind(0))
         if wait:
             recorded = await gateway.wait_until_final(recorded.id, wait)
         done = all(delivery.status.final for delivery in recorded.deliveries)
-        return (200 if wait and done else 202), recorded.model_dump(mode="json")
+        return (200 if wait and done else 202), recorded.model_dump_json().encode()
 
-    response = await idempotent(request, decision.model_dump_json(), produce)
-    response.headers["Location"] = f"/v1/consents/{json.loads(bytes(response.body))['id']}"
+    response = await idempotent(request, decision.model_dump_json, produce)
+    response.headers["Location"] = f"/v1/consents/{orjson.loads(bytes(response.body))['id']}"
     return response
 
 
@@ -79,14 +81,15 @@ async def create_consents_batch(request: Request) -> Response:
     query(request, QueryModel)
     require_json(request)
     parsed = parse_json(await read_body(request, gateway.settings.max_batch_body_bytes))
-    refuse_repeated_keys(parsed, deep=False)  # the envelope; each item is checked on its own
+    if parsed.repeats:
+        refuse_repeated_keys(parsed.value, deep=False)  # the envelope; each item is checked on its own
     try:
-        items = BatchEnvelope.model_validate(parsed).decisions
+        items = BatchEnvelope.model_validate(parsed.value).decisions
     except ValidationError as error:
         raise invalid(error) from None
-    checked = [_batch_item(gateway, index, item) for index, item in enumerate(items)]
+    checked = [_batch_item(gateway, index, item, parsed.repeats) for index, item in enumerate(items)]
 
-    async def produce(bind: Bind) -> tuple[int, Any]:
+    async def produce(bind: Bind) -> tuple[int, bytes]:
         valid = [(index, item) for index, item in enumerate(checked) if isinstance(item, Decision)]
         # handed over together, in input order: recorded in as few transactions as the group allows
         recorded = await asyncio.gather(*(gateway.record(item, bind(index)) for index, item in valid))
@@ -97,22 +100,23 @@ async def create_consents_batch(request: Request) -> Response:
             else BatchResult(index=index, status="accepted", decision=accepted[index])
             for index, item in enumerate(checked)
         ]
-        return 200, BatchOut(results=results).model_dump(mode="json", exclude_none=True)
+        return 200, BatchOut(results=results).model_dump_json(exclude_none=True).encode()
 
-    return await idempotent(request, json.dumps(items, sort_keys=True), produce)
+    return await idempotent(request, lambda: json.dumps(items, sort_keys=True), produce)
 
 
-def _batch_item(gateway: Any, index: int, item: Any) -> Decision | BatchResult:
+def _batch_item(gateway: Any, index: int, item: Any, repeats: bool) -> Decision | BatchResult:
     """Every item is validated before any is recorded, so a bad one can't cut a batch in two."""
     try:
-        refuse_repeated_keys(item, f"decisions.{index}")
-        return _decision(gateway, item, json.dumps(item).encode(), prefix=f"decisions.{index}")
+        parsed = Parsed(item, repeats)
+        return _decision(gateway, parsed, json.dumps(item).encode(), prefix=f"decisions.{index}")
     except ProblemError as rejected:
         return BatchResult(index=index, status="rejected", problem=rejected.problem)
 
 
-def _decision(gateway: Any, parsed: Any, raw: bytes, prefix: str = "") -> Decision:
-    refuse_repeated_keys(parsed, prefix)
+def _decision(gateway: Any, parsed: Parsed, raw: bytes, prefix: str = "") -> Decision:
+    if parsed.repeats:
+        refuse_repeated_keys(parsed.value, prefix)
     try:
         return Decision.model_validate_json(raw, context=gateway.decision_context())
     except ValidationError as error:

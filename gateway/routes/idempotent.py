@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,14 +23,15 @@ KEY_PARAM = Param(
 )
 Bind = Callable[[int], Binding | None]
 """The binding for item N of the request (``None`` without a key), for ``Gateway.record``."""
-Produce = Callable[[Bind], Awaitable[tuple[int, Any]]]
+Produce = Callable[[Bind], Awaitable[tuple[int, bytes]]]
+"""Records and answers: a status and the JSON body, already serialized."""
 
 
 def _unbound(_item: int) -> None:
     return None
 
 
-async def idempotent(request: Request, canonical_body: str, produce: Produce) -> Response:
+async def idempotent(request: Request, canonical_body: Callable[[], str], produce: Produce) -> Response:
     """Run ``produce`` once per key and body; answer a retry with the stored response.
 
     ``produce`` records each decision with the binding it is given, so even a retry after a
@@ -38,8 +39,8 @@ async def idempotent(request: Request, canonical_body: str, produce: Produce) ->
     """
     key = request.headers.get(HEADER)
     if key is None:
-        status, body = await produce(_unbound)
-        return JSONResponse(body, status)
+        status, payload = await produce(_unbound)
+        return Response(payload, status, media_type="application/json")
     if not 0 < len(key) <= 255:
         message = "must be 1 to 255 characters"
         raise bad_parameter(HEADER, message)
@@ -47,7 +48,7 @@ async def idempotent(request: Request, canonical_body: str, produce: Produce) ->
     settings = gateway.settings
     keys = gateway.store.keys
     scope = request.state.principal.name
-    digest = hashlib.sha256(canonical_body.encode()).hexdigest()
+    digest = hashlib.sha256(canonical_body().encode()).hexdigest()
     lookup = await keys.begin(
         scope, key, digest, gateway.clock(), settings.idempotency_ttl_s, settings.idempotency_stale_s
     )
@@ -74,9 +75,9 @@ async def idempotent(request: Request, canonical_body: str, produce: Produce) ->
         return Binding(scope, key, item, expires_at)
 
     try:
-        status, body = await produce(bind)
+        status, payload = await produce(bind)
     except BaseException:
         await keys.release(scope, key)
         raise
-    await keys.complete(scope, key, status, body)
-    return JSONResponse(body, status)
+    await keys.complete(scope, key, status, orjson.loads(payload))
+    return Response(payload, status, media_type="application/json")
