@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -31,8 +33,14 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return BEARER.sub("Bearer <redacted>", text)
 
 
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """Secrets redacted and contact data masked: what any log line gets before it is written."""
+    return mask_contacts(redact(text, secrets))
+
+
 class Redactor:
-    """structlog processor: secret-named keys are masked, every string value is scrubbed."""
+    """structlog processor: secret-named keys are masked, every string value scrubbed of secrets
+    and contact data (an email in a URL, a phone in an error text)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = [s for s in secrets if s]
@@ -42,34 +50,63 @@ class Redactor:
             if SECRET_KEY.search(key):
                 event[key] = "<redacted>"
             elif isinstance(value, str):
-                event[key] = redact(value, self.secrets)
+                event[key] = scrub(value, self.secrets)
         return event
 
 
 class RedactingFilter(logging.Filter):
-    """For other libraries' loggers: uvicorn's access log prints request URLs, and Intempt's
-    apiKey travels in the query string."""
+    """For other libraries' loggers: uvicorn's access log and httpx print request URLs, where
+    Intempt's apiKey and Wix's get-by email travel in the query string."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage(), self.secrets), ()
+        if not record.name.startswith(OURS):  # ours were scrubbed field by field, then rendered
+            record.msg, record.args = scrub(record.getMessage(), self.secrets), ()
         return True
 
 
+class JSONLines(logging.Formatter):
+    """Other libraries' records as JSON lines like structlog's; ours arrive rendered already."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name.startswith(OURS):
+            return message
+        line = {
+            "event": message,
+            "logger": record.name,
+            "level": record.levelname.lower(),
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+        }
+        if record.exc_info:
+            line["exception"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(line)
+
+
+OURS = "consent_gateway"
 THIRD_PARTY_LOGGERS = ("uvicorn.access", "uvicorn.error", "httpx", "httpcore")
 
 
 def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
-    """JSON log lines with secrets scrubbed, including what uvicorn and httpx log."""
-    logging.basicConfig(level=level, format="%(message)s")
+    """Every log line as JSON with secrets and contact data scrubbed, including what uvicorn and
+    httpx log: at their loggers (so any handler gets it clean) and again at ours (any logger)."""
     secrets = list(secrets)
+    root = logging.getLogger()
+    root.setLevel(level)
+    for old in [h for h in root.handlers if getattr(h, "consent_gateway", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler()
+    handler.consent_gateway = True  # type: ignore[attr-defined]  # ours, to replace on the next call
+    handler.setFormatter(JSONLines())
+    handler.addFilter(RedactingFilter(secrets))
+    root.addHandler(handler)
     for name in THIRD_PARTY_LOGGERS:
         logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
-            logger.removeFilter(old)
+        for old_filter in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
+            logger.removeFilter(old_filter)
         logger.addFilter(RedactingFilter(secrets))
     structlog.configure(
         processors=[

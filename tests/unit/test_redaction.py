@@ -20,6 +20,9 @@ def restore_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).filters.clear()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "consent_gateway", False)]:
+        root.removeHandler(handler)
 
 
 def test_known_values_and_secret_shaped_fragments_are_replaced() -> None:
@@ -43,3 +46,33 @@ def test_other_libraries_log_lines_are_scrubbed(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.INFO, logger="uvicorn.access"):
         logging.getLogger("uvicorn.access").info('"%s" 200', f"POST /intempt?apiKey={SECRET}")
     assert caplog.messages == ['"POST /intempt?apiKey=<redacted>" 200']
+
+
+EMAIL, PHONE = "ana.lopez@example.com", "+14155550123"
+
+
+def test_contact_data_is_masked_in_our_events_and_in_other_libraries_lines(caplog: pytest.LogCaptureFixture) -> None:
+    configure_logging([SECRET])
+    structlog.get_logger("consent_gateway.worker").warning(
+        "delivery_dead", subject="cust-1", error=f"wix: no consent for {EMAIL} or {PHONE}"
+    )
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        logging.getLogger("httpx").info(
+            'HTTP Request: %s "HTTP/1.1 404"', "GET https://w/get-by?type=EMAIL&email=ana.lopez%40example.com"
+        )
+        logging.getLogger("httpx").info("phone lookup %s", "phone=%2B14155550123")
+    ours, theirs, encoded = caplog.messages[-3:]
+    assert (
+        json.loads(ours)["error"] == "wix: no consent for <email> or <phone>"
+        and json.loads(ours)["subject"] == "cust-1"
+    )
+    assert theirs == 'HTTP Request: GET https://w/get-by?type=EMAIL&email=<email> "HTTP/1.1 404"'
+    assert encoded == "phone lookup phone=<phone>"
+
+
+def test_other_libraries_lines_are_written_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging([SECRET])
+    logging.getLogger("uvicorn.access").info('127.0.0.1:5 - "POST /v1/consents?x=%s" 202', EMAIL)
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == '127.0.0.1:5 - "POST /v1/consents?x=<email>" 202'
+    assert (line["logger"], line["level"]) == ("uvicorn.access", "info") and line["timestamp"].endswith("Z")
