@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
@@ -86,7 +87,22 @@ class JSONLines(logging.Formatter):
         return json.dumps(line)
 
 
+class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not when logging was set up:
+    a command run under a captured stderr (typer's runner, pytest) must not leave a handler
+    holding a stream that is closed by the time the next line comes."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 OURS = "consent_gateway"
+QUIET_LOGGERS = ("alembic.runtime.migration",)  # "Context impl SQLiteImpl." on every schema check
 THIRD_PARTY_LOGGERS = ("uvicorn.access", "uvicorn.error", "httpx", "httpcore")
 
 
@@ -98,7 +114,7 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) ->
     root.setLevel(level)
     for old in [h for h in root.handlers if getattr(h, "consent_gateway", False)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler()
+    handler = CurrentStderr()
     handler.consent_gateway = True  # type: ignore[attr-defined]  # ours, to replace on the next call
     handler.setFormatter(JSONLines())
     handler.addFilter(RedactingFilter(secrets))
@@ -108,6 +124,8 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) ->
         for old_filter in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
             logger.removeFilter(old_filter)
         logger.addFilter(RedactingFilter(secrets))
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -76,3 +78,17 @@ def test_other_libraries_lines_are_written_as_json(capsys: pytest.CaptureFixture
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["event"] == '127.0.0.1:5 - "POST /v1/consents?x=<email>" 202'
     assert (line["logger"], line["level"]) == ("uvicorn.access", "info") and line["timestamp"].endswith("Z")
+
+
+def test_lines_go_to_the_stderr_of_the_moment_not_one_closed_since(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run under a captured stderr must not leave logging writing to a closed stream."""
+    captured = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", captured)
+    configure_logging([SECRET])
+    captured.close()
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", now)
+    logging.getLogger("httpx").warning("after the command")
+    logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")  # quiet
+    lines = [json.loads(line) for line in now.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["after the command"]
