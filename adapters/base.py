@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from adapters.errors import PermanentError, TransientError
 from schemas.consent import PurposeState, SubjectState
@@ -26,6 +26,7 @@ Projection = dict[str, Any]
 """A subject's desired state in one provider's own terms; plain JSON, compared for changes."""
 
 TRANSIENT_STATUSES = frozenset({408, 429})
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 DriftPolicy = Literal["newest_wins", "gateway_wins", "report_only"]
 EXPECTED = "consent_gateway.expected_statuses"  # request extension: see json_request
 
@@ -70,6 +71,26 @@ class ProviderSettings(BaseModel):
     drift_policy: DriftPolicy = Field(
         default="newest_wins", description="what a read-back that finds other state here does (see README)"
     )
+    allow_http: bool = Field(
+        default=False, description="plain http to a host other than loopback: simulators only, never a real provider"
+    )
+    max_response_bytes: int = Field(default=1_048_576, ge=1024, description="a longer answer is refused unread")
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        url = httpx.URL(value)
+        if url.scheme not in ("https", "http") or not url.host:
+            raise ValueError("must be an absolute https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _https(self) -> ProviderSettings:
+        """Provider keys and contact data travel to this URL: in clear only over loopback."""
+        url = httpx.URL(self.base_url)
+        if url.scheme == "http" and not self.allow_http and url.host not in LOOPBACK:
+            raise ValueError("base_url must be https:// (plain http only to loopback, or with allow_http = true)")
+        return self
 
 
 class Adapter(ABC):
@@ -123,8 +144,10 @@ class Adapter(ABC):
     def check(self, response: httpx.Response) -> None:
         """Raise the classified error for a failed response (Singer's rule: 408/429/5xx retry)."""
         status = response.status_code
-        if status < 400:
+        if status < 300:
             return
+        if status < 400:  # never followed: a redirect from an API is a wrong base_url, not an answer
+            raise PermanentError(self.name, "answered with a redirect, which is not followed: check base_url", status)
         message = self.error_text(response)
         if status in TRANSIENT_STATUSES or status >= 500:
             raise TransientError(self.name, message, status, retry_after(response))
@@ -210,11 +233,36 @@ async def drive(
         return cast(T, done.value)
 
 
-def sender(client: httpx.AsyncClient) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
-    """Send a flow's relative request through a client configured with base URL and auth."""
+def sender(client: httpx.AsyncClient, limit: int = 1_048_576) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    """Send a flow's relative request through a client configured with base URL and auth; an
+    answer longer than ``limit`` bytes is refused as it streams in, never held whole in memory."""
 
     async def send(request: httpx.Request) -> httpx.Response:
         built = client.build_request(request.method, request.url, content=request.content, headers=request.headers)
-        return await client.send(built)
+        response = await client.send(built, stream=True)
+        try:
+            body = await capped(response, limit)
+        finally:
+            await response.aclose()
+        headers = [(k, v) for k, v in response.headers.multi_items() if k not in ("content-encoding", "content-length")]
+        return httpx.Response(response.status_code, headers=headers, content=body, request=built)
 
     return send
+
+
+class TooLarge(Exception):
+    """An answer longer than the provider's ``max_response_bytes``; the worker's lane makes it
+    a TransientError under the provider's name."""
+
+
+async def capped(response: httpx.Response, limit: int) -> bytes:
+    """The decoded body, refused as soon as it passes ``limit`` (or says it will)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"an answer of {declared} bytes is over the {limit} byte limit")
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"an answer over the {limit} byte limit")
+    return bytes(body)

@@ -40,6 +40,8 @@ def demo_settings(base_url: str, token: str) -> Settings:
             "project": "demo-project",
         },
     }
+    for provider in providers.values():
+        provider["allow_http"] = True  # the simulators, on whatever host the demo binds
     return load_settings(
         database_url=DEMO_DATABASE,
         tokens=[ApiToken(name="demo", sha256=hash_token(token))],

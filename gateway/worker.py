@@ -7,6 +7,7 @@ limit, claimed separately, so one slow or failing provider never delays another.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import random
 import socket
@@ -20,7 +21,7 @@ import httpx
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from adapters.base import Adapter, Projection, drive, expected, sender
+from adapters.base import Adapter, Projection, TooLarge, drive, expected, sender
 from adapters.errors import PermanentError, ProviderError, TransientError
 from gateway.config import RetrySettings, Settings
 from gateway.metrics import Metrics
@@ -29,6 +30,8 @@ from gateway.ratelimit import Budget, Sleep
 from gateway.redaction import redact
 from gateway.store import Store
 from schemas.api import DeliveryStatus
+
+USER_AGENT = f"consent-gateway/{importlib.metadata.version('consent-gateway')}"
 
 log = structlog.get_logger("consent_gateway.worker")
 T = TypeVar("T")
@@ -55,10 +58,13 @@ class Lane:
             base_url=settings.base_url,
             auth=adapter.auth(),
             transport=transport,
-            timeout=settings.timeout_s,
+            timeout=httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0)),
             limits=httpx.Limits(max_connections=settings.concurrency),
+            follow_redirects=False,  # a redirect is refused (adapters' check), never followed with our keys
+            headers={"user-agent": USER_AGENT},
+            trust_env=False,  # no proxy or netrc credentials picked up from the environment
         )
-        self._send = sender(self.client)
+        self._send = sender(self.client, settings.max_response_bytes)
 
     async def send(self, request: httpx.Request) -> httpx.Response:
         """Send with a hard deadline (also over in-process transports) and classify I/O failures."""
@@ -73,6 +79,8 @@ class Lane:
             raise TransientError(name, f"no answer within {timeout:g} s") from None
         except httpx.TransportError as error:
             raise TransientError(name, f"connection failed: {type(error).__name__}") from None
+        except TooLarge as error:
+            raise TransientError(name, str(error)) from None
 
 
 class Worker:

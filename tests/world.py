@@ -54,10 +54,10 @@ class World:
         self.sleeps = Sleeps()
         self.now = NOW
         configured: dict[str, dict[str, Any]] = {
-            "masivo": {"base_url": "http://sim/masivo", "api_key": "masivo-key-0123456789"},
-            "wix": {"base_url": "http://sim/wix", "api_key": "wix-key-0123456789", "site_id": "site"},
+            "masivo": {"base_url": "https://sim/masivo", "api_key": "masivo-key-0123456789"},
+            "wix": {"base_url": "https://sim/wix", "api_key": "wix-key-0123456789", "site_id": "site"},
             "intempt": {
-                "base_url": "http://sim/intempt",
+                "base_url": "https://sim/intempt",
                 "api_key": "pfx.intempt-secret-0123456789",
                 "org": "acme",
                 "project": "web",

@@ -262,7 +262,7 @@ def test_default_settings() -> None:
 
 # --- contract: the adapter against the Intempt simulator (an independent reading of docs and SDK) ---------
 
-SIM_BASE = "http://intempt.sim"
+SIM_BASE = "https://intempt.sim"
 
 
 async def sim_push(

@@ -306,7 +306,7 @@ def test_default_settings() -> None:
 
 # --- contract: the adapter against the Masivo simulator (an independent reading of the docs) ---------------
 
-SIM_BASE = "http://masivo.sim/api/storefront/v1"
+SIM_BASE = "https://masivo.sim/api/storefront/v1"
 
 
 @pytest.fixture
