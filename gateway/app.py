@@ -6,10 +6,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from gateway.admin import create_admin_app
 from gateway.auth import Authenticator
+from gateway.headers import SecurityHeaders
+from gateway.limits import TokenLimits
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.routes import consents, deliveries, ops, reconciliation, subjects
 from gateway.service import Gateway
@@ -37,10 +40,12 @@ def create_app(
             *extra_routes,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(SecurityHeaders)],
         lifespan=_lifespan(gateway, run_worker=run_worker, migrate=migrate),
     )
     app.state.gateway = gateway
     app.state.authenticator = Authenticator(gateway.settings.tokens)
+    app.state.limits = TokenLimits(gateway.store, gateway.settings)
     app.mount("/admin", create_admin_app(gateway, app.state.authenticator))
     return app
 
@@ -48,7 +53,10 @@ def create_app(
 def create_worker_app(gateway: Gateway) -> Starlette:
     """A worker process's own HTTP side: ``/metrics``, ``/healthz`` and ``/readyz`` only."""
     app = Starlette(
-        routes=ops.health_routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=_lifespan(gateway, run_worker=True)
+        routes=ops.health_routes,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(SecurityHeaders)],
+        lifespan=_lifespan(gateway, run_worker=True),
     )
     app.state.gateway = gateway
     return app

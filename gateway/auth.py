@@ -55,7 +55,8 @@ def unauthorized(detail: str) -> ProblemError:
 
 
 def requires(scope: str) -> Callable[[Endpoint], Endpoint]:
-    """Guard an endpoint: 401 without a valid token, 403 when its scopes lack ``scope``."""
+    """Guard an endpoint: 401 without a valid token, 403 when its scopes lack ``scope``, 429
+    when the token is over its request limit."""
 
     def decorate(endpoint: Endpoint) -> Endpoint:
         @functools.wraps(endpoint)
@@ -64,6 +65,7 @@ def requires(scope: str) -> Callable[[Endpoint], Endpoint]:
             request.state.principal = principal
             if scope not in principal.scopes and "admin" not in principal.scopes:
                 raise ProblemError(403, "forbidden", "Insufficient scope", f"this needs the '{scope}' scope")
+            await request.app.state.limits.check(principal)
             return await endpoint(request)
 
         guarded.required_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI builder

@@ -31,9 +31,12 @@ class ConfigError(GatewayError):
 class ApiToken(BaseModel):
     """A bearer token, stored only as its SHA-256 hex digest."""
 
-    name: str
+    name: str = Field(min_length=1, max_length=100)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     scopes: list[str] = Field(default_factory=lambda: list(SCOPES))
+    requests_per_minute: float | None = Field(
+        default=None, ge=0, description="this token's API request limit; unset: token_requests_per_minute"
+    )
 
     @model_validator(mode="after")
     def _known_scopes(self) -> ApiToken:
@@ -129,6 +132,10 @@ class Settings(DatabaseSettings):
         default=300.0, gt=0, description="a key whose first request never answered is taken over after this"
     )
     tokens: list[ApiToken] = Field(default_factory=list)
+    token_requests_per_minute: float = Field(
+        default=0.0, ge=0, description="each token's API request limit (429 above it); 0: unlimited"
+    )
+    token_burst: int = Field(default=20, ge=1, description="requests a token may send at once after an idle spell")
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -1,10 +1,11 @@
-"""A per-provider request budget (Wix documents 200 requests/min per app instance).
+"""Request budgets: a provider's (Wix documents 200 requests/min per app instance), which
+workers wait for, and an API token's, which the API refuses above.
 
-Both budgets reserve slots by the generic cell rate algorithm: each request takes the next
-slot, ``60 / per_minute`` seconds after the previous one, and waits for it; an idle budget
-lets at most a second's worth through at once. ``RateLimit`` keeps the schedule in the
-process (one worker, SQLite); ``SharedBudget`` keeps it in one PostgreSQL row per provider,
-so every worker of a deployment draws from the same budget.
+Every budget reserves slots by the generic cell rate algorithm: each request takes the next
+slot, ``60 / per_minute`` seconds after the previous one; an idle budget lets a burst through
+at once (a second's worth unless told otherwise). ``RateLimit`` keeps the schedule in the
+process (SQLite: one process); ``SharedBudget`` and ``SharedAdmission`` keep it in one
+PostgreSQL row per provider or token, so every process of a deployment draws from the same one.
 """
 
 from __future__ import annotations
@@ -25,11 +26,18 @@ class Budget(Protocol):
         """Wait until one more request fits in the budget."""
 
 
-def spacing(per_minute: float) -> tuple[float, float]:
-    """Seconds between requests, and how far a request may run ahead of its slot (the burst:
-    at most a second's worth after an idle spell)."""
+class Admission(Protocol):
+    async def admit(self) -> float:
+        """Take a slot if one is free now and answer 0; else take none and answer the seconds
+        until one will be."""
+
+
+def spacing(per_minute: float, burst: float | None = None) -> tuple[float, float]:
+    """Seconds between requests, and how far a request may run ahead of its slot: ``burst``
+    requests at once after an idle spell (default: a second's worth)."""
     interval = 60.0 / per_minute
-    return interval, max(0.0, per_minute / 60.0 - 1) * interval
+    burst = per_minute / 60.0 if burst is None else burst
+    return interval, max(0.0, burst - 1) * interval
 
 
 class RateLimit:
@@ -39,10 +47,11 @@ class RateLimit:
         self,
         per_minute: float,
         *,
+        burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.interval, self.tolerance = spacing(per_minute)
+        self.interval, self.tolerance = spacing(per_minute, burst)
         self.clock = clock
         self.sleep = sleep
         self.next_slot = float("-inf")  # the "theoretical arrival time" of the next request
@@ -53,6 +62,13 @@ class RateLimit:
         self.next_slot = slot + self.interval  # reserved before sleeping: concurrent callers queue up
         if slot > now:
             await self.sleep(slot - now)
+
+    async def admit(self) -> float:
+        now = self.clock()
+        if self.next_slot > now:
+            return self.next_slot - now
+        self.next_slot = max(self.next_slot, now - self.tolerance) + self.interval
+        return 0.0
 
 
 # One statement reserves the next slot and answers how long to wait for it, on the database's
@@ -84,3 +100,35 @@ class SharedBudget:
             wait = float((await conn.execute(RESERVE, params)).scalar_one())
         if wait > 0:
             await self.sleep(wait)
+
+
+# Takes the slot only when it is free now (the WHERE holds, a row comes back); a refused
+# request takes nothing, so a client hammering the API does not push its own slot further away.
+ADMIT = text(
+    """
+    INSERT INTO token_budgets (token, next_slot)
+    VALUES (:token, statement_timestamp() - make_interval(secs => :tolerance) + make_interval(secs => :interval))
+    ON CONFLICT (token) DO UPDATE SET next_slot =
+        GREATEST(token_budgets.next_slot, statement_timestamp() - make_interval(secs => :tolerance))
+        + make_interval(secs => :interval)
+    WHERE token_budgets.next_slot <= statement_timestamp()
+    RETURNING 0
+    """
+)
+WAIT = text("SELECT EXTRACT(EPOCH FROM (next_slot - statement_timestamp())) FROM token_budgets WHERE token = :token")
+
+
+class SharedAdmission:
+    """An API token's request limit shared by every API process on one PostgreSQL database."""
+
+    def __init__(self, engine: AsyncEngine, token: str, per_minute: float, burst: float) -> None:
+        self.engine = engine
+        self.token = token
+        self.interval, self.tolerance = spacing(per_minute, burst)
+
+    async def admit(self) -> float:
+        params = {"token": self.token, "interval": self.interval, "tolerance": self.tolerance}
+        async with self.engine.begin() as conn:
+            if (await conn.execute(ADMIT, params)).first() is not None:
+                return 0.0
+            return max(0.0, float((await conn.execute(WAIT, {"token": self.token})).scalar_one()))

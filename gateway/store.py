@@ -15,7 +15,7 @@ from gateway.idempotency import IdempotencyKeys
 from gateway.ledger import Ledger
 from gateway.observations import Observations, Runs
 from gateway.outbox import Outbox
-from gateway.ratelimit import Budget, RateLimit, SharedBudget, Sleep
+from gateway.ratelimit import Admission, Budget, RateLimit, SharedAdmission, SharedBudget, Sleep
 
 
 class Store:
@@ -44,6 +44,12 @@ class Store:
         if self.engine.dialect.name == "postgresql":
             return SharedBudget(self.engine, provider, per_minute, sleep=sleep)
         return RateLimit(per_minute, sleep=sleep)
+
+    def admission(self, token: str, per_minute: float, burst: float) -> Admission:
+        """An API token's request limit: shared by every API process on PostgreSQL, per process on SQLite."""
+        if self.engine.dialect.name == "postgresql":
+            return SharedAdmission(self.engine, token, per_minute, burst)
+        return RateLimit(per_minute, burst=burst)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -170,6 +170,13 @@ provider_budgets = Table(
     _timestamp("next_slot"),
 )
 
+token_budgets = Table(
+    "token_budgets",  # PostgreSQL only: each API token's request schedule, shared by every API process
+    metadata,
+    Column("token", String(100), primary_key=True),
+    _timestamp("next_slot"),
+)
+
 observations = Table(
     "observations",  # what each provider was last found to hold for a subject (read-back)
     metadata,

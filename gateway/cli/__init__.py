@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from gateway.cli import db, deliveries, reconcile, serve, subjects
+from gateway.cli import db, deliveries, reconcile, serve, subjects, tokens
 from gateway.cli.common import app
 
 app.add_typer(db.app, name="db")
 app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(subjects.app, name="subjects")
+app.add_typer(tokens.app, name="token")
 
 __all__ = ["app", "reconcile", "serve"]
