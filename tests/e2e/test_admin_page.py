@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import sync_playwright
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli
 from gateway.demo import demo_app, demo_settings
+from tests.live import served
 from tests.processes import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -61,17 +60,9 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     port = free_port()
     settings = demo_settings(f"http://127.0.0.1:{port}", TOKEN)
     settings.providers["wix"]["drift_policy"] = "report_only"
-    served = demo_app("127.0.0.1", port, TOKEN, settings)
-    server = uvicorn.Server(uvicorn.Config(served, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    app = demo_app("127.0.0.1", port, TOKEN, settings)
+    with served(app, port) as base:
+        yield base
 
 
 def diverge(base: str) -> dict[str, int]:

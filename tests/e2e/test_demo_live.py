@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from gateway.demo import demo_app
+from tests.live import served
+from tests.processes import free_port
 
 TOKEN = "live-demo-token-0123456789"
 DECISION: dict[str, Any] = {
@@ -37,12 +35,6 @@ DECISION: dict[str, Any] = {
 JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
     """Base URL of a running demo server, and the secrets it was configured with."""
@@ -50,16 +42,8 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str,
     port = free_port()
     app = demo_app("127.0.0.1", port, TOKEN)
     secrets = [TOKEN, *app.state.gateway.secrets()]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", secrets
-    server.should_exit = True
-    thread.join(10)
+    with served(app, port) as base:
+        yield base, secrets
 
 
 def test_a_decision_lands_in_every_provider_in_its_own_format(
