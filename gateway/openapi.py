@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,6 +25,20 @@ class Param:
     required: bool = False
 
 
+def path_param(name: str, pattern: re.Pattern[str], where: str = "path", description: str = "") -> Param:
+    """An id as exactly as the route checks it (in a path, one that cannot match is a 404)."""
+    return Param(name, where, {"type": "string", "pattern": f"^{pattern.pattern}$"}, description)
+
+
+@dataclass(frozen=True)
+class Link:
+    """An id a response returns, fed to the operation that takes it (OpenAPI links: clients and
+    stateful fuzzers follow them)."""
+
+    operation: str
+    parameters: Mapping[str, str]
+
+
 @dataclass(frozen=True)
 class Operation:
     summary: str
@@ -32,6 +47,8 @@ class Operation:
     body: type[BaseModel] | None = None
     params: Sequence[Param] = field(default_factory=tuple)
     also: Sequence[int] = field(default_factory=tuple)  # other success statuses with the same body
+    links: Mapping[str, Link] = field(default_factory=dict)
+    body_limit: str = "max_body_bytes"  # the setting that caps the body (413 above it)
 
 
 def documented(operation: Operation) -> Callable[[F], F]:
@@ -42,7 +59,15 @@ def documented(operation: Operation) -> Callable[[F], F]:
     return attach
 
 
-def build(routes: Sequence[BaseRoute], title: str, version: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Deployment:
+    """What config decides about the API, so the document says exactly what this deployment accepts."""
+
+    vocabulary: Mapping[str, Sequence[str]]  # "purposes", "providers", "readable" (read back), "years"
+    body_limits: Mapping[str, int]  # setting name -> bytes
+
+
+def build(routes: Sequence[BaseRoute], title: str, version: str, deployment: Deployment) -> dict[str, Any]:
     documented_routes = [
         (route, route.endpoint.openapi)
         for route in routes
@@ -59,15 +84,42 @@ def build(routes: Sequence[BaseRoute], title: str, version: str) -> dict[str, An
     for route, op in documented_routes:
         for method in sorted((route.methods or set()) - {"HEAD"}):
             paths.setdefault(route.path, {})[method.lower()] = _operation(route, op, refs)
+    schemas = components.get("$defs", {})
+    _configured(schemas, paths, deployment)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {
-            "schemas": components.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+def _restrict(prop: dict[str, Any], allowed: Sequence[str]) -> None:
+    """``prop`` (or its non-null branch) takes only ``allowed``: as keys, items, or a date-time's year."""
+    for branch in prop.get("anyOf", [prop]):
+        if branch.get("type") == "object":
+            branch["propertyNames"] = {"enum": list(allowed)}
+        elif branch.get("type") == "array":
+            branch["items"] = {"enum": list(allowed)}
+        elif "pattern" in branch:
+            branch["pattern"] = branch["pattern"].replace("^[0-9]{4}-", f"^({'|'.join(allowed)})-", 1)
+
+
+def _configured(schemas: dict[str, Any], paths: dict[str, Any], deployment: Deployment) -> None:
+    """Values that come from config as enums (purpose names, ``x-vocabulary`` marks where;
+    provider names), body limits as numbers."""
+    for title, schema in schemas.items():
+        for prop in schema.get("properties", {}).values():
+            name = prop.pop("x-vocabulary", None)
+            if name is not None and not title.endswith("-Output"):  # what was stored under older config stays
+                _restrict(prop, deployment.vocabulary[name])
+    for operation in (op for item in paths.values() for op in item.values()):
+        for parameter in operation["parameters"]:
+            if parameter["name"] == "provider":
+                parameter["schema"] = {"enum": list(deployment.vocabulary["providers"])}
+        body = operation.get("requestBody")
+        if body is not None:
+            body["description"] += f": {deployment.body_limits[body.pop('x-limit')]} bytes here"
 
 
 def _is_body(model: type[BaseModel], routes: list[tuple[Route, Operation]]) -> bool:
@@ -82,8 +134,12 @@ def _operation(route: Route, op: Operation, refs: dict[Any, Any]) -> dict[str, A
         "description": "problem details (RFC 9457)",
         "content": content(Problem, "serialization", "application/problem+json"),
     }
+    links = {
+        name: {"operationId": link.operation, "parameters": dict(link.parameters)} for name, link in op.links.items()
+    }
     responses: dict[str, Any] = {
         str(status): {"description": "success", "content": content(op.response, "serialization")}
+        | ({"links": links} if links else {})
         for status in (op.status, *op.also)
     }
     responses["default"] = problem
@@ -104,7 +160,12 @@ def _operation(route: Route, op: Operation, refs: dict[Any, Any]) -> dict[str, A
         "responses": responses,
     }
     if op.body is not None:
-        result["requestBody"] = {"required": True, "content": content(op.body, "validation")}
+        result["requestBody"] = {
+            "required": True,
+            "description": f"JSON, at most `{op.body_limit}` bytes (413 above it)",
+            "x-limit": op.body_limit,
+            "content": content(op.body, "validation"),
+        }
     if scope is not None:
         result["security"] = [{"bearer": [scope]}]
     return result

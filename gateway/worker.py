@@ -7,7 +7,6 @@ limit, claimed separately, so one slow or failing provider never delays another.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import os
 import random
 import socket
@@ -23,6 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from adapters.base import Adapter, Projection, TooLarge, drive, expected, sender
 from adapters.errors import PermanentError, ProviderError, TransientError
+from gateway import __version__
 from gateway.config import RetrySettings, Settings
 from gateway.metrics import Metrics
 from gateway.outbox import ABANDONED, Attempt, Claim, Outcome
@@ -31,7 +31,7 @@ from gateway.redaction import redact
 from gateway.store import Store
 from schemas.api import DeliveryStatus
 
-USER_AGENT = f"consent-gateway/{importlib.metadata.version('consent-gateway')}"
+USER_AGENT = f"consent-gateway/{__version__}"
 
 log = structlog.get_logger("consent_gateway.worker")
 T = TypeVar("T")

@@ -7,8 +7,9 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
-from schemas.consent import Decision, SubjectState
+from schemas.consent import Decision, FreeText, SubjectId, SubjectState
 from schemas.problem import Problem
 
 
@@ -74,18 +75,25 @@ class HistoryOut(BaseModel):
 
 
 MAX_BATCH = 1000
+PROVIDERS: JsonDict = {"x-vocabulary": "providers"}  # replaced by the configured names: see gateway.openapi
+READABLE: JsonDict = {"x-vocabulary": "readable"}
 
 
 class BatchEnvelope(BaseModel):
-    """What the batch endpoint parses first: items are then validated one by one."""
+    """A batch request as the endpoint takes it: a list of objects, each then validated as a
+    Decision on its own, so one bad item is rejected in its result and the others recorded."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    decisions: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
+    decisions: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="each a Decision (that schema); an object that is not a valid one is rejected in its own result",
+    )
 
 
 class BatchIn(BaseModel):
-    """The documented shape of a batch request."""
+    """A batch whose every item is a valid decision: the one-pass check of the whole body."""
 
     decisions: list[Decision] = Field(min_length=1, max_length=MAX_BATCH)
 
@@ -155,8 +163,10 @@ class RunStatus(StrEnum):
 class RunIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    providers: list[str] | None = Field(default=None, min_length=1, description="default: every readable provider")
-    subjects: list[str] | None = Field(default=None, min_length=1, max_length=10_000, description="default: all")
+    providers: list[str] | None = Field(
+        default=None, min_length=1, description="default: every readable provider", json_schema_extra=READABLE
+    )
+    subjects: list[SubjectId] | None = Field(default=None, min_length=1, max_length=10_000, description="default: all")
 
 
 class RunOut(BaseModel):
@@ -175,8 +185,10 @@ class RunOut(BaseModel):
 class RepushIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    providers: list[str] | None = Field(default=None, min_length=1, description="default: every provider")
-    note: str | None = Field(default=None, max_length=1000)
+    providers: list[str] | None = Field(
+        default=None, min_length=1, description="default: every provider", json_schema_extra=PROVIDERS
+    )
+    note: FreeText | None = Field(default=None, max_length=1000)
 
 
 class SubjectOut(BaseModel):

@@ -21,6 +21,7 @@ from pydantic import (
     EmailStr,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -36,11 +37,20 @@ DEFAULT_PURPOSES: tuple[str, ...] = (
     "analytics",
 )
 
-E164 = re.compile(r"\+[1-9]\d{1,14}")
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # [0-9], not \d: other scripts' digits are not E.164
 SOURCES = ("web", "mobile", "in_person", "form", "import", "provider:<name>")
 GATEWAY_SOURCES = ("repair",)  # the gateway's own ledger entries: a caller may not claim them
 SOURCE = re.compile(r"(web|mobile|in_person|form|import|repair|provider:[a-z][a-z0-9_-]{0,39})")
-RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE)
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})", re.I
+)
+RFC3339_PATTERN = (  # the same, as the OpenAPI document states it, with the calendar's ranges
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+NO_CONTROLS = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+NO_CONTROLS_BUT_LINES = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+CALLER_SOURCE = r"^(web|mobile|in_person|form|import|provider:[a-z][a-z0-9_-]{0,39})$"
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 """No consent decision recorded here can predate this; an earlier time is a client bug."""
 TEXT_CONTROLS = frozenset("\t\n\r")
@@ -99,12 +109,20 @@ def _free_text(value: str) -> str:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339), AfterValidator(_utc)]
-Phone = Annotated[str, AfterValidator(_e164)]
-Source = Annotated[str, AfterValidator(_source)]
+# The json_schema_extra patterns say in the OpenAPI document what the validators enforce.
+Timestamp = Annotated[
+    AwareDatetime,
+    Field(strict=False, json_schema_extra={"pattern": RFC3339_PATTERN}),
+    BeforeValidator(_rfc3339),
+    AfterValidator(_utc),
+]
+Phone = Annotated[str, AfterValidator(_e164), Field(json_schema_extra={"pattern": f"^{E164.pattern}$"})]
+Source = Annotated[
+    str, AfterValidator(_source), WithJsonSchema({"type": "string", "pattern": CALLER_SOURCE}, mode="validation")
+]
 SubjectId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")]
-Token = Annotated[str, AfterValidator(_single_line)]
-FreeText = Annotated[str, AfterValidator(_free_text)]
+Token = Annotated[str, AfterValidator(_single_line), Field(json_schema_extra={"pattern": NO_CONTROLS})]
+FreeText = Annotated[str, AfterValidator(_free_text), Field(json_schema_extra={"pattern": NO_CONTROLS_BUT_LINES})]
 
 
 class Strict(BaseModel):
@@ -127,12 +145,16 @@ class Decision(Strict):
     """
 
     subject: Subject
-    purposes: dict[str, PurposeState] = Field(min_length=1, max_length=64)
+    purposes: dict[str, PurposeState] = Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"x-vocabulary": "purposes"},  # the configured ones
+    )
     vendors: dict[Annotated[Token, Field(min_length=1, max_length=100)], bool] | None = Field(
         default=None, max_length=500
     )
     tcf_string: Token | None = Field(default=None, min_length=1, max_length=2000)
-    occurred_at: Timestamp
+    occurred_at: Timestamp = Field(json_schema_extra={"x-vocabulary": "years"})  # 2000 to this year
     expires_at: Timestamp | None = None
     source: Source = "web"
     note: FreeText | None = Field(default=None, max_length=1000)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
-from gateway.openapi import Operation, Param, documented
+from gateway.openapi import Operation, Param, documented, path_param
 from gateway.params import (
     UUID,
     Decimal,
@@ -29,6 +29,7 @@ from gateway.params import (
 from gateway.problems import ProblemError, invalid
 from gateway.responses import JSONResponse
 from gateway.routes.idempotent import KEY_PARAM, Bind, idempotent
+from gateway.routes.links import decision_links
 from schemas.api import BatchEnvelope, BatchIn, BatchOut, BatchResult, DecisionOut
 from schemas.consent import Decision
 
@@ -36,7 +37,10 @@ MAX_WAIT_S = 60.0
 WAIT_PARAM = Param(
     "wait",
     "query",
-    {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+    {
+        "type": "string",
+        "pattern": r"^(60(\.0{1,9})?|[1-5]?[0-9](\.[0-9]{1,9})?)$",
+    },  # 0 to MAX_WAIT_S as the query has it
     "seconds to wait for every delivery to be final; 200 if they are, else 202",
 )
 
@@ -48,7 +52,13 @@ class WaitQuery(QueryModel):
 @requires("consents:write")
 @documented(
     Operation(
-        "Record one consent decision", DecisionOut, 202, body=Decision, params=[WAIT_PARAM, KEY_PARAM], also=[200]
+        "Record one consent decision",
+        DecisionOut,
+        202,
+        body=Decision,
+        params=[WAIT_PARAM, KEY_PARAM],
+        also=[200],
+        links=decision_links("$response.body#"),
     )
 )
 async def create_consent(request: Request) -> Response:
@@ -73,7 +83,12 @@ async def create_consent(request: Request) -> Response:
 @requires("consents:write")
 @documented(
     Operation(
-        "Record up to 1,000 decisions, each accepted or rejected on its own", BatchOut, body=BatchIn, params=[KEY_PARAM]
+        "Record up to 1,000 decisions, each accepted or rejected on its own",
+        BatchOut,
+        body=BatchEnvelope,
+        params=[KEY_PARAM],
+        links=decision_links("$response.body#/results/0/decision"),
+        body_limit="max_batch_body_bytes",
     )
 )
 async def create_consents_batch(request: Request) -> Response:
@@ -141,7 +156,8 @@ def _decision(gateway: Any, parsed: Parsed, raw: bytes, prefix: str = "") -> Dec
     Operation(
         "One decision and the status of each provider delivery",
         DecisionOut,
-        params=[Param("decision_id", "path", {"type": "string"})],
+        params=[path_param("decision_id", UUID)],
+        links=decision_links("$response.body#"),
     )
 )
 async def get_consent(request: Request) -> Response:

@@ -10,13 +10,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
-from gateway.openapi import Operation, Param, documented
+from gateway.openapi import Operation, Param, documented, path_param
 from gateway.outbox import decode_cursor
 from gateway.params import UUID, QueryModel, WholeNumber, path_id, query
 from gateway.problems import ProblemError, bad_parameter
 from gateway.responses import JSONResponse
+from gateway.routes.links import delivery_links
 from schemas.api import DeliveryOut, DeliveryPage, DeliveryStatus
-from schemas.consent import Timestamp
+from schemas.consent import RFC3339_PATTERN, Timestamp
 
 
 class DeliveryFilter(QueryModel):
@@ -32,15 +33,25 @@ FILTER_PARAMS = [
     Param("provider", "query", {"type": "string"}),
     Param("status", "query", {"enum": [s.value for s in DeliveryStatus]}),
     Param("subject", "query", {"type": "string"}, "subject id"),
-    Param("since", "query", {"type": "string", "format": "date-time"}, "created at or after"),
+    Param(
+        "since", "query", {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}, "created at or after"
+    ),
     Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
     Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
 ]
-ID_PARAM = [Param("delivery_id", "path", {"type": "string"})]
+ID_PARAM = [path_param("delivery_id", UUID)]
+LINKS = delivery_links("$response.body#")
 
 
 @requires("admin")
-@documented(Operation("Deliveries, newest first, filtered and paginated", DeliveryPage, params=FILTER_PARAMS))
+@documented(
+    Operation(
+        "Deliveries, newest first, filtered and paginated",
+        DeliveryPage,
+        params=FILTER_PARAMS,
+        links=delivery_links("$response.body#/items/0"),
+    )
+)
 async def list_deliveries(request: Request) -> Response:
     gateway = request.app.state.gateway
     filters = query(request, DeliveryFilter)
@@ -63,13 +74,21 @@ async def list_deliveries(request: Request) -> Response:
 
 
 @requires("admin")
-@documented(Operation("One delivery with every attempt (time, status, duration, error)", DeliveryOut, params=ID_PARAM))
+@documented(
+    Operation(
+        "One delivery with every attempt (time, status, duration, error)", DeliveryOut, params=ID_PARAM, links=LINKS
+    )
+)
 async def get_delivery(request: Request) -> Response:
     return JSONResponse((await _delivery(request)).model_dump(mode="json"))
 
 
 @requires("admin")
-@documented(Operation("Re-send a dead delivery; the subject's newest state is sent", DeliveryOut, 202, params=ID_PARAM))
+@documented(
+    Operation(
+        "Re-send a dead delivery; the subject's newest state is sent", DeliveryOut, 202, params=ID_PARAM, links=LINKS
+    )
+)
 async def replay_delivery(request: Request) -> Response:
     gateway = request.app.state.gateway
     found = await _delivery(request)
@@ -82,7 +101,13 @@ async def replay_delivery(request: Request) -> Response:
 
 @requires("admin")
 @documented(
-    Operation("Try a pending or retrying delivery now instead of at its ladder step", DeliveryOut, 202, params=ID_PARAM)
+    Operation(
+        "Try a pending or retrying delivery now instead of at its ladder step",
+        DeliveryOut,
+        202,
+        params=ID_PARAM,
+        links=LINKS,
+    )
 )
 async def retry_delivery(request: Request) -> Response:
     gateway = request.app.state.gateway

@@ -7,12 +7,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import openapi
+from gateway import __version__, openapi
 from gateway.openapi import Operation, documented
 from gateway.problems import TYPE_BASE, respond
 from gateway.responses import JSONResponse
 from gateway.schema import SchemaError
 from schemas.api import Health
+from schemas.consent import EARLIEST
 from schemas.problem import FieldError, Problem
 
 
@@ -41,7 +42,18 @@ def _not_ready(field: str, message: str) -> Response:
 
 
 async def openapi_json(request: Request) -> Response:
-    return JSONResponse(openapi.build(request.app.routes, "consent-gateway", "1"))
+    gateway = request.app.state.gateway
+    settings = gateway.settings
+    deployment = openapi.Deployment(
+        vocabulary={
+            "purposes": settings.purposes,
+            "providers": list(gateway.adapters),
+            "readable": gateway.reconciler.observable(),
+            "years": [str(year) for year in range(EARLIEST.year, gateway.clock().year + 1)],
+        },
+        body_limits={"max_body_bytes": settings.max_body_bytes, "max_batch_body_bytes": settings.max_batch_body_bytes},
+    )
+    return JSONResponse(openapi.build(request.app.routes, "consent-gateway", __version__, deployment))
 
 
 async def metrics(request: Request) -> Response:

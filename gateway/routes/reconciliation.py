@@ -10,15 +10,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
-from gateway.openapi import Operation, Param, documented
+from gateway.openapi import Operation, Param, documented, path_param
 from gateway.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, body_model, path_id, query
 from gateway.problems import ProblemError, bad_parameter
 from gateway.reconcile import decode_cursor
 from gateway.responses import JSONResponse
+from gateway.routes.links import decision_links, run_links
 from schemas.api import DecisionOut, ReconciliationPage, RepushIn, RunIn, RunOut, SyncStatus
 from schemas.consent import SubjectId
-
-SMALL_BODY = 1_000_000
 
 
 class ReconciliationFilter(QueryModel):
@@ -32,12 +31,12 @@ class ReconciliationFilter(QueryModel):
 FILTER_PARAMS = [
     Param("provider", "query", {"type": "string"}),
     Param("status", "query", {"enum": [s.value for s in SyncStatus]}),
-    Param("subject", "query", {"type": "string"}, "one subject id"),
+    path_param("subject", SUBJECT_ID, "query", "one subject id"),
     Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
     Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
 ]
-RUN_PARAM = [Param("run_id", "path", {"type": "string"})]
-SUBJECT_PARAM = Param("subject_id", "path", {"type": "string"})
+RUN_PARAM = [path_param("run_id", UUID)]
+SUBJECT_PARAM = path_param("subject_id", SUBJECT_ID)
 
 
 @requires("admin")
@@ -63,24 +62,29 @@ async def list_rows(request: Request) -> Response:
 
 
 @requires("admin")
-@documented(Operation("Read the providers back now (a run); a worker carries it out", RunOut, 202, body=RunIn))
+@documented(
+    Operation(
+        "Read the providers back now (a run); a worker carries it out",
+        RunOut,
+        202,
+        body=RunIn,
+        links=run_links("$response.body#"),
+    )
+)
 async def start_run(request: Request) -> Response:
     gateway = request.app.state.gateway
-    wanted = await body_model(request, RunIn, SMALL_BODY)
+    wanted = await body_model(request, RunIn, gateway.settings.max_body_bytes)
     readable = gateway.reconciler.observable()
     unknown = sorted(set(wanted.providers or ()) - set(readable))
     if unknown:
         message = f"cannot be read back: {', '.join(unknown)}; readable: {', '.join(readable) or 'none'}"
         raise bad_parameter("providers", message, 422)
-    for subject in wanted.subjects or ():
-        if not SUBJECT_ID.fullmatch(subject):
-            raise bad_parameter("subjects", "each must be a subject id (1-200 of A-Z a-z 0-9 . _ : @ + -)", 422)
     run = await gateway.reconciler.start(wanted.providers, wanted.subjects)
     return JSONResponse(run.model_dump(mode="json"), 202, {"Location": f"/v1/reconciliation/runs/{run.id}"})
 
 
 @requires("admin")
-@documented(Operation("A run's progress and counts", RunOut, params=RUN_PARAM))
+@documented(Operation("A run's progress and counts", RunOut, params=RUN_PARAM, links=run_links("$response.body#")))
 async def get_run(request: Request) -> Response:
     run = await request.app.state.gateway.store.runs.get(path_id(request, "run_id", UUID, "run"))
     if run is None:
@@ -96,12 +100,13 @@ async def get_run(request: Request) -> Response:
         202,
         body=RepushIn,
         params=[SUBJECT_PARAM],
+        links=decision_links("$response.body#"),
     )
 )
 async def repush(request: Request) -> Response:
     gateway = request.app.state.gateway
     subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
-    wanted = await body_model(request, RepushIn, SMALL_BODY)
+    wanted = await body_model(request, RepushIn, gateway.settings.max_body_bytes)
     unknown = sorted(set(wanted.providers or ()) - set(gateway.adapters))
     if unknown:
         raise bad_parameter("providers", f"not configured: {', '.join(unknown)}", 422)
@@ -121,6 +126,7 @@ async def repush(request: Request) -> Response:
         DecisionOut,
         201,
         params=[SUBJECT_PARAM, Param("provider", "path", {"type": "string"})],
+        links=decision_links("$response.body#"),
     )
 )
 async def adopt(request: Request) -> Response:

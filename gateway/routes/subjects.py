@@ -10,10 +10,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
-from gateway.openapi import Operation, Param, documented
+from gateway.openapi import Operation, Param, documented, path_param
 from gateway.params import SUBJECT_ID, QueryModel, WholeNumber, path_id, query
 from gateway.problems import ProblemError
 from gateway.responses import JSONResponse
+from gateway.routes.links import decision_links, subject_links
 from schemas.api import HistoryOut, SubjectOut
 
 MAX_HISTORY = 200
@@ -28,7 +29,8 @@ class HistoryQuery(QueryModel):
     Operation(
         "Current state per purpose, and one row per provider",
         SubjectOut,
-        params=[Param("subject_id", "path", {"type": "string"})],
+        params=[path_param("subject_id", SUBJECT_ID)],
+        links=subject_links("$response.body#/state/subject_id"),
     )
 )
 async def get_subject(request: Request) -> Response:
@@ -44,9 +46,10 @@ async def get_subject(request: Request) -> Response:
         "The subject's ledger, newest first",
         HistoryOut,
         params=[
-            Param("subject_id", "path", {"type": "string"}),
+            path_param("subject_id", SUBJECT_ID),
             Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY}),
         ],
+        links=decision_links("$response.body#/items/0"),
     )
 )
 async def get_history(request: Request) -> Response:

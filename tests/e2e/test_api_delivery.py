@@ -72,6 +72,17 @@ async def test_a_batch_outside_the_limits_is_refused_whole(client: httpx.AsyncCl
     assert await stored_rows(client) == 0
 
 
+async def test_a_batch_item_that_is_not_an_object_refuses_the_batch_as_the_document_says(
+    client: httpx.AsyncClient,
+) -> None:
+    """The document's items are objects (each then a Decision on its own); a 5 is not one."""
+    response = await client.post("/v1/consents:batch", json={"decisions": [DECISION, 5]}, headers=auth(WRITER))
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "decisions.1"
+    assert await stored_rows(client) == 0
+    document = (await client.get("/openapi.json")).json()["components"]["schemas"]["BatchEnvelope"]
+    assert document["properties"]["decisions"]["items"]["type"] == "object"
+
+
 async def test_batch_is_idempotent_too(client: httpx.AsyncClient) -> None:
     body = {"decisions": [DECISION]}
     first = await client.post("/v1/consents:batch", json=body, headers=key("b-1"))
