@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,53 @@ def test_a_decision_lands_in_every_provider_in_its_own_format(
         assert secret not in recorded
     assert not JWT.search(recorded), "the Masivo bearer JWT leaked"
     assert rejected.status_code == 422 and unauthorized.status_code == 401
+
+
+def contact_forms(value: str) -> list[str]:
+    """A contact value as it could appear in a line: as is, and URL-encoded (a query string)."""
+    return [value, value.replace("@", "%40").replace("+", "%2B")]
+
+
+def test_nothing_secret_or_personal_leaks_along_the_whole_path(
+    live: tuple[str, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Record, fan out to three providers, a dead letter at Wix, its replay, bad input, metrics:
+    every log line written (ours, uvicorn's access log, httpx), every problem body and the metrics
+    hold no secret and no email or phone number."""
+    base, secrets = live
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    email, phone = "lea.martin@example.com", "+14155550177"  # not the example the API's messages give
+    signup = {**DECISION, "subject": {"id": "cust-77", "email": email, "phone": phone}}
+    revoke = {**signup, "purposes": {"email_marketing": "denied"}, "occurred_at": "2026-11-23T11:00:00Z"}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        assert client.post("/v1/consents?wait=10", json=signup, headers=headers).status_code == 200
+        client.post("/simulators/wix/_faults", json={"status": 400, "error_rate": 1.0})
+        revoked = client.post("/v1/consents?wait=10", json=revoke, headers=headers).json()
+        dead = next(d for d in revoked["deliveries"] if d["provider"] == "wix")
+        assert dead["status"] == "dead", dead
+        client.post("/simulators/wix/_faults", json={"error_rate": 0})
+        assert client.post(f"/v1/deliveries/{dead['id']}/replay", headers=headers).status_code == 202
+        for _ in range(200):
+            replayed = client.get(f"/v1/deliveries/{dead['id']}", headers=headers).json()
+            if replayed["status"] == "succeeded":
+                break
+            time.sleep(0.05)
+        assert replayed["status"] == "succeeded", replayed
+        bad = {**DECISION, "subject": {"id": "cust-77", "email": "lea@@example.com", "phone": "+1415555017x"}}
+        problems = [
+            client.post("/v1/consents", json=bad, headers=headers),
+            client.post("/v1/consents", json=DECISION, headers={"Authorization": f"Bearer {TOKEN[:-1]}"}),
+            client.get(f"/v1/subjects/{email}", headers=headers),
+        ]
+        metrics = client.get("/metrics").text
+    logged = capsys.readouterr().err
+    assert '"delivery_dead"' in logged and "/replay" in logged and "marketing-consent" in logged  # lines were caught
+    assert [p.status_code for p in problems] == [422, 401, 404]
+    bodies = "\n".join(p.text for p in problems)
+    for text, where in ((logged, "logs"), (bodies, "problem bodies"), (metrics, "metrics")):
+        for secret in secrets:
+            assert secret not in text, f"a secret in the {where}"
+        assert not JWT.search(text), f"a JWT in the {where}"
+        for contact in (email, phone, "lea@@example.com", "+1415555017x"):
+            for form in contact_forms(contact):
+                assert form not in text, f"{form} in the {where}"
