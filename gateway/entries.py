@@ -21,7 +21,15 @@ from adapters.base import Adapter, Projection
 from gateway.db import insert, upsert
 from gateway.outbox import OPEN, delivery_out
 from gateway.snapshot import EPOCH
-from gateway.tables import decisions, deliveries, delivery_decisions, provider_state, subject_purposes, subjects
+from gateway.tables import (
+    decisions,
+    deliveries,
+    delivery_decisions,
+    expiries,
+    provider_state,
+    subject_purposes,
+    subjects,
+)
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
 from schemas.consent import Decision, SubjectState
 
@@ -119,6 +127,13 @@ async def write(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) -> 
     entry as recorded, with the deliveries it rides on. The subjects must be locked."""
     rows = [plan.row(now) for plan in plans]
     await conn.execute(decisions.insert(), rows)
+    due = [  # each decision that won purposes until a time: gateway.expiry denies them then
+        {"decision_id": plan.entry.id, "subject_id": plan.after.subject_id, "due_at": plan.entry.decision.expires_at}
+        for plan in plans
+        if plan.entry.decision.expires_at is not None and plan.entry.effective
+    ]
+    if due:
+        await conn.execute(expiries.insert(), due)
     await _write_states(conn, plans, now)
     await _write_acknowledgements(conn, plans, now)
     carried = await _enqueue(conn, plans, now)

@@ -351,38 +351,15 @@ SCHEDULE = uuid.UUID("6f9d0b8e-3c1a-4b7e-9a35-7d2c4e1f0a11")  # namespace of the
 
 
 class RunLoop:
-    """In a worker process: start the scheduled runs and execute queued ones, one at a time.
+    """In a worker process (one of its chores): start the scheduled runs and execute queued ones.
 
     A scheduled run's id is derived from its time slot, so with several workers exactly one
     of them creates it; whichever claims it runs it, and another resumes it if that one dies.
     """
 
-    def __init__(self, reconciler: Reconciler, reader: Reader, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+    def __init__(self, reconciler: Reconciler, reader: Reader) -> None:
         self.reconciler = reconciler
         self.reader = reader
-        self.sleep = sleep
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="reconciliation-runs")
-
-    async def stop(self) -> None:
-        """A run stopped mid-way keeps its cursor: its lease runs out and a worker resumes it."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        settings = self.reconciler.settings.reconcile
-        while True:
-            try:
-                if not await self.step():
-                    await self.sleep(settings.poll_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a store hiccup must not end the loop
-                log.exception("reconciliation_loop_failed")
-                await self.sleep(settings.poll_s)
 
     async def step(self) -> bool:
         """Schedule a run if one is due, then execute one queued run; whether one was run."""

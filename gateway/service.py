@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 
 from adapters.base import Adapter
+from gateway.chores import Chores
 from gateway.config import Settings, build_adapters
+from gateway.expiry import Expiries
 from gateway.grouping import GroupCommit
 from gateway.idempotency import Binding
 from gateway.ledger import Pending
@@ -44,6 +46,8 @@ class Gateway:
         self.recorder = GroupCommit(self.store.ledger, self.adapters, clock, self.worker.wake)
         self.reconciler = Reconciler(self.store, self.adapters, settings, clock)
         self.runs = RunLoop(self.reconciler, self.worker)
+        self.expiries = Expiries(self.store.engine, self.adapters, clock, self.worker.wake)
+        self.chores = Chores([self.runs.step, self.expiries.step], settings.reconcile.poll_s, sleep)
 
     async def start(self, *, run_worker: bool | None = None, migrate: bool = False) -> None:
         """Check (or, with ``migrate``, upgrade) the schema, then start the worker if asked to."""
@@ -53,10 +57,10 @@ class Gateway:
             await self.store.require_current()
         if self.settings.worker.enabled if run_worker is None else run_worker:
             self.worker.start()
-            self.runs.start()
+            self.chores.start()
 
     async def stop(self) -> None:
-        await self.runs.stop()
+        await self.chores.stop()
         await self.worker.stop()
         await self.store.close()
 

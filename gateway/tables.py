@@ -74,6 +74,7 @@ subjects = Table(
     Column("note", Text),
     _timestamp("occurred_at"),  # newest decision seen: owns the subject-level fields
     _timestamp("updated_at"),
+    _timestamp("erased_at", nullable=True),  # a tombstone: personal data removed, later decisions refused
 )
 
 subject_purposes = Table(
@@ -206,4 +207,27 @@ reconciliation_runs = Table(
     _timestamp("finished_at", nullable=True),
     _timestamp("lease_until", nullable=True),
     Index("ix_reconciliation_runs_status", "status", "created_at"),
+)
+
+expiries = Table(
+    "expiries",  # a decision whose purposes turn denied at expires_at, unless newer ones replaced them
+    metadata,
+    Column("decision_id", String(36), primary_key=True),
+    Column("subject_id", String(200), nullable=False),
+    _timestamp("due_at"),
+    Index("ix_expiries_due", "due_at"),
+)
+
+erasures = Table(
+    "erasures",  # the audit of every erasure: who asked, when, and when the providers and the store were done
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subject_id", String(200), nullable=False),
+    Column("decision_id", String(36), nullable=False),  # the ledger entry that queued the removals
+    Column("requested_by", String(100), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done
+    _timestamp("requested_at"),
+    _timestamp("completed_at", nullable=True),
+    Index("ix_erasures_subject", "subject_id"),
+    Index("ix_erasures_status", "status"),
 )

@@ -39,8 +39,8 @@ DEFAULT_PURPOSES: tuple[str, ...] = (
 
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # [0-9], not \d: other scripts' digits are not E.164
 SOURCES = ("web", "mobile", "in_person", "form", "import", "provider:<name>")
-GATEWAY_SOURCES = ("repair",)  # the gateway's own ledger entries: a caller may not claim them
-SOURCE = re.compile(r"(web|mobile|in_person|form|import|repair|provider:[a-z][a-z0-9_-]{0,39})")
+GATEWAY_SOURCES = ("repair", "expiry", "erasure")  # the gateway's own ledger entries: a caller may not claim them
+SOURCE = re.compile(r"(web|mobile|in_person|form|import|repair|expiry|erasure|provider:[a-z][a-z0-9_-]{0,39})")
 RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})", re.I
 )

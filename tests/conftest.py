@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import Connection, MetaData, make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from gateway.store import Store
-from gateway.tables import metadata
 from tests.world import World
 
 POSTGRES_URL = os.environ.get("CONSENT_GATEWAY_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -53,9 +52,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
                 pytest.fail(POSTGRES_SKIP)
             pytest.skip(POSTGRES_SKIP)
         url = request.getfixturevalue("postgres_url")
-        _run(url, lambda conn: conn.run_sync(metadata.drop_all), lambda conn: conn.execute(text(DROP_VERSION)))
+        _run(url, lambda conn: conn.run_sync(drop_every_table), lambda conn: conn.execute(text(DROP_VERSION)))
     asyncio.run(upgraded(url))
     yield url
+
+
+def drop_every_table(conn: Connection) -> None:
+    """Every table in the schema, also ones this checkout's code does not declare (another branch's)."""
+    found = MetaData()
+    found.reflect(conn)
+    found.drop_all(conn)
 
 
 async def upgraded(url: str) -> None:
