@@ -20,7 +20,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from adapters.errors import PermanentError, TransientError
-from schemas.consent import PurposeState, SubjectState
+from schemas.consent import PurposeRecord, PurposeState, SubjectState
 
 Projection = dict[str, Any]
 """A subject's desired state in one provider's own terms; plain JSON, compared for changes."""
@@ -123,6 +123,13 @@ class Adapter(ABC):
         Raises LocalValidationError before yielding anything when the provider's rules
         reject the push.
         """
+
+    def erase(self, state: SubjectState, memo: Mapping[str, Any]) -> Flow:
+        """Remove the person at the provider (an erasure). Without a delete API the removal is
+        every mapped purpose denied, sent whole; an adapter whose provider can delete overrides this."""
+        denied = PurposeRecord(state=PurposeState.denied, occurred_at=state.occurred_at)
+        everything = state.model_copy(update={"purposes": dict.fromkeys(self.settings.purposes, denied)})
+        return self.push(everything, {}, memo)
 
     def secrets(self) -> list[str]:
         """Secret values to scrub from anything recorded (errors, logs, cassettes)."""

@@ -165,6 +165,33 @@ class WixAdapter(Adapter, Observable):
             remembered[channel] = {"id": consent.id, "revision": consent.revision}
         return Ack(acknowledged=desired, memo=remembered)
 
+    def erase(self, state: SubjectState, memo: Mapping[str, Any]) -> Flow:
+        """Wix can delete a consent: each channel's, known from the memo or found by address.
+        One already gone (404) is as good as deleted."""
+        for channel in sorted(set(self.project(state)) | {c for c in memo if c in IDENTIFIER}):
+            known = memo.get(channel)
+            consent_id = known.get("id") if isinstance(known, Mapping) else None
+            if consent_id is None:
+                consent_id = yield from self._find_id(state, channel)
+            if consent_id is not None:
+                deleted = yield json_request("DELETE", _consent_path(consent_id), expect=NOT_FOUND)
+                if deleted.status_code not in NOT_FOUND:
+                    self.check(deleted)
+        return Ack(acknowledged={}, memo={})
+
+    def _find_id(self, state: SubjectState, channel: str) -> Generator[httpx.Request, httpx.Response, str | None]:
+        field = IDENTIFIER[IdentifierType(channel)]
+        address = getattr(state, field)
+        if address is None:
+            return None
+        found = yield json_request(
+            "GET", f"{CONSENTS}/get-by", params={"type": channel, field: address}, expect=NOT_FOUND
+        )
+        if found.status_code in NOT_FOUND:
+            return None
+        existing = self._read(found, GetByResponse).marketingConsent
+        return None if existing is None else existing.id
+
     def read(self, states: Sequence[SubjectState]) -> ReadFlow:
         """Query the batch's consents channel by channel (``$in`` on the addresses, ≤ 100 per page,
         following the cursor), so a run over many subjects costs pages, not a request each."""

@@ -33,7 +33,7 @@ from gateway.tables import (
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
 from schemas.consent import Decision, SubjectState
 
-SUBJECT_FIELDS = {"email", "phone", "tcf_string", "vendors", "expires_at", "source", "note", "occurred_at"}
+SUBJECT_FIELDS = {"email", "phone", "tcf_string", "vendors", "expires_at", "source", "note", "occurred_at", "erased_at"}
 
 
 @dataclass(frozen=True)

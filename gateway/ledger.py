@@ -17,16 +17,17 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter, Projection
+from adapters.errors import GatewayError
 from gateway.db import reader
 from gateway.entries import Entry, Plan, decision_out, lock_subjects, write
 from gateway.idempotency import Binding, claim_bindings
 from gateway.outbox import delivery_out
 from gateway.snapshot import EPOCH, subject_state
-from gateway.tables import decisions, deliveries, delivery_decisions, subject_purposes, subjects
+from gateway.tables import decisions, deliveries, delivery_decisions, erasures, subject_purposes, subjects
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
 from schemas.consent import Decision, SubjectState, merge
 
-__all__ = ["Entry", "Ledger", "Pending"]
+__all__ = ["Entry", "Ledger", "Pending", "SubjectErased"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ class Pending:
     decision: Decision
     binding: Binding | None = None
     held: Mapping[str, Projection] = field(default_factory=dict)
+
+
+class SubjectErased(GatewayError):
+    """A decision for an erased subject: refused (a 409), so erased data never comes back by accident."""
+
+    def __init__(self, subject_id: str, advice: str) -> None:
+        super().__init__(f"subject {subject_id} was erased; {advice}")
+        self.subject_id = subject_id
 
 
 class Ledger:
@@ -78,7 +87,7 @@ class Ledger:
             plans = []
             for index in fresh:
                 decision = items[index].decision
-                before = states[decision.subject.id]
+                before = await self._unless_erased(conn, states[decision.subject.id], decision)
                 after, effective = merge(before, decision)
                 states[decision.subject.id] = after
                 entry = Entry(proposed[index], decision, effective, dict.fromkeys(effective, proposed[index]))
@@ -89,6 +98,20 @@ class Ledger:
             assert found is not None, "a bound decision is never deleted"
             written[index] = found
         return [written[index] for index in range(len(items))]
+
+    async def _unless_erased(
+        self, conn: AsyncConnection, state: SubjectState | None, decision: Decision
+    ) -> SubjectState | None:
+        """The state a decision merges into; SubjectErased for an erased subject unless the decision
+        re-creates it (and the erasure is finished: its removals and scrub must not meet new data)."""
+        if state is None or state.erased_at is None:
+            return state
+        if not decision.recreate:
+            raise SubjectErased(state.subject_id, 'send "recreate": true to record a decision for it again')
+        pending = select(erasures.c.id).where(erasures.c.subject_id == state.subject_id, erasures.c.status == "pending")
+        if (await conn.execute(pending)).first() is not None:
+            raise SubjectErased(state.subject_id, "its erasure is still under way: try again once it is done")
+        return state.model_copy(update={"erased_at": None})
 
     async def append(
         self,
@@ -112,6 +135,8 @@ class Ledger:
             state = await self.locked_state(conn, subject_id)
             if state is None:
                 return None
+            if state.erased_at is not None:
+                raise SubjectErased(subject_id, "nothing is pushed for it any more but its removal")
             decision = Decision.model_validate(
                 {
                     "subject": {"id": subject_id},

@@ -56,6 +56,11 @@ def bad_parameter(field: str, message: str, status: int = 400) -> ProblemError:
     return ProblemError(status, "validation-error", "The request is not valid", f"{field}: {message}", errors)
 
 
+def erased(detail: str, field: str = "subject.id", status: int = 409) -> ProblemError:
+    """A decision, adoption or read for a subject that was erased (gateway.erasure)."""
+    return ProblemError(status, "subject-erased", "Subject erased", detail, [FieldError(field=field, message=detail)])
+
+
 def respond(problem: Problem, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse(problem.model_dump(exclude_none=True), problem.status, headers, media_type=MEDIA_TYPE)
 

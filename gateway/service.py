@@ -11,6 +11,7 @@ import httpx
 from adapters.base import Adapter
 from gateway.chores import Chores
 from gateway.config import Settings, build_adapters
+from gateway.erasure import Erasures
 from gateway.expiry import Expiries
 from gateway.grouping import GroupCommit
 from gateway.idempotency import Binding
@@ -47,7 +48,10 @@ class Gateway:
         self.reconciler = Reconciler(self.store, self.adapters, settings, clock)
         self.runs = RunLoop(self.reconciler, self.worker)
         self.expiries = Expiries(self.store.engine, self.adapters, clock, self.worker.wake)
-        self.chores = Chores([self.runs.step, self.expiries.step], settings.reconcile.poll_s, sleep)
+        self.erasures = Erasures(
+            self.store.engine, self.store.ledger, self.adapters, settings.purposes, clock, self.worker.wake
+        )
+        self.chores = Chores([self.runs.step, self.expiries.step, self.erasures.step], settings.reconcile.poll_s, sleep)
 
     async def start(self, *, run_worker: bool | None = None, migrate: bool = False) -> None:
         """Check (or, with ``migrate``, upgrade) the schema, then start the worker if asked to."""

@@ -62,6 +62,7 @@ def subject_state(row: Mapping[Any, Any], purposes: Iterable[Mapping[Any, Any]])
         source=row["source"],
         note=row["note"],
         occurred_at=row["occurred_at"],
+        erased_at=row["erased_at"],
     )
 
 

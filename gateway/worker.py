@@ -248,7 +248,8 @@ class Worker:
         if state is None or adapter.project(state) == previous:
             return Outcome(DeliveryStatus.skipped), None
         try:
-            ack = await self.run_flow(lane, adapter.push(state, previous, memo), attempts)
+            flow = adapter.erase(state, memo) if state.erased_at else adapter.push(state, previous, memo)
+            ack = await self.run_flow(lane, flow, attempts)
         except PermanentError as error:
             return Outcome(DeliveryStatus.dead, attempts, self._text(adapter, error), error.status_code), None
         except TransientError as error:

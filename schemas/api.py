@@ -198,3 +198,20 @@ class SubjectOut(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class ErasureStatus(StrEnum):
+    pending = "pending"  # removals under way at the providers (a dead one waits for a replay)
+    done = "done"  # every provider removed the person, and the store holds no personal data of theirs
+
+
+class ErasureOut(BaseModel):
+    """An erasure and its audit: who asked, when, and where each provider's removal stands."""
+
+    id: str
+    subject_id: str
+    status: ErasureStatus
+    requested_by: str = Field(description="the API token's name, or the CLI")
+    requested_at: datetime
+    completed_at: datetime | None = None
+    deliveries: list[DeliveryOut] = Field(description="the removal at each provider")

@@ -158,6 +158,7 @@ class Decision(Strict):
     expires_at: Timestamp | None = None
     source: Source = "web"
     note: FreeText | None = Field(default=None, max_length=1000)
+    recreate: bool = Field(default=False, description="record it for a subject that was erased (else 409)")
 
     @field_validator("purposes")
     @classmethod
@@ -233,6 +234,7 @@ class SubjectState(BaseModel):
     source: str = "web"
     note: str | None = None
     occurred_at: AwareDatetime
+    erased_at: AwareDatetime | None = None  # an erasure was requested: pushes remove the person instead
 
     def purposes_in(self, mapping: dict[str, str]) -> dict[str, list[PurposeState]]:
         """Group the subject's purpose states by the provider term each purpose maps to."""

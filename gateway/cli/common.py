@@ -25,6 +25,7 @@ from gateway.config import (
     refuse_idle,
 )
 from gateway.demo import DEMO_DATABASE
+from gateway.ledger import SubjectErased
 from gateway.redaction import configure_logging
 from gateway.schema import SchemaError
 from gateway.service import Gateway
@@ -47,7 +48,8 @@ FormatOption = Annotated[Format, typer.Option("--format", help="table or json")]
 
 
 def run_with(store: Store, work: Callable[[], Awaitable[T]]) -> T:
-    """Run one piece of store work and close the store, whatever happens."""
+    """Run one piece of store work and close the store, whatever happens; a refusal the work
+    raises on purpose (an erased subject) is one line, not a traceback."""
 
     async def run() -> T:
         try:
@@ -55,7 +57,10 @@ def run_with(store: Store, work: Callable[[], Awaitable[T]]) -> T:
         finally:
             await store.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except SubjectErased as refused:
+        fail(str(refused))
 
 
 def aware(moment: datetime | None) -> datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from gateway.cli.common import ConfigOption, Format, FormatOption, app, console, fail, gateway, run_with, settings
+from gateway.ledger import SubjectErased
 from gateway.service import Gateway
 from schemas.api import ProviderSync, ReconciliationPage, RunOut, SyncStatus
 
@@ -42,7 +44,8 @@ def reconcile(
             repaired = 0
             for row in [row for row in page.items if row.status in NEEDS_REPAIR] if fix else ():
                 note = f"reconcile --repair: the row was {row.status.value}"
-                repaired += await built.reconciler.repush(row.subject_id, [row.provider], note) is not None
+                with suppress(SubjectErased):  # an erased subject gets nothing pushed but its removal
+                    repaired += await built.reconciler.repush(row.subject_id, [row.provider], note) is not None
             return run, page, repaired
         finally:
             await built.worker.stop()  # closes the providers' clients; this process delivers nothing

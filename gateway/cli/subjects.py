@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -62,6 +63,26 @@ def adopt(
     if entry is None:
         fail(f"nothing to adopt: {provider} was never read back for {subject_id}, or holds no purpose state")
     console.print(f"decision {entry.id} ({entry.decision.source}): {json.dumps(entry.decision.purposes)}")
+
+
+@app.command("erase")
+def erase(
+    subject_id: Annotated[str, typer.Argument(help="the subject to erase")],
+    config: ConfigOption = None,
+) -> None:
+    """Erase a person: removal at every provider (by a running worker), then their data out of the
+    store; later decisions for the id are refused unless they re-create it. Audited as 'cli:<user>'."""
+    built = gateway(settings(config), api=None)
+    if not built.adapters:  # the removals would be queued nowhere, and the scrub would follow at once
+        fail("no provider is configured: an erasure needs every provider that may hold the person (--config)", 2)
+    found = run_with(built.store, lambda: built.erasures.request(subject_id, f"cli:{getpass.getuser()}"))
+    if found is None:
+        fail(f"no subject {subject_id}")
+    erasure, started = found
+    removals = ", ".join(f"{d.provider} {d.status}" for d in erasure.deliveries)
+    console.print(
+        f"erasure {erasure.id} ({'started' if started else 'requested before'}): {erasure.status}; {removals}"
+    )
 
 
 @app.command("future-dated")

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
+from gateway.ledger import SubjectErased
 from gateway.openapi import Operation, Param, documented, path_param
 from gateway.params import (
     UUID,
@@ -26,7 +27,7 @@ from gateway.params import (
     refuse_repeated_keys,
     require_json,
 )
-from gateway.problems import ProblemError, invalid
+from gateway.problems import ProblemError, erased, invalid
 from gateway.responses import JSONResponse
 from gateway.routes.idempotent import KEY_PARAM, Bind, idempotent
 from gateway.routes.links import decision_links
@@ -69,7 +70,10 @@ async def create_consent(request: Request) -> Response:
     decision = _decision(gateway, parse_json(raw), raw)
 
     async def produce(bind: Bind) -> tuple[int, bytes]:
-        recorded = await gateway.record(decision, bind(0))
+        try:
+            recorded = await gateway.record(decision, bind(0))
+        except SubjectErased as refused:
+            raise erased(str(refused)) from None
         if wait:
             recorded = await gateway.wait_until_final(recorded.id, wait)
         done = all(delivery.status.final for delivery in recorded.deliveries)
@@ -108,17 +112,27 @@ async def create_consents_batch(request: Request) -> Response:
     async def produce(bind: Bind) -> tuple[int, bytes]:
         valid = [(index, item) for index, item in enumerate(checked) if isinstance(item, Decision)]
         # handed over together, in input order: recorded in as few transactions as the group allows
-        recorded = await asyncio.gather(*(gateway.record(item, bind(index)) for index, item in valid))
-        accepted = {index: decision for (index, _), decision in zip(valid, recorded, strict=True)}
+        recorded = await asyncio.gather(
+            *(gateway.record(item, bind(index)) for index, item in valid), return_exceptions=True
+        )
+        outcomes = dict(zip((index for index, _ in valid), recorded, strict=True))
         results = [
-            item
-            if isinstance(item, BatchResult)
-            else BatchResult(index=index, status="accepted", decision=accepted[index])
+            item if isinstance(item, BatchResult) else _result(index, outcomes[index])
             for index, item in enumerate(checked)
         ]
         return 200, BatchOut(results=results).model_dump_json(exclude_none=True).encode()
 
     return await idempotent(request, lambda: json.dumps(items, sort_keys=True), produce)
+
+
+def _result(index: int, outcome: DecisionOut | BaseException) -> BatchResult:
+    """An item recorded, or refused because its subject was erased; anything else is a fault."""
+    if isinstance(outcome, SubjectErased):
+        problem = erased(str(outcome), f"decisions.{index}.subject.id").problem
+        return BatchResult(index=index, status="rejected", problem=problem)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return BatchResult(index=index, status="accepted", decision=outcome)
 
 
 def _batch_items(gateway: Any, raw: bytes, items: list[Any], repeats: bool) -> list[Decision | BatchResult]:

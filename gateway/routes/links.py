@@ -36,3 +36,10 @@ def decision_links(at: str) -> dict[str, Link]:
 
 def run_links(at: str) -> dict[str, Link]:
     return {"GetRun": Link("get_run", {"run_id": f"{at}/id"})}
+
+
+def erasure_links(at: str) -> dict[str, Link]:
+    return {
+        "GetErasure": Link("get_erasure", {"erasure_id": f"{at}/id"}),
+        **delivery_links(f"{at}/deliveries/0"),
+    }

@@ -10,9 +10,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
+from gateway.ledger import SubjectErased
 from gateway.openapi import Operation, Param, documented, path_param
 from gateway.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, body_model, path_id, query
-from gateway.problems import ProblemError, bad_parameter
+from gateway.problems import ProblemError, bad_parameter, erased
 from gateway.reconcile import decode_cursor
 from gateway.responses import JSONResponse
 from gateway.routes.links import decision_links, run_links
@@ -112,7 +113,10 @@ async def repush(request: Request) -> Response:
         raise bad_parameter("providers", f"not configured: {', '.join(unknown)}", 422)
     providers = wanted.providers or list(gateway.adapters)
     note = wanted.note or f"re-pushed by an admin to {', '.join(sorted(providers))}"
-    entry = await gateway.reconciler.repush(subject_id, providers, note)
+    try:
+        entry = await gateway.reconciler.repush(subject_id, providers, note)
+    except SubjectErased as refused:
+        raise erased(str(refused)) from None
     if entry is None:
         raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
     gateway.worker.wake()
@@ -137,7 +141,10 @@ async def adopt(request: Request) -> Response:
         raise ProblemError(404, "not-found", "No such provider")
     if await gateway.store.ledger.subject_state(subject_id) is None:
         raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
-    entry = await gateway.reconciler.adopt(subject_id, provider)
+    try:
+        entry = await gateway.reconciler.adopt(subject_id, provider)
+    except SubjectErased as refused:
+        raise erased(str(refused)) from None
     if entry is None:
         detail = f"{provider} was never read back for this subject, or holds nothing a purpose state could mean"
         raise ProblemError(409, "nothing-to-adopt", "Nothing to adopt", detail)

@@ -11,11 +11,11 @@ from starlette.routing import Route
 
 from gateway.auth import requires
 from gateway.openapi import Operation, Param, documented, path_param
-from gateway.params import SUBJECT_ID, QueryModel, WholeNumber, path_id, query
-from gateway.problems import ProblemError
+from gateway.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, path_id, query
+from gateway.problems import ProblemError, erased
 from gateway.responses import JSONResponse
-from gateway.routes.links import decision_links, subject_links
-from schemas.api import HistoryOut, SubjectOut
+from gateway.routes.links import decision_links, erasure_links, subject_links
+from schemas.api import ErasureOut, HistoryOut, SubjectOut
 
 MAX_HISTORY = 200
 
@@ -37,6 +37,8 @@ async def get_subject(request: Request) -> Response:
     found = await request.app.state.gateway.subject(path_id(request, "subject_id", SUBJECT_ID, "subject"))
     if found is None:
         raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
+    if found.state.erased_at is not None:  # the ledger keeps its history, without personal data
+        raise erased(f"erased at {found.state.erased_at.isoformat()}", "subject_id", 410)
     return JSONResponse(found.model_dump(mode="json"))
 
 
@@ -59,10 +61,53 @@ async def get_history(request: Request) -> Response:
     )
     if not items:
         raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
+    if items[0].decision.source == "erasure":  # the newest entry: nothing was recorded since (re-created)
+        raise erased(f"erased at {items[0].received_at.isoformat()}", "subject_id", 410)
     return JSONResponse(HistoryOut(items=items).model_dump(mode="json"))
+
+
+@requires("admin")
+@documented(
+    Operation(
+        "Erase the person: removal at every provider, then their data out of the store",
+        ErasureOut,
+        202,
+        params=[path_param("subject_id", SUBJECT_ID)],
+        also=[200],
+        links=erasure_links("$response.body#"),
+    )
+)
+async def erase_subject(request: Request) -> Response:
+    """202 with a new erasure; 200 with the subject's erasure when it was erased already."""
+    gateway = request.app.state.gateway
+    subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
+    found = await gateway.erasures.request(subject_id, f"token:{request.state.principal.name}")
+    if found is None:
+        raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
+    erasure, started = found
+    headers = {"Location": f"/v1/erasures/{erasure.id}"}
+    return JSONResponse(erasure.model_dump(mode="json"), 202 if started else 200, headers)
+
+
+@requires("admin")
+@documented(
+    Operation(
+        "An erasure: its audit, and where each provider's removal stands",
+        ErasureOut,
+        params=[path_param("erasure_id", UUID)],
+        links=erasure_links("$response.body#"),
+    )
+)
+async def get_erasure(request: Request) -> Response:
+    found = await request.app.state.gateway.erasures.get(path_id(request, "erasure_id", UUID, "erasure"))
+    if found is None:
+        raise ProblemError(404, "not-found", "No such erasure")
+    return JSONResponse(found.model_dump(mode="json"))
 
 
 routes = [
     Route("/v1/subjects/{subject_id}", get_subject, methods=["GET"]),
+    Route("/v1/subjects/{subject_id}", erase_subject, methods=["DELETE"]),
+    Route("/v1/erasures/{erasure_id}", get_erasure, methods=["GET"]),
     Route("/v1/subjects/{subject_id}/history", get_history, methods=["GET"]),
 ]

@@ -24,7 +24,7 @@ from tests.fakes import fake_adapter
 
 ONLY = {scope: f"only-{scope}-token-abcdefgh" for scope in SCOPES}  # a token holding just that scope
 LIMITED = "limited-token-abcdefgh"
-PATH_VALUES = {"decision_id": str(uuid.uuid4()), "delivery_id": str(uuid.uuid4()), "run_id": str(uuid.uuid4())}
+PATH_VALUES = {name: str(uuid.uuid4()) for name in ("decision_id", "delivery_id", "run_id", "erasure_id")}
 
 
 def settings(database_url: str) -> Settings:

@@ -1,0 +1,189 @@
+"""People who leave: an erasure removes the person at every provider, then from the store.
+
+``request`` writes, in ONE transaction, a ledger entry of source ``erasure`` (every purpose
+denied, dated so it wins), marks the subject erased (a tombstone: later decisions are refused
+unless they re-create it), queues a removal at every provider and audits who asked. The worker
+pushes an erased subject with each adapter's ``erase`` flow (Wix deletes its consents; Masivo
+and Intempt get every purpose denied), with the usual retries, dead letters and replay. Once
+every removal succeeded, a worker chore scrubs the person's data from the store: contact data,
+notes and TCF strings from the subject and from every ledger body, contact data from delivery
+errors, stored idempotent answers, read-back observations and what providers acknowledged.
+The ledger keeps its non-identifying history: ids, times, purposes and sources.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Column, ColumnElement, bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.base import Adapter
+from gateway.entries import Entry
+from gateway.ledger import Ledger
+from gateway.outbox import delivery_out
+from gateway.redaction import mask_contacts
+from gateway.tables import (
+    decisions,
+    deliveries,
+    delivery_attempts,
+    delivery_decisions,
+    erasures,
+    idempotency_keys,
+    idempotent_decisions,
+    observations,
+    provider_state,
+    subjects,
+)
+from schemas.api import DeliveryStatus, ErasureOut, ErasureStatus
+from schemas.consent import Decision, PurposeState, SubjectState, merge
+
+log = structlog.get_logger("consent_gateway.erasure")
+REMOVED = frozenset({DeliveryStatus.succeeded, DeliveryStatus.skipped})
+
+
+class Erasures:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ledger: Ledger,
+        adapters: Mapping[str, Adapter],
+        purposes: Sequence[str],
+        clock: Callable[[], datetime],
+        wake: Callable[[], None],
+    ) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        self.adapters = adapters
+        self.purposes = list(purposes)
+        self.clock = clock
+        self.wake = wake
+
+    async def request(self, subject_id: str, requested_by: str) -> tuple[ErasureOut, bool] | None:
+        """The subject's erasure, and whether this call started it (an erased subject answers its
+        latest erasure again); None for a subject never recorded."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            state = await self.ledger.locked_state(conn, subject_id)
+            if state is None:
+                return None
+            if state.erased_at is not None:
+                latest = select(erasures.c.id).where(erasures.c.subject_id == subject_id)
+                found = (await conn.execute(latest.order_by(erasures.c.requested_at.desc()))).scalars().first()
+                existing = None if found is None else await self._out(conn, found)
+                if existing is not None:
+                    return existing, False
+            erasure_id = await self._start(conn, state, requested_by, now)
+        log.info("erasure_requested", subject=subject_id, erasure=erasure_id, requested_by=requested_by)
+        self.wake()
+        started = await self.get(erasure_id)
+        assert started is not None
+        return started, True
+
+    async def _start(self, conn: AsyncConnection, state: SubjectState, requested_by: str, now: datetime) -> str:
+        dated = max([now, state.occurred_at, *(record.occurred_at for record in state.purposes.values())])
+        decision = Decision.model_validate(
+            {
+                "subject": {"id": state.subject_id},
+                "purposes": dict.fromkeys(self.purposes, PurposeState.denied),
+                "occurred_at": dated,
+                "source": "erasure",
+                "note": f"erasure requested by {requested_by}",
+            },
+            strict=False,
+        )
+        after, effective = merge(state, decision)
+        entry_id = str(uuid.uuid4())
+        entry = Entry(entry_id, decision, effective, dict.fromkeys(effective, entry_id), force=frozenset(self.adapters))
+        await self.ledger.append(conn, entry, state, after.model_copy(update={"erased_at": now}), self.adapters, now)
+        erasure_id = str(uuid.uuid4())
+        row = {"id": erasure_id, "subject_id": state.subject_id, "decision_id": entry_id, "requested_by": requested_by}
+        await conn.execute(erasures.insert(), [row | {"status": ErasureStatus.pending.value, "requested_at": now}])
+        return erasure_id
+
+    async def get(self, erasure_id: str) -> ErasureOut | None:
+        async with self.engine.connect() as conn:
+            return await self._out(conn, erasure_id)
+
+    async def _out(self, conn: AsyncConnection, erasure_id: str) -> ErasureOut | None:
+        row = (await conn.execute(select(erasures).where(erasures.c.id == erasure_id))).mappings().first()
+        if row is None:
+            return None
+        removals = await conn.execute(
+            select(deliveries)
+            .join(delivery_decisions, delivery_decisions.c.delivery_id == deliveries.c.id)
+            .where(delivery_decisions.c.decision_id == row["decision_id"])
+            .order_by(deliveries.c.provider)
+        )
+        fields = {key: row[key] for key in ("id", "subject_id", "requested_by", "requested_at", "completed_at")}
+        return ErasureOut(
+            **fields, status=ErasureStatus(row["status"]), deliveries=[delivery_out(r) for r in removals.mappings()]
+        )
+
+    async def step(self) -> bool:
+        """Finish one erasure whose removals all succeeded: scrub the store. Whether one was finished."""
+        async with self.engine.begin() as conn:
+            waiting = (
+                select(erasures)
+                .where(erasures.c.status == ErasureStatus.pending.value)
+                .order_by(erasures.c.requested_at)
+                .with_for_update(skip_locked=True)
+            )
+            for row in (await conn.execute(waiting)).mappings().all():
+                statuses = await conn.execute(
+                    select(deliveries.c.status)
+                    .join(delivery_decisions, delivery_decisions.c.delivery_id == deliveries.c.id)
+                    .where(delivery_decisions.c.decision_id == row["decision_id"])
+                )
+                if all(DeliveryStatus(status) in REMOVED for status in statuses.scalars()):
+                    await scrub(conn, row["subject_id"])
+                    done = {"status": ErasureStatus.done.value, "completed_at": self.clock()}
+                    await conn.execute(update(erasures).where(erasures.c.id == row["id"]).values(done))
+                    log.info("subject_erased", subject=row["subject_id"], erasure=row["id"])
+                    return True
+        return False
+
+
+async def scrub(conn: AsyncConnection, subject_id: str) -> None:
+    """The person's data out of every table; ids, times, purposes and sources stay."""
+    personal: dict[str, Any] = {"email": None, "phone": None, "note": None, "tcf_string": None, "vendors": {}}
+    await conn.execute(update(subjects).where(subjects.c.id == subject_id).values(personal))
+    ledger = decisions.c.subject_id == subject_id
+    await _rewrite(conn, decisions.c.id, decisions.c.body, ledger, _scrubbed)
+    theirs = deliveries.c.subject_id == subject_id
+    await _rewrite(conn, deliveries.c.id, deliveries.c.last_error, theirs, mask_contacts)  # "invalid email …"
+    attempts = delivery_attempts.c.delivery_id.in_(select(deliveries.c.id).where(theirs))
+    await _rewrite(conn, delivery_attempts.c.id, delivery_attempts.c.error, attempts, mask_contacts)
+    bound = idempotent_decisions.c.decision_id.in_(select(decisions.c.id).where(ledger))
+    keys = set(
+        (await conn.execute(select(idempotent_decisions.c.scope, idempotent_decisions.c.key).where(bound))).all()
+    )
+    for table in (idempotency_keys, idempotent_decisions):  # stored answers repeat the decision, contact data too
+        for scope, key in keys:
+            await conn.execute(delete(table).where(table.c.scope == scope, table.c.key == key))
+    await conn.execute(delete(observations).where(observations.c.subject_id == subject_id))
+    held = update(provider_state).where(provider_state.c.subject_id == subject_id)  # Wix's hold addresses
+    await conn.execute(held.values(acknowledged={}, memo={}))
+
+
+async def _rewrite(
+    conn: AsyncConnection,
+    key: Column[Any],
+    column: Column[Any],
+    where: ColumnElement[bool],
+    change: Callable[[Any], Any],
+) -> None:
+    """``column`` := ``change(column)`` in the rows ``where`` selects (that hold a value)."""
+    found = (await conn.execute(select(key, column).where(where))).all()
+    changed = [{"_key": k, "_value": change(value)} for k, value in found if value]
+    if changed:
+        statement = update(column.table).where(key == bindparam("_key")).values({column.name: bindparam("_value")})
+        await conn.execute(statement, changed)
+
+
+def _scrubbed(body: dict[str, Any]) -> dict[str, Any]:
+    return body | {"subject": {"id": body["subject"]["id"]}, "note": None, "tcf_string": None, "vendors": None}

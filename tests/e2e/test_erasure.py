@@ -1,0 +1,136 @@
+"""People who leave: removal at every provider, then their data out of the store; a tombstone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from gateway.ledger import SubjectErased
+from gateway.tables import metadata
+from schemas.api import DeliveryStatus, ErasureStatus
+from schemas.consent import Decision
+from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth
+from tests.world import TCF, World
+
+EMAIL, PHONE = "noor.haddad@example.com", "+14155550188"
+
+
+def decision(world: World, **extra: Any) -> Decision:
+    body = {
+        "subject": {"id": "cust-5", "email": EMAIL, "phone": PHONE},
+        "purposes": {"email_marketing": "granted", "sms_marketing": "granted", "push_notifications": "granted"},
+        "tcf_string": TCF,
+        "note": f"signed up as {EMAIL}",
+        "vendors": {"meta": True},
+        "occurred_at": world.now - timedelta(minutes=5),
+    }
+    return Decision.model_validate(body | extra, strict=False)
+
+
+async def everything_stored(world: World) -> str:
+    """Every row of every table, as text: what a search for the person's data would find."""
+    async with world.gateway.store.engine.connect() as conn:
+        rows = [row for table in metadata.sorted_tables for row in (await conn.execute(select(table))).all()]
+    return "\n".join(map(str, rows))
+
+
+async def erased(world: World) -> str:
+    """A synced subject erased; returns the erasure's id once the removals ran."""
+    await world.gateway.record(decision(world))
+    await world.gateway.worker.drain()
+    world.now += timedelta(minutes=1)
+    found = await world.gateway.erasures.request("cust-5", "cli")
+    assert found is not None
+    erasure, started = found
+    assert started and erasure.status is ErasureStatus.pending
+    assert {d.provider for d in erasure.deliveries} == {"masivo", "wix", "intempt"}
+    await world.gateway.worker.drain()
+    return erasure.id
+
+
+async def test_each_provider_removes_the_person_then_the_store_forgets_them(world: World) -> None:
+    erasure_id = await erased(world)
+    assert (await world.inspect("wix"))["state"]["consents"] == {}, "Wix deletes the consents"
+    masivo = (await world.inspect("masivo"))["state"]["effective_purposes"]["cust-5"]
+    assert not any(masivo.values()), "Masivo has no delete: every purpose is pushed false"
+    intempt = (await world.inspect("intempt"))["requests"]
+    assert {r["body"]["action"] for r in intempt[-3:]} == {"reject"}, "Intempt: reject every mapped category"
+    assert EMAIL in await everything_stored(world), "the store keeps the address until the removals are done"
+
+    assert await world.gateway.erasures.step()
+    done = await world.gateway.erasures.get(erasure_id)
+    assert done is not None and done.status is ErasureStatus.done and done.completed_at is not None
+    assert done.requested_by == "cli"
+    stored = await everything_stored(world)
+    for personal in (EMAIL, PHONE, "noor.haddad%40example.com", TCF, "signed up as", "meta"):
+        assert personal not in stored, personal
+    history = await world.gateway.store.ledger.history("cust-5", 10)
+    assert [entry.decision.source for entry in history] == ["erasure", "web"]  # non-identifying history stays
+    assert history[1].decision.purposes["email_marketing"] == "granted"
+    assert not await world.gateway.erasures.step()
+
+
+async def test_a_later_decision_is_refused_unless_it_recreates_the_subject(world: World) -> None:
+    await erased(world)
+    with pytest.raises(SubjectErased, match="still under way"):
+        await world.gateway.record(decision(world, recreate=True))
+    assert await world.gateway.erasures.step()
+    world.now += timedelta(minutes=1)
+    with pytest.raises(SubjectErased, match='send "recreate": true'):
+        await world.gateway.record(decision(world, occurred_at=world.now))
+    again = await world.gateway.erasures.request("cust-5", "cli")
+    assert again is not None and again[1] is False and again[0].status is ErasureStatus.done
+    recreated = await world.gateway.record(decision(world, occurred_at=world.now, recreate=True))
+    state = await world.gateway.store.ledger.subject_state("cust-5")
+    assert recreated.decision.recreate and state is not None and state.erased_at is None and state.email == EMAIL
+
+
+async def test_a_dead_removal_holds_the_erasure_until_it_is_replayed(world: World) -> None:
+    await world.gateway.record(decision(world))
+    await world.gateway.worker.drain()
+    await world.faults("wix", status=400, error_rate=1.0)
+    found = await world.gateway.erasures.request("cust-5", "token:admin")
+    assert found is not None
+    await world.gateway.worker.drain()
+    pending = await world.gateway.erasures.get(found[0].id)
+    assert pending is not None
+    assert {d.provider: d.status for d in pending.deliveries}["wix"] is DeliveryStatus.dead
+    assert not await world.gateway.erasures.step() and EMAIL in await everything_stored(world)
+    await world.faults("wix", error_rate=0)
+    await world.gateway.store.outbox.replay(world.now, provider="wix")
+    await world.gateway.worker.drain()
+    assert await world.gateway.erasures.step()
+    assert EMAIL not in await everything_stored(world)
+
+
+async def test_the_api_erases_audits_and_refuses(client: httpx.AsyncClient) -> None:
+    key = {"Idempotency-Key": "signup-1"} | auth(WRITER)
+    assert (await client.post("/v1/consents", json=DECISION, headers=key)).status_code == 202
+    assert (await client.delete("/v1/subjects/cust-42", headers=auth(WRITER))).status_code == 403
+    assert (await client.delete("/v1/subjects/nobody", headers=auth(ADMIN))).status_code == 404
+    started = await client.delete("/v1/subjects/cust-42", headers=auth(ADMIN))
+    assert started.status_code == 202, started.text
+    erasure = started.json()
+    assert started.headers["location"] == f"/v1/erasures/{erasure['id']}"
+    assert erasure["requested_by"] == "token:admin" and erasure["status"] == "pending"
+    again = await client.delete("/v1/subjects/cust-42", headers=auth(ADMIN))
+    assert again.status_code == 200 and again.json()["id"] == erasure["id"]
+    refused = await client.post("/v1/consents", json=DECISION, headers=auth(WRITER))
+    assert refused.status_code == 409 and refused.json()["errors"][0]["field"] == "subject.id"
+    batch = await client.post("/v1/consents:batch", json={"decisions": [DECISION]}, headers=auth(WRITER))
+    assert batch.json()["results"][0]["problem"]["status"] == 409
+    await client.gateway.worker.drain()  # type: ignore[attr-defined]
+    assert await client.gateway.erasures.step()  # type: ignore[attr-defined]
+    done = (await client.get(erasure["id"].join(["/v1/erasures/", ""]), headers=auth(ADMIN))).json()
+    assert done["status"] == "done"
+    gone = await client.get("/v1/subjects/cust-42", headers=auth(READER))
+    assert gone.status_code == 410 and gone.json()["type"].endswith("/subject-erased")
+    assert (await client.get("/v1/subjects/cust-42/history", headers=auth(READER))).status_code == 410
+    repush = await client.post("/v1/subjects/cust-42/repush", json={}, headers=auth(ADMIN))
+    assert repush.status_code == 409
+    replayed = await client.post("/v1/consents", json=DECISION, headers=key)  # its stored answer held the address
+    assert replayed.status_code == 409
