@@ -9,8 +9,8 @@ string survives a round trip without the gateway claiming to understand those pa
 The encoder writes vendor consents and vendor legitimate interests as a bitfield or as
 ranges, whichever is shorter (a bitfield on a tie), and pads the last byte with zeros; the
 decoder reads both encodings and ignores padding. MaxVendorId is not kept: the encoder writes
-the highest id present, so a bitfield that a CMP padded with trailing zeros re-encodes shorter. Times are whole deciseconds since the
-epoch: ``encode`` drops anything finer.
+the highest id present, so a bitfield that a CMP padded with trailing zeros re-encodes shorter.
+Times are whole deciseconds since the epoch: ``encode`` drops anything finer.
 """
 
 from __future__ import annotations
