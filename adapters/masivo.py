@@ -222,9 +222,12 @@ class MasivoAdapter(Adapter, Observable):
         config = self.settings.tcf
         if config is None:
             return None
-        inverse = {str(n): purpose for purpose, numbers in config.purposes.items() for n in numbers}
-        grouped = state.purposes_in(inverse)
-        consented = {int(n) for n, states in grouped.items() if most_restrictive(states) is PurposeState.granted}
+        grouped: dict[int, list[PurposeState]] = {}
+        for purpose, numbers in config.purposes.items():
+            if (record := state.purposes.get(purpose)) is not None:
+                for number in numbers:
+                    grouped.setdefault(number, []).append(record.state)
+        consented = {n for n, states in grouped.items() if most_restrictive(states) is PurposeState.granted}
         return tcf.encode(
             tcf.CoreString(
                 created=state.occurred_at,
