@@ -232,6 +232,19 @@ def test_decode_inverts_encode(value: CoreString) -> None:
     assert encode(decode(text)) == text
 
 
+@settings(max_examples=300)
+@given(cores(st.just(())), st.integers(0, 20), st.text(ALPHABET, max_size=8))
+def test_cut_or_extended_strings_fail_clearly_or_re_encode_stably(value: CoreString, cut: int, tail: str) -> None:
+    """Trailing characters beyond the core are padding to the decoder; a cut is a TCFError."""
+    text = encode(value)
+    try:
+        decoded = decode(text[: len(text) - cut] + tail)
+    except TCFError:
+        return
+    once = encode(decoded)
+    assert decode(once) == decoded and encode(decode(once)) == once
+
+
 @given(cores(SEGMENTS))
 def test_encoded_strings_are_base64url_without_padding(value: CoreString) -> None:
     text = encode(value).split(".")[0]
