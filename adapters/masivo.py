@@ -2,8 +2,9 @@
 
 Masivo quirks kept here: a JWT from ``GET /auth/authorize`` (valid 1 h) instead of the API
 key on each call; the whole purpose set on every write ("When consent **is** recorded, each
-purpose must be explicitly ``true`` to allow that use"); the ``^CO`` consent-string pattern;
-``{error, details}`` error bodies.
+purpose must be explicitly ``true`` to allow that use"); a TCF consent string on every write,
+built from ``[providers.masivo.tcf]`` when the subject's decisions carry none; the ``^CO``
+consent-string pattern (``consent_string_pattern``); ``{error, details}`` error bodies.
 """
 
 from __future__ import annotations
@@ -216,8 +217,9 @@ class MasivoAdapter(Adapter, Observable):
 
         A TCF purpose is consented when every decided gateway purpose mapped to it is granted.
         Vendor consents stay empty (the gateway knows no IAB vendor ids) and the scope is
-        service-specific, as TCF v2.2 requires. Created is the subject's newest ``occurred_at``,
-        never the push time, so the string is the same on every retry.
+        service-specific, as TCF v2.2 requires; ConsentScreen is 0 (no CMP screen was shown).
+        Created is the subject's newest ``occurred_at``, never the push time, so the string is
+        the same on every retry.
         """
         config = self.settings.tcf
         if config is None:
