@@ -32,6 +32,10 @@ TIME_BITS = 36
 VENDOR_ID_BITS = 16
 MAX_VENDOR_ID = (1 << VENDOR_ID_BITS) - 1
 NUM_ENTRIES_BITS = 12
+MAX_EXPANDED_IDS = 4 * MAX_VENDOR_ID
+"""Vendor ids that ranges may name in one string, repeats counted: a 2 kB string of ranges
+over 1-65535 would otherwise expand to millions of ids (vendor consents, vendor legitimate
+interests and a few publisher restrictions over every id still fit)."""
 
 
 class TCFError(ValueError):
@@ -91,14 +95,18 @@ class BitReader:
             raise TCFError(f"not base64url: {text[bad]!r} at position {bad}")
         self._bits = "".join(f"{_SEXTET[char]:06b}" for char in text)
         self._position = 0
+        self._expanded = 0  # vendor ids listed by ranges so far: MAX_EXPANDED_IDS bounds the work
 
-    def uint(self, width: int, name: str) -> int:
+    def _take(self, width: int, name: str) -> str:
         end = self._position + width
         if end > len(self._bits):
             raise TCFError(f"truncated: {name} needs bits {self._position}-{end - 1}, the string has {len(self._bits)}")
-        value = int(self._bits[self._position : end] or "0", 2)
+        bits = self._bits[self._position : end]
         self._position = end
-        return value
+        return bits
+
+    def uint(self, width: int, name: str) -> int:
+        return int(self._take(width, name) or "0", 2)
 
     def flag(self, name: str) -> bool:
         return self.uint(1, name) == 1
@@ -115,20 +123,27 @@ class BitReader:
 
     def bitfield(self, width: int, name: str) -> frozenset[int]:
         """The 1-based positions of the set bits among the next ``width``."""
-        value = self.uint(width, name)
-        return frozenset(i for i in range(1, width + 1) if value >> (width - i) & 1)
+        return frozenset(i for i, bit in enumerate(self._take(width, name), start=1) if bit == "1")
 
     def ranges(self, name: str) -> frozenset[int]:
-        """NumEntries, then per entry IsARange, a start id and, for a range, an end id."""
+        """NumEntries, then that many entries."""
         ids: set[int] = set()
         for _ in range(self.uint(NUM_ENTRIES_BITS, name)):
-            is_range = self.flag(name)
-            start = self.uint(VENDOR_ID_BITS, name)
-            end = self.uint(VENDOR_ID_BITS, name) if is_range else start
-            if start > end or start == 0:
-                raise TCFError(f"{name}: {start}-{end} is not a range of vendor ids")
+            start, end = self._range(name)
             ids.update(range(start, end + 1))
         return frozenset(ids)
+
+    def _range(self, name: str) -> tuple[int, int]:
+        """One entry: IsARange, a start id and, for a range, an end id; checked and counted."""
+        is_range = self.flag(name)
+        start = self.uint(VENDOR_ID_BITS, name)
+        end = self.uint(VENDOR_ID_BITS, name) if is_range else start
+        if start > end or start == 0:
+            raise TCFError(f"{name}: {start}-{end} is not a range of vendor ids")
+        self._expanded += end - start + 1
+        if self._expanded > MAX_EXPANDED_IDS:
+            raise TCFError(f"{name}: ranges name over {MAX_EXPANDED_IDS} vendor ids in all, more than a CMP writes")
+        return start, end
 
 
 class BitWriter:

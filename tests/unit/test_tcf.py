@@ -129,6 +129,23 @@ def test_ranges_and_bitfield_tie_goes_to_bitfield() -> None:
     assert bit(encode(core(vendor_consents=frozenset({30}))), RANGE_FLAG_BIT) == 1
 
 
+def test_ranges_over_every_vendor_are_bounded() -> None:
+    everyone = frozenset(range(1, 65536))
+
+    def over_everyone(restrictions: int) -> str:
+        """Vendor consents, vendor LIs and ``restrictions`` restrictions, each a range over every id."""
+        restricted = (PublisherRestriction(p, RestrictionType.NOT_ALLOWED, everyone) for p in range(restrictions))
+        return encode(
+            core(
+                vendor_consents=everyone, vendor_legitimate_interests=everyone, publisher_restrictions=tuple(restricted)
+            )
+        )
+
+    assert decode(over_everyone(2)).publisher_restrictions[1].vendor_ids == everyone
+    with pytest.raises(TCFError, match="publisher restrictions: ranges name over 262140 vendor ids in all"):
+        decode(over_everyone(3))
+
+
 def test_encode_drops_time_finer_than_deciseconds() -> None:
     when = datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
     assert decode(encode(core(created=when))).created == when.replace(microsecond=100000)
