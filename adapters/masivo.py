@@ -2,19 +2,21 @@
 
 Masivo quirks kept here: a JWT from ``GET /auth/authorize`` (valid 1 h) instead of the API
 key on each call; the whole purpose set on every write ("When consent **is** recorded, each
-purpose must be explicitly ``true`` to allow that use"); the ``^CO`` consent-string pattern;
-``{error, details}`` error bodies.
+purpose must be explicitly ``true`` to allow that use"); a TCF consent string on every write,
+built from ``[providers.masivo.tcf]`` when the subject's decisions carry none; the ``^CO``
+consent-string pattern (``consent_string_pattern``); ``{error, details}`` error bodies.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from adapters.base import (
     Ack,
@@ -30,12 +32,12 @@ from adapters.base import (
     validation_reason,
 )
 from adapters.errors import LocalValidationError, PermanentError, TransientError
+from schemas import tcf
 from schemas.consent import PurposeState, SubjectState, most_restrictive
 from schemas.masivo import (
+    CONSENT_STRING_PATTERN,
     PURPOSES,
     AuthorizeResponse,
-    Consent,
-    ConsentPurposes,
     CustomerConsentUpdate,
     ErrorBody,
     HeldConsentResponse,
@@ -46,6 +48,35 @@ AUTHORIZE_PATH = "/auth/authorize"
 TCF_VERSION = "2.0"  # the OpenAPI's example for ``version``; tcf_problem only admits v2 strings
 
 Clock = Callable[[], float]
+TCF_PURPOSES = range(1, 12)  # the eleven purposes TCF v2.2 defines
+
+
+class MasivoTcfSettings(BaseModel):
+    """``[providers.masivo.tcf]``: how to build a TC string for a subject whose decisions carry none.
+
+    The string says honestly who made it: the operator's CMP registration with IAB, the vendor
+    list it showed, and the subject's newest ``occurred_at`` as Created and LastUpdated.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cmp_id: int = Field(ge=1, le=4095, description="the CMP id IAB registered for the operator")
+    cmp_version: int = Field(ge=0, le=4095)
+    vendor_list_version: int = Field(ge=1, le=4095, description="the Global Vendor List version shown")
+    tcf_policy_version: int = Field(default=4, ge=0, le=63, description="4 = TCF v2.2 policies")
+    consent_language: str = Field(default="EN", pattern=r"^[A-Z]{2}$")
+    publisher_cc: str = Field(default="AA", pattern=r"^[A-Z]{2}$", description="AA = unknown, per the spec")
+    purposes: dict[str, list[int]] = Field(
+        min_length=1, description="gateway purpose -> the TCF purposes (1-11) it stands for"
+    )
+
+    @field_validator("purposes")
+    @classmethod
+    def _tcf_purposes(cls, value: dict[str, list[int]]) -> dict[str, list[int]]:
+        wrong = sorted({n for numbers in value.values() for n in numbers} - set(TCF_PURPOSES))
+        if wrong:
+            raise ValueError(f"not a TCF v2.2 purpose: {', '.join(map(str, wrong))}; they are 1-11")
+        return value
 
 
 class MasivoSettings(ProviderSettings):
@@ -61,6 +92,10 @@ class MasivoSettings(ProviderSettings):
     purposes: dict[str, str] = Field(default_factory=lambda: {purpose: purpose for purpose in PURPOSES})
     token_ttl_s: float = Field(default=3600.0, gt=0, description="the docs: a token is valid for 1 h")
     refresh_margin_s: float = Field(default=300.0, ge=0, description="refresh this long before expiry")
+    consent_string_pattern: str = Field(
+        default=CONSENT_STRING_PATTERN, description="Masivo's documented pattern; see README before changing it"
+    )
+    tcf: MasivoTcfSettings | None = Field(default=None, description="build a TC string when a subject has none")
 
     @field_validator("purposes")
     @classmethod
@@ -69,6 +104,23 @@ class MasivoSettings(ProviderSettings):
         if unknown:
             raise ValueError(f"not a Masivo purpose: {', '.join(unknown)}; Masivo has {', '.join(PURPOSES)}")
         return value
+
+    @field_validator("consent_string_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tcf_purposes_are_sent(self) -> MasivoSettings:
+        """A TCF purpose only means something for a purpose Masivo is sent."""
+        unmapped = sorted(set(self.tcf.purposes) - set(self.purposes)) if self.tcf else []
+        if unmapped:
+            raise ValueError(f"tcf.purposes names purposes not in purposes: {', '.join(unmapped)}")
+        return self
 
     @model_validator(mode="after")
     def _margin_within_ttl(self) -> MasivoSettings:
@@ -156,9 +208,43 @@ class MasivoAdapter(Adapter, Observable):
         return {
             "purposes": purposes,
             "vendors": dict(state.vendors),
-            "consent_string": state.tcf_string,
+            "consent_string": state.tcf_string or self._built_string(state),
             "customer_id": state.subject_id,
         }
+
+    def _built_string(self, state: SubjectState) -> str | None:
+        """A TC string from config and the subject's state, or ``None`` when none is configured.
+
+        A TCF purpose is consented when every decided gateway purpose mapped to it is granted.
+        Vendor consents stay empty (the gateway knows no IAB vendor ids) and the scope is
+        service-specific, as TCF v2.2 requires; ConsentScreen is 0 (no CMP screen was shown).
+        Created is the subject's newest ``occurred_at``, never the push time, so the string is
+        the same on every retry.
+        """
+        config = self.settings.tcf
+        if config is None:
+            return None
+        grouped: dict[int, list[PurposeState]] = {}
+        for purpose, numbers in config.purposes.items():
+            if (record := state.purposes.get(purpose)) is not None:
+                for number in numbers:
+                    grouped.setdefault(number, []).append(record.state)
+        consented = {n for n, states in grouped.items() if most_restrictive(states) is PurposeState.granted}
+        return tcf.encode(
+            tcf.CoreString(
+                created=state.occurred_at,
+                last_updated=state.occurred_at,
+                cmp_id=config.cmp_id,
+                cmp_version=config.cmp_version,
+                consent_screen=0,
+                consent_language=config.consent_language,
+                vendor_list_version=config.vendor_list_version,
+                tcf_policy_version=config.tcf_policy_version,
+                is_service_specific=True,
+                purpose_consents=frozenset(consented),
+                publisher_cc=config.publisher_cc,
+            )
+        )
 
     def push(self, state: SubjectState, previous: Projection, memo: Mapping[str, Any]) -> Flow:
         """One ``PATCH`` with the full purpose set; nothing when no mapped purpose is decided.
@@ -169,7 +255,7 @@ class MasivoAdapter(Adapter, Observable):
         desired = self.project(state)
         if not desired:
             return Ack(acknowledged={})
-        problem = tcf_problem(state.tcf_string)
+        problem = tcf_problem(desired["consent_string"], self.settings.consent_string_pattern)
         if problem:
             raise LocalValidationError(self.name, problem)
         response = yield json_request(
@@ -217,17 +303,17 @@ class MasivoAdapter(Adapter, Observable):
 
     def _body(self, state: SubjectState, desired: Projection) -> dict[str, Any]:
         """The request body, validated against Masivo's documented schema before it is sent."""
+        consent = {
+            "consent_string": desired["consent_string"],
+            "version": TCF_VERSION,
+            "consent_timestamp": state.occurred_at,
+            "customer_id": desired["customer_id"],
+            "purposes": desired["purposes"],
+            "vendors": desired["vendors"],
+        }
+        context = {"consent_string_pattern": self.settings.consent_string_pattern}
         try:
-            update = CustomerConsentUpdate(
-                consent=Consent(
-                    consent_string=desired["consent_string"],
-                    version=TCF_VERSION,
-                    consent_timestamp=state.occurred_at,
-                    customer_id=desired["customer_id"],
-                    purposes=ConsentPurposes.model_validate(desired["purposes"]),
-                    vendors=desired["vendors"],
-                )
-            )
+            update = CustomerConsentUpdate.model_validate({"consent": consent}, context=context)
         except ValidationError as error:
             raise LocalValidationError(
                 self.name, f"Masivo's consent schema rejects the body: {validation_reason(error)}"

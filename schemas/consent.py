@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from schemas import tcf
+
 DEFAULT_PURPOSES: tuple[str, ...] = (
     "email_marketing",
     "sms_marketing",
@@ -169,6 +171,18 @@ class Decision(Strict):
         unknown = sorted(set(value) - set(vocabulary))
         if unknown:
             raise ValueError(f"unknown purpose {', '.join(unknown)}; configured: {', '.join(vocabulary)}")
+        return value
+
+    @field_validator("tcf_string")
+    @classmethod
+    def _decodable_tcf(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A caller's string must decode as an IAB TCF v2 core string: refused at the door, not
+        found unreadable at delivery. Stored decisions are re-read unchecked, as they were."""
+        if value is not None and (info.context or {}).get("caller"):
+            try:
+                tcf.decode(value)
+            except tcf.TCFError as error:
+                raise ValueError(f"is not an IAB TCF v2 consent string: {error}") from None
         return value
 
     @field_validator("source")

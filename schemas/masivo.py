@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from iab_tcf import base64_decode, decode_v2, segments, version
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
+
+from schemas import tcf
 
 CONSENT_STRING_PATTERN = r"^CO[A-Za-z0-9_-]+$"
 CONSENT_STRING_MIN = 20
@@ -26,14 +27,6 @@ PURPOSES: tuple[str, ...] = (
     "link_tracking",
 )
 """The keys of ``ConsentPurposes``: the only purposes Masivo knows."""
-
-TCF_CORE_FIXED_BITS = 213
-"""Bits of the fixed-length v2 core fields, Version through PublisherCC (IAB TCF v2 spec).
-
-``iab_tcf`` reads missing bits as zeros, so a truncated string would otherwise "decode".
-"""
-
-BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 NO_CONSENT_STRING = "Masivo needs an IAB TCF consent string and none is known for this subject"
 
@@ -68,15 +61,23 @@ class Consent(_Wire):
     https://docs.masivo.ai/api-reference/customers/[id]/consent/patch
     """
 
-    consent_string: str = Field(
-        min_length=CONSENT_STRING_MIN, max_length=CONSENT_STRING_MAX, pattern=CONSENT_STRING_PATTERN
-    )
+    consent_string: str = Field(min_length=CONSENT_STRING_MIN, max_length=CONSENT_STRING_MAX)
     version: str | None = None
     # "format: date-time" is RFC 3339, which requires an offset.
     consent_timestamp: AwareDatetime | None = None
     customer_id: str | None = None
     purposes: ConsentPurposes | None = None
     vendors: dict[str, StrictBool] | None = None
+
+    @field_validator("consent_string")
+    @classmethod
+    def _pattern(cls, value: str, info: ValidationInfo) -> str:
+        """The documented ``pattern``, or the operator's replacement passed as ``consent_string_pattern``
+        in the validation context (``providers.masivo.consent_string_pattern``)."""
+        pattern = (info.context or {}).get("consent_string_pattern", CONSENT_STRING_PATTERN)
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"must match {pattern}")
+        return value
 
 
 class CustomerConsentUpdate(_Wire):
@@ -157,19 +158,21 @@ class ErrorBody(_Reply):
     details: str
 
 
-def tcf_problem(consent_string: str | None) -> str | None:
+def tcf_problem(consent_string: str | None, pattern: str = CONSENT_STRING_PATTERN) -> str | None:
     """Why Masivo would refuse this consent string, or ``None`` when it is fine to send.
 
-    Masivo documents only ``pattern: ^CO[A-Za-z0-9_-]+$`` and 20-500 characters. "CO" is
-    v2 ('C') created before 2021-01-14 ('O' = top bits of Created), so a TCF v2 string from
-    a current CMP ("CP…", "CQ…") fails the pattern, as does one with '.'-joined segments:
-    the reason says which, with the string's creation date.
+    Masivo documents only ``pattern: ^CO[A-Za-z0-9_-]+$`` (``pattern`` when the operator
+    configures another) and 20-500 characters. "CO" is v2 ('C') created before 2021-01-14
+    ('O' = top bits of Created), so a TCF v2 string from a current CMP ("CP…", "CQ…") fails
+    the pattern, as does one with '.'-joined segments: the reason says which, with the
+    string's creation date.
     """
     if not consent_string:
         return NO_CONSENT_STRING
     created, undecodable = _decode(consent_string)
-    if not re.fullmatch(CONSENT_STRING_PATTERN, consent_string):
-        rejected = f"Masivo's documented consent_string pattern {CONSENT_STRING_PATTERN} rejects it"
+    if not re.fullmatch(pattern, consent_string):
+        documented = "documented" if pattern == CONSENT_STRING_PATTERN else "configured"
+        rejected = f"Masivo's {documented} consent_string pattern {pattern} rejects it"
         if created is None:
             return f"{rejected}, and {undecodable}"
         why = []
@@ -179,8 +182,8 @@ def tcf_problem(consent_string: str | None) -> str | None:
                 f"January 2021 start with 'CP' or 'CQ' (this one starts with {consent_string[:2]!r})"
             )
         if "." in consent_string:
-            why.append(f"it has {len(segments(consent_string))} segments joined by '.' where the pattern allows one")
-        return f"{rejected}: {'; '.join(why)}"
+            why.append(f"it has {consent_string.count('.') + 1} segments joined by '.' where the pattern allows one")
+        return f"{rejected}: {'; '.join(why)}" if why else rejected
     if not CONSENT_STRING_MIN <= len(consent_string) <= CONSENT_STRING_MAX:
         return (
             f"Masivo accepts consent strings of {CONSENT_STRING_MIN}-{CONSENT_STRING_MAX} characters; "
@@ -193,15 +196,7 @@ def tcf_problem(consent_string: str | None) -> str | None:
 
 def _decode(consent_string: str) -> tuple[datetime, None] | tuple[None, str]:
     """The v2 string's Created date, or why it does not decode as IAB TCF v2."""
-    parts = segments(consent_string)
-    if not all(BASE64URL.fullmatch(part) for part in parts):
-        return None, "it has characters outside base64url"
     try:
-        core = base64_decode(parts[0])
-        if (found := version(core)) != 2:
-            return None, f"it is IAB TCF version {found}, not 2"
-        if len(core) * 8 < TCF_CORE_FIXED_BITS:
-            return None, f"it is truncated (a v2 core has at least {TCF_CORE_FIXED_BITS} bits)"
-        return decode_v2(consent_string).created, None
-    except ValueError as error:  # binascii.Error: a length no base64 text can have
-        return None, f"it is not valid base64url ({error})"
+        return tcf.decode(consent_string).created, None
+    except tcf.TCFError as error:
+        return None, str(error)

@@ -12,6 +12,7 @@ from adapters.simulators import create_all
 from gateway.config import Settings
 from gateway.service import Gateway
 from gateway.store import Store
+from schemas import tcf
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision
 
@@ -19,10 +20,21 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TCF = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
 PROVIDERS = ("masivo", "wix", "intempt")
 # A TCF v2 string as CMPs write them since mid-2024: "CQ…", two segments.
-CMP_STRING_2024 = (
-    "CQFzYAAQFzYAAAHABBENBJFgAP_gAEPgAAAAKZtV_G__bWlr8X73aftkeY1P9_h77sQxBhfJE-4FzLvW_JwXx2ExNA36tqIKmRIA"
-    "u3bBIQNlGJDUTVCgaogVryDMak2coTNKJ6BkiFMRM2dYCF5vm4tj-QKY5vr991dx2B-t7dr83dzyz4VHn3a5_2a0WJCdA5-tDfv9"
-    "bROb-9IOd_x8v4v8_F_rE2_eT1l_tWvp7D9-cts7_XW89_fff_9Ln_-uB_-_2AAAAA.QAAAAAA"
+CMP_STRING_2024 = tcf.encode(
+    tcf.CoreString(
+        created=datetime(2024, 9, 30, 18, 51, 31, tzinfo=UTC),
+        last_updated=datetime(2024, 9, 30, 18, 51, 31, tzinfo=UTC),
+        cmp_id=7,
+        cmp_version=1,
+        consent_screen=1,
+        consent_language="EN",
+        vendor_list_version=73,
+        tcf_policy_version=5,
+        is_service_specific=True,
+        purpose_consents=frozenset(range(1, 12)),
+        vendor_consents=frozenset(range(1, 1332)),
+        other_segments=("QAAAAAA",),
+    )
 )
 
 

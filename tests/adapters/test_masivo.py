@@ -17,6 +17,7 @@ from adapters.base import Ack, drive, sender
 from adapters.errors import LocalValidationError, PermanentError, ProviderError, TransientError
 from adapters.masivo import MasivoAdapter, MasivoAuth, MasivoSettings
 from adapters.simulators import masivo as masivo_simulator
+from schemas import tcf
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
 from schemas.masivo import NO_CONSENT_STRING
 
@@ -155,6 +156,79 @@ def test_tcf_check_fails_before_any_request(adapter: MasivoAdapter, tcf_string: 
     assert raised.value.status_code is None and raised.value.provider == "masivo"
 
 
+# --- a TC string built from [providers.masivo.tcf] for subjects whose decisions carry none ---------------
+
+TCF_CONFIG = {
+    "cmp_id": 300,
+    "cmp_version": 2,
+    "vendor_list_version": 80,
+    "consent_language": "ES",
+    "publisher_cc": "MX",
+    "purposes": {"email_marketing": [1, 7], "push_notifications": [1, 7], "behavioral_campaigns": [1, 3, 4]},
+}
+BEFORE_2021 = datetime(2020, 11, 2, 9, 30, 15, 400000, tzinfo=UTC)  # created then, a v2 string starts "CO"
+
+
+def tcf_adapter(**settings: Any) -> MasivoAdapter:
+    return MasivoAdapter(
+        MasivoSettings.model_validate({"api_key": API_KEY, "base_url": BASE_URL, "tcf": TCF_CONFIG, **settings})
+    )
+
+
+async def test_a_subject_without_a_string_gets_one_built_from_config() -> None:
+    fake = FakeMasivo()
+    decided = {"email_marketing": "granted", "push_notifications": "granted", "behavioral_campaigns": "denied"}
+    state = subject(decided, tcf_string=None, occurred_at=BEFORE_2021)
+    await push(tcf_adapter(), state, fake)
+    sent = json.loads(fake.api()[0].content)["consent"]["consent_string"]
+    built = tcf.decode(sent)
+    assert sent.startswith("CO")
+    assert built.created == built.last_updated == BEFORE_2021, "the person's decision time, never the push time"
+    assert (built.cmp_id, built.cmp_version, built.vendor_list_version) == (300, 2, 80)
+    assert (built.consent_language, built.publisher_cc, built.tcf_policy_version) == ("ES", "MX", 4)
+    assert built.purpose_consents == {7}, "1 is also behavioral_campaigns' (denied); 3 and 4 only its"
+    assert built.is_service_specific and built.vendor_consents == set() and built.other_segments == ()
+
+
+def test_the_built_string_is_the_same_on_every_push() -> None:
+    state = subject({"email_marketing": "granted"}, tcf_string=None, occurred_at=BEFORE_2021)
+    assert tcf_adapter().project(state) == tcf_adapter().project(state)
+
+
+def test_the_decisions_own_string_wins_over_a_built_one() -> None:
+    assert tcf_adapter().project(subject({"email_marketing": "granted"}))["consent_string"] == EXAMPLE
+
+
+def test_a_string_built_today_fails_the_documented_pattern_before_any_request() -> None:
+    state = subject({"email_marketing": "granted"}, tcf_string=None)  # WHEN = 2024-05-01: "CP…"
+    with pytest.raises(LocalValidationError, match=r"pattern \^CO.*created 2024-05-01.*starts with 'CP'"):
+        next(tcf_adapter().push(state, {}, {}))
+
+
+async def test_an_operator_pattern_lets_a_current_string_through() -> None:
+    fake = FakeMasivo()
+    state = subject({"email_marketing": "granted"}, tcf_string=None)
+    await push(tcf_adapter(consent_string_pattern=r"^C[A-Za-z0-9_-]+$"), state, fake)
+    sent = json.loads(fake.api()[0].content)["consent"]["consent_string"]
+    assert sent.startswith("CP") and tcf.decode(sent).created == WHEN
+
+
+def test_an_operator_pattern_also_refuses() -> None:
+    adapter = tcf_adapter(consent_string_pattern=r"^CQ[A-Za-z0-9_-]+$")
+    with pytest.raises(LocalValidationError, match=r"configured consent_string pattern \^CQ"):
+        next(adapter.push(subject({"email_marketing": "granted"}), {}, {}))
+
+
+async def test_contract_a_built_string_is_accepted_by_the_simulator(simulator: Starlette) -> None:
+    adapter = MasivoAdapter(
+        MasivoSettings.model_validate({"api_key": API_KEY, "base_url": SIM_BASE, "tcf": TCF_CONFIG})
+    )
+    state = subject({"email_marketing": "granted"}, tcf_string=None, occurred_at=BEFORE_2021)
+    await sim_push(simulator, adapter, state, adapter.auth())
+    held = (await sim_call(simulator, "_inspect"))["state"]["consents"]["cust-1"]["consent_string"]
+    assert tcf.decode(held).purpose_consents == {1, 7}
+
+
 def test_body_is_checked_against_the_wire_schema(adapter: MasivoAdapter) -> None:
     # SubjectState itself refuses a naive time; model_copy skips that, as a store bug could
     naive = subject({"email_marketing": "granted"}).model_copy(update={"occurred_at": datetime(2024, 5, 1)})
@@ -289,6 +363,12 @@ async def test_no_secret_in_errors_or_reprs(adapter: MasivoAdapter, fake: Callab
         {"token_ttl_s": 300, "refresh_margin_s": 300},
         {"api_key": 12345678901234},
         {"unknown": 1},
+        {"consent_string_pattern": "^CO[A-Z"},
+        {"tcf": {**TCF_CONFIG, "purposes": {"email_marketing": [12]}}},
+        {"tcf": {**TCF_CONFIG, "purposes": {"sms_marketing": [1]}}},  # not a purpose Masivo is sent
+        {"tcf": {**TCF_CONFIG, "cmp_id": 4096}},
+        {"tcf": {**TCF_CONFIG, "consent_language": "es"}},
+        {"tcf": {key: value for key, value in TCF_CONFIG.items() if key != "vendor_list_version"}},
     ],
 )
 def test_settings_reject(settings: dict[str, Any]) -> None:
@@ -302,6 +382,7 @@ def test_default_settings() -> None:
     assert settings.base_url == "https://app.masivo.ai/api/storefront/v1"
     assert settings.purposes == {name: name for name in MASIVO_PURPOSES}
     assert (settings.token_ttl_s, settings.refresh_margin_s) == (3600, 300)
+    assert settings.consent_string_pattern == "^CO[A-Za-z0-9_-]+$" and settings.tcf is None
 
 
 # --- contract: the adapter against the Masivo simulator (an independent reading of the docs) ---------------

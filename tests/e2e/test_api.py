@@ -67,6 +67,9 @@ def without(key: str) -> dict[str, Any]:
         ({**DECISION, "shoe_size": 43}, "shoe_size"),
         ({**DECISION, "note": "x" * 5000}, "body"),
         ("{not json", "body"),
+        ({**DECISION, "tcf_string": "not a consent string"}, "tcf_string"),
+        ({**DECISION, "tcf_string": "BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA"}, "tcf_string"),
+        ({**DECISION, "tcf_string": "COvFyGBOvFyGBAbAAAENAPCA"}, "tcf_string"),
     ],
     ids=[
         "unknown-purpose",
@@ -79,6 +82,9 @@ def without(key: str) -> dict[str, Any]:
         "unknown-field",
         "oversized",
         "not-json",
+        "tcf-not-base64url",
+        "tcf-v1",
+        "tcf-truncated",
     ],
 )
 async def test_bad_input_is_a_problem_naming_the_field_and_stores_nothing(
@@ -114,3 +120,17 @@ async def test_openapi_documents_the_routes_from_the_models(client: httpx.AsyncC
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_an_undecodable_tcf_string_is_a_422_saying_why(client: httpx.AsyncClient) -> None:
+    body = {**DECISION, "tcf_string": "BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA"}
+    response = await client.post("/v1/consents", json=body, headers=auth(WRITER))
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+    (error,) = response.json()["errors"]
+    assert error["field"] == "tcf_string" and "IAB TCF version 1, not 2" in error["message"]
+    assert await stored_rows(client) == 0
+
+
+async def test_a_decodable_tcf_string_is_accepted(client: httpx.AsyncClient) -> None:
+    body = {**DECISION, "tcf_string": "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"}
+    assert (await client.post("/v1/consents", json=body, headers=auth(WRITER))).status_code == 202

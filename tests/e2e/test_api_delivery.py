@@ -65,6 +65,20 @@ async def test_batch_accepts_and_rejects_each_item_on_its_own(client: httpx.Asyn
     assert missing.status_code == 404
 
 
+async def test_batch_rejects_an_undecodable_tcf_string_per_item(client: httpx.AsyncClient) -> None:
+    items = [
+        {**DECISION, "subject": {"id": "cust-7"}, "tcf_string": "COvFyGBOvFyGBAbAAAENAPCA"},
+        {**DECISION, "subject": {"id": "cust-8"}, "tcf_string": "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"},
+    ]
+    response = await client.post("/v1/consents:batch", json={"decisions": items}, headers=auth(WRITER))
+    assert response.status_code == 200
+    rejected, accepted = response.json()["results"]
+    assert (rejected["status"], accepted["status"]) == ("rejected", "accepted")
+    (error,) = rejected["problem"]["errors"]
+    assert error["field"] == "decisions.0.tcf_string" and "truncated" in error["message"]
+    assert (await client.get("/v1/subjects/cust-7", headers=auth(READER))).status_code == 404
+
+
 @pytest.mark.parametrize("decisions", [[], [DECISION] * 1001, "not a list"], ids=["empty", "1001", "not-list"])
 async def test_a_batch_outside_the_limits_is_refused_whole(client: httpx.AsyncClient, decisions: Any) -> None:
     response = await client.post("/v1/consents:batch", json={"decisions": decisions}, headers=auth(WRITER))
