@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from gateway.testing import providers
 from gateway.testing.cassette import Cassette, Interaction, RecordedRequest, RecordedResponse
 from gateway.testing.normalize import Normalizer
 from gateway.testing.recorder import Recorder, SecretLeak
@@ -135,3 +136,16 @@ async def test_a_leak_the_scrubber_misses_is_refused() -> None:
 
     with pytest.raises(SecretLeak, match="bearer credential"):
         await _recorded(httpx.MockTransport(handle), ("GET", "/me", None))
+
+
+def test_settings_come_from_each_adapters_own_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert providers.stand_in_settings("wix") == {
+        "base_url": "https://wix.invalid",
+        "api_key": "wix-api_key.not-a-real-secret",
+        "site_id": "wix-site_id",
+    }
+    assert providers.live_settings("intempt") is None
+    monkeypatch.setenv("CONSENT_GATEWAY_RECORD_INTEMPT__ORG", "acme")
+    assert providers.live_settings("intempt") is None  # no key: record against the simulator
+    monkeypatch.setenv("CONSENT_GATEWAY_RECORD_INTEMPT__API_KEY", "pfx.secret")
+    assert providers.live_settings("intempt") == {"org": "acme", "api_key": "pfx.secret"}
