@@ -49,7 +49,7 @@ class ProviderCassette:
         self.name = name
         self.provider = name.split("/", 1)[0]
         self.adapter_class = providers.adapter_class(self.provider)
-        volatile = sorted({*volatile, *providers.volatile_fields(self.provider)})
+        volatile = sorted({*volatile, *self.adapter_class.volatile})
         self.simulator: Starlette | None = None
         self.recorder: Recorder | None = None
         self.replayer: Replayer | None = None
@@ -79,17 +79,16 @@ class ProviderCassette:
             self.replayer = Replayer(cassette, self.settings.base_url, name=name, optional=optional)
             self.transport = self.replayer.transport
 
-    @property
-    def recording(self) -> bool:
-        return self.recorder is not None
-
     def adapter(self) -> Adapter:
         return self.adapter_class(self.settings)
 
     def connect(self, adapter: Adapter | None = None) -> httpx.AsyncClient:
         """A client as the gateway's worker builds one: base URL, the adapter's auth, this transport."""
         auth = (adapter or self.adapter()).auth()
-        return httpx.AsyncClient(base_url=self.settings.base_url, auth=auth, transport=self.transport)
+        settings = self.settings
+        return httpx.AsyncClient(
+            base_url=settings.base_url, auth=auth, transport=self.transport, timeout=settings.timeout_s
+        )
 
     def finish(self) -> Cassette | None:
         """Replay: fail on any miss or unused interaction. Recording: the scrubbed cassette."""

@@ -71,10 +71,6 @@ def secrets_of(settings: ProviderSettings) -> dict[str, str]:
     return {name: value.get_secret_value() for name, value in settings.__dict__.items() if isinstance(value, SecretStr)}
 
 
-def volatile_fields(provider: str) -> tuple[str, ...]:
-    return adapter_class(provider).volatile
-
-
 class Deadline(httpx.AsyncBaseTransport):
     """A timeout over an in-process transport, which has none of its own (a simulator told to hang)."""
 
