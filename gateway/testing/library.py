@@ -29,7 +29,7 @@ NAME = re.compile(r"[a-z0-9_]+/[A-Za-z0-9_.-]+")
 
 
 class CassetteNotFound(LookupError):
-    pass
+    """No such cassette, and the record mode says not to record it; the message says how to."""
 
 
 class ProviderCassette:
