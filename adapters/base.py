@@ -98,6 +98,7 @@ class Adapter(ABC):
 
     name: ClassVar[str]
     Settings: ClassVar[type[ProviderSettings]]
+    volatile: ClassVar[tuple[str, ...]] = ()  # request body fields carrying the decision's time (cassettes)
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings

@@ -94,6 +94,7 @@ class IntemptAdapter(Adapter):
 
     name: ClassVar[str] = "intempt"
     Settings: ClassVar[type[ProviderSettings]] = IntemptSettings
+    volatile: ClassVar[tuple[str, ...]] = ("timestamp",)
     settings: IntemptSettings
 
     def auth(self) -> IntemptAuth:

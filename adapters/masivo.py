@@ -186,6 +186,7 @@ class MasivoAdapter(Adapter, Observable):
 
     name: ClassVar[str] = "masivo"
     Settings: ClassVar[type[ProviderSettings]] = MasivoSettings
+    volatile: ClassVar[tuple[str, ...]] = ("consent_timestamp",)
     settings: MasivoSettings
     read_batch: ClassVar[int] = 1  # one customer per GET
 

@@ -124,6 +124,7 @@ class WixAuth(httpx.Auth):
 class WixAdapter(Adapter, Observable):
     name: ClassVar[str] = "wix"
     Settings: ClassVar[type[ProviderSettings]] = WixSettings
+    volatile: ClassVar[tuple[str, ...]] = ("updatedDate",)
     settings: WixSettings
     read_batch: ClassVar[int] = MAX_PAGE  # one query page per channel covers a batch
 

@@ -25,12 +25,13 @@ import base64
 import binascii
 import json
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -76,6 +77,18 @@ class Faults(BaseModel):
     hang_s: float = Field(default=30, ge=0)
     # Seeds the simulator's random.Random, so a fault sequence is reproducible.
     seed: int | None = None
+    # Only requests whose path this regex matches are faulted (Masivo's PATCH fails, its token exchange answers).
+    path: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"path is not a regex: {error}") from None
+        return value
 
 
 class Reject(Exception):
@@ -171,8 +184,10 @@ class Simulator:
             return Response(status_code=status, headers=headers)
         return JSONResponse(body, status_code=status, headers=headers)
 
-    async def _injected(self) -> Response | None:
+    async def _injected(self, path: str) -> Response | None:
         faults = self.faults
+        if faults.path is not None and re.search(faults.path, path) is None:
+            return None
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
         if self.rng.random() < faults.timeout_rate:
@@ -205,7 +220,7 @@ class Simulator:
                 "done": None,
             }
             self.log.append(entry)
-            response = await self._injected()
+            response = await self._injected(request.url.path)
             if response is None:
                 try:
                     if authenticated and self._authenticate is not None:

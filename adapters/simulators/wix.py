@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import copy
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -79,14 +81,15 @@ def _error_body(status: int, message: str) -> dict[str, Any] | None:
     return _application_error(status, code, message).body
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Wix:
     """State and handlers of one Wix simulator."""
 
-    def __init__(self, faults: Faults | None) -> None:
+    def __init__(self, faults: Faults | None, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self.consents: dict[str, dict[str, Any]] = {}
         self.by_identifier: dict[tuple[str, str], str] = {}
         self.sim = Simulator(
@@ -120,7 +123,7 @@ class _Wix:
 
     def insert(self, consent: dict[str, Any], state: str) -> dict[str, Any]:
         details = consent["details"]
-        now, kind = _now(), details["type"]
+        now, kind = _iso(self.clock()), details["type"]
         own = "email" if kind == "EMAIL" else "phone"
         entity: dict[str, Any] = {
             "id": str(uuid.uuid4()),
@@ -138,7 +141,7 @@ class _Wix:
     def save(self, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         if new != old:
             new["revision"] = str(int(old["revision"]) + 1)
-            new["updatedDate"] = _now()
+            new["updatedDate"] = _iso(self.clock())
             self.consents[new["id"]] = new
         return self.consents[new["id"]]
 
@@ -238,9 +241,9 @@ class _Wix:
         return JSONResponse({})
 
 
-def create_app(faults: Faults | None = None) -> Starlette:
-    """A Wix marketing-consent simulator."""
-    wix = _Wix(faults)
+def create_app(faults: Faults | None = None, *, clock: Callable[[], float] = time.time) -> Starlette:
+    """A Wix marketing-consent simulator; ``clock`` stamps createdDate and updatedDate."""
+    wix = _Wix(faults, clock)
     sim, base = wix.sim, BASE_PATH
     return sim.build(
         [

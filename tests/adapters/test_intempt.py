@@ -16,6 +16,7 @@ from adapters.errors import LocalValidationError, PermanentError, ProviderError,
 from adapters.intempt import IntemptAdapter, IntemptSettings
 from adapters.simulators import intempt as intempt_simulator
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
+from tests.adapters.contract import AdapterContract, Scenario
 
 API_KEY = "pk_0123.s3cr3t-0123456789"
 BASE_URL = "https://intempt.test"
@@ -319,3 +320,21 @@ async def test_contract_unconfigured_category_is_permanent() -> None:
     simulator = intempt_simulator.create_app(categories=["email"])
     with pytest.raises(PermanentError, match="HTTP 400.*Invalid request: Field 'category'"):
         await sim_push(simulator, sim_adapter(timestamp_unit="s"), subject({"analytics": "granted"}))
+
+
+# --- the shared contract, against the simulator and the shipped cassettes ---------------------
+
+
+class TestIntemptContract(AdapterContract):
+    provider = "intempt"
+    purposes = ("email_marketing", "sms_marketing")
+    settings = {"timestamp_unit": "s"}  # what the server reads (see IntemptSettings)
+    scenario_settings = {
+        **AdapterContract.scenario_settings,
+        "unconfigured_category_400": {"purposes": {"email_marketing": "email", "sms_marketing": "newsletter"}},
+    }
+
+    async def test_unconfigured_category_400(self, world: Scenario) -> None:
+        """A purpose mapped to a category Intempt's org settings lack: 400, permanent."""
+        error = await self.fails(world, PermanentError, 400)
+        assert "Field 'category'" in str(error)

@@ -20,6 +20,7 @@ from adapters.simulators import masivo as masivo_simulator
 from schemas import tcf
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
 from schemas.masivo import NO_CONSENT_STRING
+from tests.adapters.contract import AdapterContract, Scenario
 
 EXAMPLE = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
 CQ = "CQvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"  # a v2 string created 2024-2027
@@ -450,3 +451,35 @@ async def test_contract_missing_customer_is_permanent(simulator: Starlette, sim_
     with pytest.raises(PermanentError, match="HTTP 404.*Customer not found") as raised:
         await sim_push(simulator, sim_adapter, subject({"email_marketing": "granted"}), sim_adapter.auth())
     assert API_KEY not in str(raised.value)
+
+
+# --- the shared contract, against the simulator and the shipped cassettes ---------------------
+
+
+class TestMasivoContract(AdapterContract):
+    provider = "masivo"
+    purposes = ("email_marketing", "push_notifications")
+    fault_path = r"/consent$"  # the token exchange keeps answering
+
+    async def test_token_expired_401(self, world: Scenario) -> None:
+        """The token expires between two pushes: Masivo answers 401, the client authorizes again and resends."""
+        await world.push(self.state())
+        await world.faults(expire_tokens=True)
+        state = self.state(second="denied")
+        assert (await world.push(state)).acknowledged == world.adapter.project(state)
+
+    async def test_unauthorized_401(self, world: Scenario) -> None:
+        """Masivo keeps refusing the token (revoked key): one fresh token, one resend, then a permanent failure."""
+        await world.faults(error_rate=1, status=401, path=self.fault_path)
+        await self.fails(world, PermanentError, 401)
+
+    async def test_customer_not_found_404(self, world: Scenario) -> None:
+        """Masivo knows no customer with the subject's id: 404, permanent."""
+        await world.faults(missing_customers=[self.state().subject_id])
+        await self.fails(world, PermanentError, 404)
+
+    async def test_invalid_consent_422(self, world: Scenario) -> None:
+        """Masivo refuses the consent data: 422 {error, details}, permanent."""
+        await world.faults(error_rate=1, status=422, path=self.fault_path)
+        error = await self.fails(world, PermanentError, 422)
+        assert "Unprocessable" in str(error)

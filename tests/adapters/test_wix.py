@@ -17,6 +17,7 @@ from adapters.simulators.common import Faults
 from adapters.simulators.wix import create_app
 from adapters.wix import CONSENTS, WixAdapter, WixSettings
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
+from tests.adapters.contract import AdapterContract, Scenario
 
 API_KEY = "IST.wix-api-key-that-must-never-leak"
 BASE = "https://www.wixapis.com"
@@ -493,3 +494,48 @@ async def test_simulator_outage_is_transient(adapter: WixAdapter) -> None:
     with pytest.raises(TransientError, match="Service Unavailable"):
         await simulated.push(subject(email_marketing="granted"))
     await simulated.client.aclose()
+
+
+# --- the shared contract, against the simulator and the shipped cassettes ---------------------
+
+
+class TestWixContract(AdapterContract):
+    provider = "wix"
+    purposes = ("email_marketing", "sms_marketing")
+
+    async def test_patch_at_revision(self, world: Scenario) -> None:
+        """A known consent is PATCHed at the revision Wix last answered, with a field mask."""
+        first = await world.push(self.state())
+        ack = await world.push(self.state(first="denied", second="granted"), first)
+        assert ack.memo["EMAIL"]["revision"] == "2"
+
+    async def test_stale_revision_409(self, world: Scenario) -> None:
+        """Someone else changed the consent since: 409, the consent is read again and PATCHed at its revision."""
+        first = await world.push(self.state())
+        await world.behind(self.state(first="denied"))
+        ack = await world.push(self.state(first="pending"), first)
+        assert ack.memo["EMAIL"]["revision"] == "3"
+
+    async def test_deleted_at_wix_404(self, world: Scenario) -> None:
+        """The consent was deleted at Wix: the PATCH answers 404 and the channel is synced as on a first push."""
+        first = await world.push(self.state())
+        await world.control("DELETE", f"/marketing-consent/v1/marketing-consent/{first.memo['EMAIL']['id']}")
+        ack = await world.push(self.state(first="denied"), first)
+        assert ack.memo["EMAIL"]["revision"] == "1"
+
+    async def test_found_by_address(self, world: Scenario) -> None:
+        """A consent made elsewhere for the same address is found by it and PATCHed, not created again."""
+        await world.behind(self.state(first="denied", second="denied"))
+        ack = await world.push(self.state())
+        assert ack.memo["EMAIL"]["revision"] == "2"
+
+    async def test_invalid_email_400(self, world: Scenario) -> None:
+        """Wix refuses an address that is not an email: 400 with a field violation, permanent."""
+        with pytest.raises(PermanentError, match="email: must be an email address") as raised:
+            await world.push(self.state(email="ada.example.com"))
+        assert raised.value.status_code == 400
+
+    async def test_precondition_428(self, world: Scenario) -> None:
+        """Wix answers 428 Precondition Required: permanent."""
+        await world.faults(error_rate=1, status=428)
+        await self.fails(world, PermanentError, 428)
