@@ -111,6 +111,7 @@ def _rows(gateway: Gateway, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
             "note": None,
             "occurred_at": NOW,
             "updated_at": NOW,
+            "erased_at": None,
         }
         purposes = [
             {"subject_id": subject_id, "purpose": p, "state": s, "occurred_at": NOW, "decision_id": decision_id}
