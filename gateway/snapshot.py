@@ -23,6 +23,7 @@ from schemas.api import DeliveryOut, DeliveryStatus
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the occurred_at of a subject row created but never decided
+LIVE = (subjects.c.occurred_at != EPOCH) & subjects.c.erased_at.is_(None)  # decided, and not erased
 Pair = tuple[str, str]  # (subject id, provider)
 STATES = {state.value: state for state in PurposeState}  # a dict lookup: several per subject in a drift view
 
@@ -71,27 +72,27 @@ class Snapshots:
         self.engine = reader(engine)
 
     async def subject_ids(self, after: str | None, limit: int) -> list[str]:
-        """The next ``limit`` subject ids with a decision, in id order, after ``after``."""
-        query = select(subjects.c.id).where(subjects.c.occurred_at != EPOCH).order_by(subjects.c.id).limit(limit)
+        """The next ``limit`` subject ids with a decision (erased ones are not reconciled), in id order."""
+        query = select(subjects.c.id).where(LIVE).order_by(subjects.c.id).limit(limit)
         if after is not None:
             query = query.where(subjects.c.id > after)
         async with self.engine.connect() as conn:
             return [row[0] for row in await conn.execute(query)]
 
     async def count(self) -> int:
-        """How many subjects have a decision."""
-        query = select(func.count()).select_from(subjects).where(subjects.c.occurred_at != EPOCH)
+        """How many subjects have a decision and are not erased."""
+        query = select(func.count()).select_from(subjects).where(LIVE)
         async with self.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
     async def states(self, ids: Sequence[str]) -> dict[str, SubjectState]:
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(subjects).where(subjects.c.id.in_(ids)))).mappings().all()
+            rows = (await conn.execute(select(subjects).where(subjects.c.id.in_(ids), LIVE))).mappings().all()
             purposes = await conn.execute(select(subject_purposes).where(subject_purposes.c.subject_id.in_(ids)))
             by_subject: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
             for purpose in purposes.mappings():
                 by_subject[purpose["subject_id"]].append(purpose)
-        return {row["id"]: subject_state(row, by_subject[row["id"]]) for row in rows if row["occurred_at"] != EPOCH}
+        return {row["id"]: subject_state(row, by_subject[row["id"]]) for row in rows}
 
     async def chunk(self, ids: Sequence[str]) -> Chunk:
         """States, acknowledgements, observations, and which pairs have a push under way or dead."""

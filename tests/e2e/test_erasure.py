@@ -72,6 +72,8 @@ async def test_each_provider_removes_the_person_then_the_store_forgets_them(worl
     assert [entry.decision.source for entry in history] == ["erasure", "web"]  # non-identifying history stays
     assert history[1].decision.purposes["email_marketing"] == "granted"
     assert not await world.gateway.erasures.step()
+    view = await world.gateway.reconciler.view(provider=None, status=None, subject="cust-5", cursor=None, limit=10)
+    assert view.items == [], "an erased subject is not reconciled: there is nothing of theirs to compare"
 
 
 async def test_a_later_decision_is_refused_unless_it_recreates_the_subject(world: World) -> None:
