@@ -162,8 +162,17 @@ async def post_all(apis: list[str], posted: list[dict[str, Any]], on_half: Any) 
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     async def post(index: int, decision: dict[str, Any]) -> None:
+        """As a careful client does: a dropped connection is retried with the same Idempotency-Key,
+        which never records the decision twice (the count of decisions below checks that too)."""
+        keyed = headers | {"Idempotency-Key": f"scale-{index}"}
         async with gate:
-            response = await clients[index % len(clients)].post("/v1/consents", json=decision, headers=headers)
+            for attempt in range(3):
+                try:
+                    response = await clients[index % len(clients)].post("/v1/consents", json=decision, headers=keyed)
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
         statuses.append(response.status_code)
         if len(statuses) == len(posted) // 2:
             on_half()
