@@ -183,15 +183,16 @@ class WixAdapter(Adapter, Observable):
     def _find_id(self, state: SubjectState, channel: str) -> Generator[httpx.Request, httpx.Response, str | None]:
         field = IDENTIFIER[IdentifierType(channel)]
         address = getattr(state, field)
-        if address is None:
-            return None
-        found = yield json_request(
-            "GET", f"{CONSENTS}/get-by", params={"type": channel, field: address}, expect=NOT_FOUND
-        )
+        existing = None if address is None else (yield from self._lookup({"type": channel, field: address}))
+        return None if existing is None else existing.id
+
+    def _lookup(self, details: Mapping[str, Any]) -> Generator[httpx.Request, httpx.Response, StoredConsent | None]:
+        """The consent Wix holds for an address, or None. Official SDK: GET …/get-by?type=EMAIL&email=…
+        (the REST page "renders wrong")."""
+        found = yield json_request("GET", f"{CONSENTS}/get-by", params=details, expect=NOT_FOUND)
         if found.status_code in NOT_FOUND:
             return None
-        existing = self._read(found, GetByResponse).marketingConsent
-        return None if existing is None else existing.id
+        return self._read(found, GetByResponse).marketingConsent
 
     def read(self, states: Sequence[SubjectState]) -> ReadFlow:
         """Query the batch's consents channel by channel (``$in`` on the addresses, ≤ 100 per page,
@@ -298,15 +299,11 @@ class WixAdapter(Adapter, Observable):
             updated = yield from self._update(body, known["id"], known["revision"])
             if updated is not None:
                 return updated
-        # Official SDK: GET …/get-by?type=EMAIL&email=… (the REST page "renders wrong").
-        details = body["marketingConsent"]["details"]
-        found = yield json_request("GET", f"{CONSENTS}/get-by", params=details, expect=NOT_FOUND)
-        if found.status_code not in NOT_FOUND:
-            existing = self._read(found, GetByResponse).marketingConsent
-            if existing is not None:
-                updated = yield from self._update(body, existing.id, existing.revision)
-                if updated is not None:
-                    return updated
+        existing = yield from self._lookup(body["marketingConsent"]["details"])
+        if existing is not None:
+            updated = yield from self._update(body, existing.id, existing.revision)
+            if updated is not None:
+                return updated
         created = yield json_request("POST", f"{CONSENTS}/upsert", body)
         return self._read(created, UpsertResponse).marketingConsent
 
