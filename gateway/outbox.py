@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, text, update
+from sqlalchemy import Row, and_, case, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Projection
@@ -81,6 +81,9 @@ class Outbox:
         is made again in a fresh statement, so two workers can't both claim rows of one pair.
         (SQLite has one writer at a time: its claims are serial anyway.)
 
+        One batch holds at most one row of a pair (its first due): the worker pushes a batch
+        concurrently, and a lapsed ``sending`` row beside a newer pending one would otherwise race.
+
         A lease that ran out means the attempt's outcome was never recorded (the worker died,
         or the store failed it): that counts as a step on the retry ladder, so a delivery
         that keeps failing outside the provider call still ends ``dead`` (``abandoned``)
@@ -105,7 +108,7 @@ class Outbox:
             .with_for_update(skip_locked=True)
         )
         async with self.engine.begin() as conn:
-            found = (await conn.execute(candidates)).all()
+            found = _one_per_pair((await conn.execute(candidates)).all())
             if conn.dialect.name == "postgresql":
                 held = await _lock_pairs(conn, provider, {row.subject_id for row in found})
                 found = [row for row in found if row.subject_id in held]
@@ -331,6 +334,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Raises ValueError for a cursor this service did not hand out."""
     created_at, _, delivery_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
     return parse_timestamp(created_at), delivery_id
+
+
+def _one_per_pair(rows: Sequence[Row[Any, Any, Any, Any]]) -> list[Row[Any, Any, Any, Any]]:
+    """The first row of each subject (one provider per claim), in the given order."""
+    first: dict[str, Row[Any, Any, Any, Any]] = {}
+    for row in rows:
+        first.setdefault(row.subject_id, row)
+    return list(first.values())
 
 
 def delivery_out(row: Mapping[Any, Any], attempts: list[AttemptOut] | None = None) -> DeliveryOut:

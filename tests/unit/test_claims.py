@@ -69,6 +69,24 @@ async def test_concurrent_claimers_never_share_a_pair(claimers: list[Store]) -> 
     assert delivered == 2 * PAIRS, "every row was claimed in the end"
 
 
+@pytest.mark.parametrize("first", ["pending", "abandoned"])
+async def test_one_claim_never_holds_two_rows_of_a_pair(claimers: list[Store], first: str) -> None:
+    """A worker pushes its claims concurrently: two rows of one pair in one batch would race at the
+    provider, and the older state could land last. The case that met it: a worker killed mid-push
+    leaves a ``sending`` row whose lease runs out, beside a newer pending row of the same pair."""
+    store = claimers[0]
+    await two_open_rows_per_pair(store)
+    if first == "abandoned":
+        async with store.engine.begin() as conn:
+            older = select(deliveries.c.id).order_by(deliveries.c.subject_id, deliveries.c.id)
+            ids = [row[0] for row in (await conn.execute(older)).all()][::2]  # one row of each pair
+            lapsed = {"status": DeliveryStatus.sending.value, "lease_until": NOW - timedelta(seconds=1)}
+            await conn.execute(deliveries.update().where(deliveries.c.id.in_(ids)).values(lapsed))
+    batch = await store.outbox.claim("fake", 4 * PAIRS, NOW, 60, ladder_steps=7)
+    subjects = [claim.subject_id for claim in batch]
+    assert len(subjects) == len(set(subjects)) == PAIRS
+
+
 @pytest.mark.postgres
 async def test_a_claim_does_not_wait_for_another_claimers_open_transaction(claimers: list[Store]) -> None:
     """A claimer stuck mid-transaction on one provider (or one pair) holds up nobody else."""
