@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Column, ColumnElement, bindparam, delete, select, update
+from sqlalchemy import Column, ColumnElement, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter
@@ -125,27 +125,32 @@ class Erasures:
         )
 
     async def step(self) -> bool:
-        """Finish one erasure whose removals all succeeded: scrub the store. Whether one was finished."""
-        async with self.engine.begin() as conn:
-            waiting = (
-                select(erasures)
-                .where(erasures.c.status == ErasureStatus.pending.value)
-                .order_by(erasures.c.requested_at)
-                .with_for_update(skip_locked=True)
+        """Finish the oldest erasure whose removals all succeeded: scrub the store. Whether one was.
+        One with a removal still open or dead is not even read (it waits for its replay)."""
+        unfinished = (
+            select(delivery_decisions.c.delivery_id)
+            .join(deliveries, deliveries.c.id == delivery_decisions.c.delivery_id)
+            .where(
+                delivery_decisions.c.decision_id == erasures.c.decision_id,
+                deliveries.c.status.not_in([status.value for status in REMOVED]),
             )
-            for row in (await conn.execute(waiting)).mappings().all():
-                statuses = await conn.execute(
-                    select(deliveries.c.status)
-                    .join(delivery_decisions, delivery_decisions.c.delivery_id == deliveries.c.id)
-                    .where(delivery_decisions.c.decision_id == row["decision_id"])
-                )
-                if all(DeliveryStatus(status) in REMOVED for status in statuses.scalars()):
-                    await scrub(conn, row["subject_id"])
-                    done = {"status": ErasureStatus.done.value, "completed_at": self.clock()}
-                    await conn.execute(update(erasures).where(erasures.c.id == row["id"]).values(done))
-                    log.info("subject_erased", subject=row["subject_id"], erasure=row["id"])
-                    return True
-        return False
+        )
+        ready = (
+            select(erasures.c.id, erasures.c.subject_id)
+            .where(erasures.c.status == ErasureStatus.pending.value, ~exists(unfinished))
+            .order_by(erasures.c.requested_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        async with self.engine.begin() as conn:
+            found = (await conn.execute(ready)).first()
+            if found is None:
+                return False
+            await scrub(conn, found.subject_id)
+            done = {"status": ErasureStatus.done.value, "completed_at": self.clock()}
+            await conn.execute(update(erasures).where(erasures.c.id == found.id).values(done))
+        log.info("subject_erased", subject=found.subject_id, erasure=found.id)
+        return True
 
 
 async def scrub(conn: AsyncConnection, subject_id: str) -> None:
