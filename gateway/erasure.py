@@ -40,7 +40,7 @@ from gateway.tables import (
     subjects,
 )
 from schemas.api import DeliveryStatus, ErasureOut, ErasureStatus
-from schemas.consent import Decision, PurposeState, SubjectState, merge
+from schemas.consent import PurposeState, SubjectState, merge, own_decision
 
 log = structlog.get_logger("consent_gateway.erasure")
 REMOVED = frozenset({DeliveryStatus.succeeded, DeliveryStatus.skipped})
@@ -86,16 +86,8 @@ class Erasures:
 
     async def _start(self, conn: AsyncConnection, state: SubjectState, requested_by: str, now: datetime) -> str:
         dated = max([now, state.occurred_at, *(record.occurred_at for record in state.purposes.values())])
-        decision = Decision.model_validate(
-            {
-                "subject": {"id": state.subject_id},
-                "purposes": dict.fromkeys(self.purposes, PurposeState.denied),
-                "occurred_at": dated,
-                "source": "erasure",
-                "note": f"erasure requested by {requested_by}",
-            },
-            strict=False,
-        )
+        everything = dict.fromkeys(self.purposes, PurposeState.denied)
+        decision = own_decision(state.subject_id, everything, dated, "erasure", f"erasure requested by {requested_by}")
         after, effective = merge(state, decision)
         entry_id = str(uuid.uuid4())
         entry = Entry(entry_id, decision, effective, dict.fromkeys(effective, entry_id), force=frozenset(self.adapters))

@@ -22,7 +22,7 @@ from adapters.base import Adapter
 from gateway.entries import Entry, Plan, lock_subjects, write
 from gateway.snapshot import EPOCH, subject_state
 from gateway.tables import expiries
-from schemas.consent import Decision, PurposeState, SubjectState, merge
+from schemas.consent import PurposeState, SubjectState, merge, own_decision
 
 log = structlog.get_logger("consent_gateway.expiry")
 EXPIRY = uuid.UUID("0b6c1f0e-52d4-4f7a-9d7e-3a1c5e9f2b40")  # namespace: an expiry's entry id comes from its decision's
@@ -79,16 +79,8 @@ class Expiries:
             ending = sorted(purpose for purpose, held_by in holders.get(sid, {}).items() if held_by == source)
             if not ending:
                 continue
-            decision = Decision.model_validate(
-                {
-                    "subject": {"id": sid},
-                    "purposes": dict.fromkeys(ending, PurposeState.denied),
-                    "occurred_at": row["due_at"],
-                    "source": "expiry",
-                    "note": f"consent of decision {source} expired",
-                },
-                strict=False,
-            )
+            denied = dict.fromkeys(ending, PurposeState.denied)
+            decision = own_decision(sid, denied, row["due_at"], "expiry", f"consent of decision {source} expired")
             after, effective = merge(states[sid], decision)
             entry_id = str(uuid.uuid5(EXPIRY, source))
             plans.append(

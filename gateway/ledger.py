@@ -25,7 +25,7 @@ from gateway.outbox import delivery_out
 from gateway.snapshot import EPOCH, subject_state
 from gateway.tables import decisions, deliveries, delivery_decisions, erasures, subject_purposes, subjects
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
-from schemas.consent import Decision, SubjectState, merge
+from schemas.consent import Decision, SubjectState, merge, own_decision
 
 __all__ = ["Entry", "Ledger", "Pending", "SubjectErased"]
 
@@ -137,16 +137,8 @@ class Ledger:
                 return None
             if state.erased_at is not None:
                 raise SubjectErased(subject_id, "nothing is pushed for it any more but its removal")
-            decision = Decision.model_validate(
-                {
-                    "subject": {"id": subject_id},
-                    "purposes": {purpose: record.state for purpose, record in state.purposes.items()},
-                    "occurred_at": now,
-                    "source": "repair",
-                    "note": note,
-                },
-                strict=False,
-            )
+            held = {purpose: record.state for purpose, record in state.purposes.items()}
+            decision = own_decision(subject_id, held, now, "repair", note)
             entry = Entry(str(uuid.uuid4()), decision, [], {}, superseded=[], force=frozenset(providers))
             return await self.append(conn, entry, state, state, adapters, now)
 

@@ -29,7 +29,7 @@ from gateway.redaction import redact
 from gateway.snapshot import Chunk, Snapshots
 from gateway.store import Store
 from schemas.api import DecisionOut, DeliveryOut, ProviderSync, ReconciliationPage, RunOut, RunStatus, SyncStatus
-from schemas.consent import Decision, PurposeState, SubjectState
+from schemas.consent import PurposeState, SubjectState, own_decision
 
 log = structlog.get_logger("consent_gateway.reconcile")
 T = TypeVar("T")
@@ -304,16 +304,8 @@ class Reconciler:
     ) -> DecisionOut:
         """Record what ``provider`` holds as a decision (source ``provider:<name>``): it fans out to
         the others, and is not pushed back to the provider it came from."""
-        decision = Decision.model_validate(
-            {
-                "subject": {"id": subject_id},
-                "purposes": dict(purposes),
-                "occurred_at": occurred_at,
-                "source": f"provider:{provider}",
-                "note": note or f"read back from {provider}: changed there at {occurred_at.isoformat()}",
-            },
-            strict=False,
-        )
+        note = note or f"read back from {provider}: changed there at {occurred_at.isoformat()}"
+        decision = own_decision(subject_id, purposes, occurred_at, f"provider:{provider}", note)
         return await self.store.ledger.record(decision, self.adapters, self.clock(), held={provider: seen.held})
 
     async def adopt(self, subject_id: str, provider: str) -> DecisionOut | None:

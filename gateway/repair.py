@@ -22,7 +22,7 @@ from adapters.base import Adapter
 from gateway.ledger import Entry, Ledger
 from gateway.tables import decisions, subject_purposes
 from schemas.api import DecisionOut
-from schemas.consent import GATEWAY_SOURCES, Decision, SubjectState, merge
+from schemas.consent import GATEWAY_SOURCES, Decision, SubjectState, merge, own_decision
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,7 @@ async def repair(
             return None
         redated = sorted({before.purposes[p].occurred_at.isoformat() for p in changed if p in before.purposes})
         note = f"re-dated future-dated decisions ({', '.join(redated)}) to when the gateway received them"
-        decision = Decision.model_validate(
-            {
-                "subject": {"id": subject_id},
-                "purposes": {purpose: after.purposes[purpose].state for purpose in changed},
-                "occurred_at": now,
-                "source": "repair",
-                "note": note,
-            },
-            strict=False,
-        )
+        redone = {purpose: after.purposes[purpose].state for purpose in changed}
+        decision = own_decision(subject_id, redone, now, "repair", note)
         entry = Entry(str(uuid.uuid4()), decision, changed, winners)
         return await ledger.append(conn, entry, before, after, adapters, now)

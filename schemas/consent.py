@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -213,6 +214,15 @@ class Decision(Strict):
         if self.expires_at is not None and self.expires_at <= self.occurred_at:
             raise ValueError("expires_at must be later than occurred_at")
         return self
+
+
+def own_decision(
+    subject_id: str, purposes: Mapping[str, PurposeState], occurred_at: datetime, source: str, note: str
+) -> Decision:
+    """A decision the gateway records on its own account (repair, expiry, erasure, an adoption from a
+    provider): validated like any other, without the rules only a caller's decision is held to."""
+    body = {"subject": {"id": subject_id}, "purposes": dict(purposes), "occurred_at": occurred_at}
+    return Decision.model_validate(body | {"source": source, "note": note}, strict=False)
 
 
 def decision_context(purposes: list[str], now: datetime, max_skew_s: float) -> dict[str, Any]:
