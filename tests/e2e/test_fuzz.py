@@ -110,5 +110,9 @@ def test_chains_that_follow_the_documents_links(live: str) -> None:
     ran = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert ran.returncode == 0, ran.stdout[-6000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", ran.stdout)
-    assert generated is not None and int(generated[1]) >= 150, ran.stdout[-2000:]
+    # how many chains the engine builds varies run to run (107 to ~380 seen): the floor says it ran
+    # chains at all; the ≥ 1,000 cases are the other test's
+    assert generated is not None and int(generated[1]) >= 60, ran.stdout[-2000:]
+    links = re.search(r"API Links:\s+(\d+) covered", ran.stdout)
+    assert links is not None and int(links[1]) >= 2, ran.stdout[-2000:]  # 4 to 26 seen
     assert "Stateful" in ran.stdout and "No issues found" in ran.stdout
