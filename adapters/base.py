@@ -29,6 +29,10 @@ TRANSIENT_STATUSES = frozenset({408, 429})
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 DriftPolicy = Literal["newest_wins", "gateway_wins", "report_only"]
 EXPECTED = "consent_gateway.expected_statuses"  # request extension: see json_request
+WRITES = "consent_gateway.writes"  # request extension: see json_request
+
+Write = tuple[PurposeState, datetime]
+"""What a push request sets for one provider term: the state, and the provider time it carries."""
 
 
 class Ack(BaseModel):
@@ -99,6 +103,9 @@ class Adapter(ABC):
     name: ClassVar[str]
     Settings: ClassVar[type[ProviderSettings]]
     volatile: ClassVar[tuple[str, ...]] = ()  # request body fields carrying the decision's time (cassettes)
+    record_stamped: ClassVar[bool] = False
+    """The provider keeps one time for a subject's whole record (Masivo), not one per term: that time
+    dates whichever term someone changed, not every term (see ``gateway.provenance``)."""
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
@@ -110,6 +117,12 @@ class Adapter(ABC):
     @abstractmethod
     def project(self, state: SubjectState) -> Projection:
         """The subject's state in this provider's terms; ``{}`` when nothing here is mapped."""
+
+    def addressed(self) -> dict[str, str]:
+        """Terms the provider keeps one consent for per address rather than per subject, and the subject
+        field holding that address (Wix: ``{"EMAIL": "email", "PHONE": "phone"}``). Subjects sharing such
+        an address share that consent: ``project`` gives it the most protective of their states."""
+        return {}
 
     def not_applicable(self, state: SubjectState) -> dict[str, str]:
         """Parts of the projection that cannot exist at this provider for this subject, and why
@@ -202,22 +215,31 @@ def json_request(
     params: Mapping[str, str] | None = None,
     *,
     expect: Collection[int] = (),
+    writes: Mapping[str, Write] | None = None,
 ) -> httpx.Request:
     """A request relative to the provider's base URL (the dispatcher's client resolves it).
 
     ``expect``: error statuses the flow handles itself (Wix's 404 "not found yet" on a first
     lookup), so the dispatcher records them as successful attempts, not as failures.
+    ``writes``: what a push request sets, per provider term: the worker keeps it as the gateway's
+    own writes (provenance), so a read-back never takes them for a person's change.
     """
     content = None if body is None else json.dumps(body, separators=(",", ":"))
     headers = {"content-type": "application/json"} if content is not None else {}
     request = httpx.Request(method, path, params=params, content=content, headers=headers)
     request.extensions[EXPECTED] = frozenset(expect)
+    request.extensions[WRITES] = dict(writes or {})
     return request
 
 
 def expected(request: httpx.Request) -> frozenset[int]:
     """The error statuses the flow that built ``request`` expects and handles."""
     return cast(frozenset[int], request.extensions.get(EXPECTED, frozenset()))
+
+
+def writes_of(request: httpx.Request) -> dict[str, Write]:
+    """What a push request sets at the provider (see ``json_request``)."""
+    return cast(dict[str, Write], request.extensions.get(WRITES, {}))
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:

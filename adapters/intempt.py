@@ -120,12 +120,16 @@ class IntemptAdapter(Adapter):
         categories that did succeed, with the same body.
         """
         desired = self.project(state)
-        bodies = [
-            self._body(state, category, value) for category, value in desired.items() if previous.get(category) != value
-        ]
+        bodies = {
+            category: self._body(state, category, value)
+            for category, value in desired.items()
+            if previous.get(category) != value
+        }
         path = f"/v1/{quote(self.settings.org, safe='')}/projects/{quote(self.settings.project, safe='')}"
-        for body in bodies:
-            response = yield json_request("POST", f"{path}/consents/data", body)
+        for category, body in bodies.items():
+            written = PurposeState.granted if body["action"] == ACTION[PurposeState.granted] else PurposeState.denied
+            writes = {category: (written, state.occurred_at)}
+            response = yield json_request("POST", f"{path}/consents/data", body, writes=writes)
             self.check(response)
         return Ack(acknowledged=desired)
 

@@ -187,6 +187,7 @@ class MasivoAdapter(Adapter, Observable):
     name: ClassVar[str] = "masivo"
     Settings: ClassVar[type[ProviderSettings]] = MasivoSettings
     volatile: ClassVar[tuple[str, ...]] = ("consent_timestamp",)
+    record_stamped: ClassVar[bool] = True  # one consent_timestamp for the whole consent
     settings: MasivoSettings
     read_batch: ClassVar[int] = 1  # one customer per GET
 
@@ -259,9 +260,9 @@ class MasivoAdapter(Adapter, Observable):
         problem = tcf_problem(desired["consent_string"], self.settings.consent_string_pattern)
         if problem:
             raise LocalValidationError(self.name, problem)
-        response = yield json_request(
-            "PATCH", f"/customers/{_path_segment(state.subject_id)}/consent", self._body(state, desired)
-        )
+        path = f"/customers/{_path_segment(state.subject_id)}/consent"
+        writes = {term: (self.term_state(allowed), state.occurred_at) for term, allowed in desired["purposes"].items()}
+        response = yield json_request("PATCH", path, self._body(state, desired), writes=writes)
         self.check(response)
         return Ack(acknowledged=desired)
 
@@ -299,8 +300,11 @@ class MasivoAdapter(Adapter, Observable):
 
     def term_states(self, projection: Projection) -> dict[str, PurposeState]:
         """Each Masivo purpose: true is granted, false denied (Masivo has no pending)."""
-        purposes = projection.get("purposes", {})
-        return {term: PurposeState.granted if allowed else PurposeState.denied for term, allowed in purposes.items()}
+        return {term: self.term_state(allowed) for term, allowed in projection.get("purposes", {}).items()}
+
+    @staticmethod
+    def term_state(allowed: bool) -> PurposeState:
+        return PurposeState.granted if allowed else PurposeState.denied
 
     def _body(self, state: SubjectState, desired: Projection) -> dict[str, Any]:
         """The request body, validated against Masivo's documented schema before it is sent."""

@@ -30,6 +30,7 @@ from adapters.base import (
     Projection,
     ProviderSettings,
     ReadFlow,
+    Write,
     json_body,
     json_request,
     validation_reason,
@@ -46,6 +47,7 @@ from schemas.wix import (
     OptInLevel,
     QueryRequest,
     QueryResponse,
+    RemoveRequest,
     StoredConsent,
     UpdateRequest,
     UpsertRequest,
@@ -83,6 +85,7 @@ IDENTIFIER: Final = {IdentifierType.EMAIL: "email", IdentifierType.PHONE: "phone
 DEFAULT_PURPOSES: Final = {"email_marketing": "EMAIL", "sms_marketing": "PHONE"}
 
 NOT_FOUND: Final = frozenset({404})  # no consent for that address or id (yet): the flow upserts
+WITHDRAWN: Final = "withdrawn"  # memo: the subject's former addresses whose consent was revoked
 STALE: Final = 409  # "entity has already changed since the requested revision": the flow re-reads
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -131,19 +134,24 @@ class WixAdapter(Adapter, Observable):
     def auth(self) -> httpx.Auth:
         return WixAuth(self.settings.api_key, self.settings.site_id)
 
+    def addressed(self) -> dict[str, str]:
+        return {term: IDENTIFIER[IdentifierType(term)] for term in sorted(set(self.settings.purposes.values()))}
+
     def project(self, state: SubjectState) -> Projection:
         """``{"EMAIL": {"state": "CONFIRMED", "email": …}, "PHONE": {…}}`` for the mapped channels
-        the subject has an address for (a consent exists "per email or phone").
+        the subject decided and has an address for (a consent exists "per email or phone").
 
+        Wix keeps one consent per address, so where other subjects hold the same address their
+        decisions count too: the most protective state of them all (a denial by anyone wins).
         The address is part of the projection so a changed address is pushed too.
         """
         projection: Projection = {}
-        for term, states in state.purposes_in(self.settings.purposes).items():
-            channel = IdentifierType(term)
-            field = IDENTIFIER[channel]
-            address = getattr(state, field)
+        for term in state.records_in(self.settings.purposes):
+            field = IDENTIFIER[IdentifierType(term)]
+            address = _address(state, field)
             if address is not None:
-                projection[channel.value] = {"state": WIX_STATE[most_restrictive(states)].value, field: address}
+                states = [record.state for record in state.term_records(self.settings.purposes, term, field)]
+                projection[term] = {"state": WIX_STATE[most_restrictive(states)].value, field: address}
         return projection
 
     def not_applicable(self, state: SubjectState) -> dict[str, str]:
@@ -155,36 +163,57 @@ class WixAdapter(Adapter, Observable):
         }
 
     def push(self, state: SubjectState, previous: Projection, memo: Mapping[str, Any]) -> Flow:
+        """Each channel whose consent changed, then the consent of every address the subject left
+        (revoked once: an address it no longer has must not keep its opt-in)."""
         desired = self.project(state)
         changed = [channel for channel, target in desired.items() if previous.get(channel) != target]
         # Every body is built and checked before the first request, so a rule broken on
         # one channel leaves the other untouched too.
         bodies = {channel: self._upsert_body(state, channel, desired[channel]) for channel in changed}
+        done = set(memo.get(WITHDRAWN, ())) - {
+            target.get("email") or target.get("phone") for target in desired.values()
+        }
+        withdrawals = {key: body for key, body in self._withdrawals(state).items() if key not in done}
         remembered = dict(memo)
         for channel, body in bodies.items():
-            consent = yield from self._sync(body, self._known(channel, desired, previous, memo))
+            consent = yield from self._sync(body, self._known(channel, desired, previous, memo), _writes(body))
             remembered[channel] = {"id": consent.id, "revision": consent.revision}
+        for key, body in withdrawals.items():
+            revoked = yield json_request("POST", f"{CONSENTS}/remove", body, expect=NOT_FOUND)
+            if revoked.status_code not in NOT_FOUND:
+                self.check(revoked)
+            done.add(key)
+        if done:
+            remembered[WITHDRAWN] = sorted(done)
         return Ack(acknowledged=desired, memo=remembered)
 
-    def erase(self, state: SubjectState, memo: Mapping[str, Any]) -> Flow:
-        """Wix can delete a consent: each channel's, known from the memo or found by address.
-        One already gone (404) is as good as deleted."""
-        for channel in sorted(set(self.project(state)) | {c for c in memo if c in IDENTIFIER}):
-            known = memo.get(channel)
-            consent_id = known.get("id") if isinstance(known, Mapping) else None
-            if consent_id is None:
-                consent_id = yield from self._find_id(state, channel)
-            if consent_id is not None:
-                deleted = yield json_request("DELETE", _consent_path(consent_id), expect=NOT_FOUND)
-                if deleted.status_code not in NOT_FOUND:
-                    self.check(deleted)
-        return Ack(acknowledged={}, memo={})
+    def _withdrawals(self, state: SubjectState) -> dict[str, dict[str, Any]]:
+        """A revoke for each former address of a mapped channel, dated when the subject left it."""
+        bodies = {}
+        for channel, field in self.addressed().items():
+            for former in state.former.get(field, ()):
+                activity = {"source": "OTHER", "description": "no longer the subject's address"}
+                revoke = activity | {"updatedDate": former.replaced_at.astimezone(UTC)}
+                body = {"details": {"type": channel, field: former.address}, "lastRevokeActivity": revoke}
+                bodies[former.address] = self._body(RemoveRequest, body)
+        return bodies
 
-    def _find_id(self, state: SubjectState, channel: str) -> Generator[httpx.Request, httpx.Response, str | None]:
-        field = IDENTIFIER[IdentifierType(channel)]
-        address = getattr(state, field)
-        existing = None if address is None else (yield from self._lookup({"type": channel, field: address}))
-        return None if existing is None else existing.id
+    def erase(self, state: SubjectState, memo: Mapping[str, Any]) -> Flow:
+        """Wix can delete a consent: that of every address the subject has or had, found by address,
+        except one another subject holds now (its consent is theirs too: they get pushed again).
+        One already gone (404) is as good as deleted."""
+        for channel, field in self.addressed().items():
+            current = _address(state, field)
+            addresses = [former.address for former in state.former.get(field, ())]
+            if current is not None and not state.shared.get(field):
+                addresses.insert(0, current)
+            for address in addresses:
+                existing = yield from self._lookup({"type": channel, field: address})
+                if existing is not None:
+                    deleted = yield json_request("DELETE", _consent_path(existing.id), expect=NOT_FOUND)
+                    if deleted.status_code not in NOT_FOUND:
+                        self.check(deleted)
+        return Ack(acknowledged={}, memo={})
 
     def _lookup(self, details: Mapping[str, Any]) -> Generator[httpx.Request, httpx.Response, StoredConsent | None]:
         """The consent Wix holds for an address, or None. Official SDK: GET …/get-by?type=EMAIL&email=…
@@ -200,7 +229,7 @@ class WixAdapter(Adapter, Observable):
         found: dict[tuple[str, str], StoredConsent] = {}
         for channel in sorted({IdentifierType(term) for term in self.settings.purposes.values()}):
             field = IDENTIFIER[channel]
-            addresses = sorted({address for state in states if (address := getattr(state, field))})
+            addresses = sorted({address for state in states if (address := _address(state, field))})
             cursor: str | None = None
             while addresses:
                 paging: dict[str, Any] = {"limit": MAX_PAGE} | ({"cursor": cursor} if cursor else {})
@@ -208,7 +237,7 @@ class WixAdapter(Adapter, Observable):
                 answer = yield json_request("POST", f"{CONSENTS}/query", self._body(QueryRequest, {"query": query}))
                 page = self._read(answer, QueryResponse)
                 for consent in page.marketingConsent:
-                    found[(channel, getattr(consent.details, field) or "")] = consent
+                    found[(channel, (getattr(consent.details, field) or "").lower())] = consent
                 cursor = page.next_cursor
                 if cursor is None:
                     break
@@ -219,9 +248,9 @@ class WixAdapter(Adapter, Observable):
         changed_at: dict[str, datetime] = {}
         for channel in self.project(state) | dict.fromkeys(self.not_applicable(state)):
             field = IDENTIFIER[IdentifierType(channel)]
-            consent = found.get((channel, getattr(state, field) or ""))
+            consent = found.get((channel, (_address(state, field) or "").lower()))
             if consent is not None:
-                held[channel] = {"state": consent.state.value, field: getattr(consent.details, field)}
+                held[channel] = {"state": consent.state.value, field: _address(state, field)}
                 changed_at[channel] = _changed_at(consent)
         return Observation(held=held, changed_at=changed_at)
 
@@ -271,15 +300,13 @@ class WixAdapter(Adapter, Observable):
         return self._body(UpsertRequest, {"marketingConsent": consent})
 
     def _decided_at(self, state: SubjectState, channel: IdentifierType) -> datetime:
-        """When the person last decided about a purpose on this channel, in UTC.
+        """When the consent's latest decision was made, in UTC: the subject's own about a purpose on this
+        channel, or that of another subject holding the same address (the same time whoever pushes).
 
         Wix timestamps need an offset; a naive time from the store is taken as UTC.
         """
-        decided = max(
-            record.occurred_at
-            for purpose, record in state.purposes.items()
-            if self.settings.purposes.get(purpose) == channel
-        )
+        records = state.term_records(self.settings.purposes, channel.value, IDENTIFIER[channel])
+        decided = max(record.occurred_at for record in records)
         return decided.astimezone(UTC) if decided.tzinfo else decided.replace(tzinfo=UTC)
 
     def _known(
@@ -293,22 +320,22 @@ class WixAdapter(Adapter, Observable):
             return known
         return None
 
-    def _sync(self, body: dict[str, Any], known: Mapping[str, Any] | None) -> Step:
+    def _sync(self, body: dict[str, Any], known: Mapping[str, Any] | None, writes: Mapping[str, Write]) -> Step:
         """One channel to ``body``: PATCH the known consent, else the one found by address, else Upsert."""
         if known is not None:
-            updated = yield from self._update(body, known["id"], known["revision"])
+            updated = yield from self._update(body, known["id"], known["revision"], writes)
             if updated is not None:
                 return updated
         existing = yield from self._lookup(body["marketingConsent"]["details"])
         if existing is not None:
-            updated = yield from self._update(body, existing.id, existing.revision)
+            updated = yield from self._update(body, existing.id, existing.revision, writes)
             if updated is not None:
                 return updated
-        created = yield json_request("POST", f"{CONSENTS}/upsert", body)
+        created = yield json_request("POST", f"{CONSENTS}/upsert", body, writes=writes)
         return self._read(created, UpsertResponse).marketingConsent
 
     def _update(
-        self, body: dict[str, Any], consent_id: str, revision: str
+        self, body: dict[str, Any], consent_id: str, revision: str, writes: Mapping[str, Write]
     ) -> Generator[httpx.Request, httpx.Response, StoredConsent | None]:
         """PATCH at ``revision``; None when Wix no longer has the consent (404).
 
@@ -316,13 +343,13 @@ class WixAdapter(Adapter, Observable):
         fix is to GET the consent and copy its ``revision``. Done once: a second 409 means
         someone else keeps writing, so retry later rather than race them.
         """
-        response = yield self._patch(body, consent_id, revision, expect={*NOT_FOUND, STALE})
+        response = yield self._patch(body, consent_id, revision, {*NOT_FOUND, STALE}, writes)
         if response.status_code == STALE:
             current = yield json_request("GET", _consent_path(consent_id), expect=NOT_FOUND)
             if current.status_code in NOT_FOUND:
                 return None
             revision = self._read(current, GetResponse).marketingConsent.revision
-            response = yield self._patch(body, consent_id, revision, expect=NOT_FOUND)
+            response = yield self._patch(body, consent_id, revision, NOT_FOUND, writes)
             if response.status_code == STALE:
                 message = f"revision still stale after a re-read: {self.error_text(response)}"
                 raise TransientError(self.name, message, STALE)
@@ -330,11 +357,18 @@ class WixAdapter(Adapter, Observable):
             return None
         return self._read(response, UpsertResponse).marketingConsent
 
-    def _patch(self, body: dict[str, Any], consent_id: str, revision: str, expect: Collection[int]) -> httpx.Request:
+    def _patch(
+        self,
+        body: dict[str, Any],
+        consent_id: str,
+        revision: str,
+        expect: Collection[int],
+        writes: Mapping[str, Write],
+    ) -> httpx.Request:
         consent = {**body["marketingConsent"], "id": consent_id, "revision": revision}
         mask = {"paths": ["state", ACTIVITY[ConsentState(consent["state"])]]}
         update = self._body(UpdateRequest, {"marketingConsent": consent, "mask": mask})
-        return json_request("PATCH", _consent_path(consent_id), update, expect=expect)
+        return json_request("PATCH", _consent_path(consent_id), update, expect=expect, writes=writes)
 
     def _body(self, model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
         """``data`` checked against the wire model and Wix's rules, as it goes on the wire."""
@@ -359,6 +393,20 @@ def _changed_at(consent: StoredConsent) -> datetime:
     activity = consent.lastRevokeActivity if consent.state is ConsentState.REVOKED else consent.lastConfirmationActivity
     moment = (activity.updatedDate if activity else None) or consent.updatedDate or consent.createdDate
     return (moment or datetime.min.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _writes(body: Mapping[str, Any]) -> dict[str, Write]:
+    """What an upsert or update body sets: its channel's state, at its activity's ``updatedDate``."""
+    consent = body["marketingConsent"]
+    state = ConsentState(consent["state"])
+    moment = datetime.fromisoformat(consent[ACTIVITY[state]]["updatedDate"])
+    return {consent["details"]["type"]: (ADOPTED[state], moment)}
+
+
+def _address(state: SubjectState, field: str) -> str | None:
+    """The subject's email (in lower case: Wix keeps one consent per address, whatever its case) or phone."""
+    value: str | None = getattr(state, field)
+    return value.lower() if value is not None and field == "email" else value
 
 
 def _consent_path(consent_id: str) -> str:

@@ -28,12 +28,12 @@ from benchmarks.payloads import TOKEN, batch_body
 from gateway.auth import hash_token
 from gateway.store import Store
 from gateway.tables import deliveries
+from schemas.api import UNDER_WAY
 from tests.processes import CLI, Process, Processes, clean_env, free_port
 
 PROVIDERS = ("masivo", "wix", "intempt")
 KEYS = {"BENCH_MASIVO": "masivo-key-0123456789", "BENCH_WIX": "wix-key-0123456789"}
 KEYS["BENCH_INTEMPT"] = "pfx.intempt-0123456789"
-OPEN = ("pending", "sending", "retrying")  # every other delivery status is final
 PROTECTED = frozenset({"postgres", "test", "template0", "template1"})  # never dropped by the harness
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/consent_gateway_bench"
 
@@ -309,7 +309,11 @@ async def scalar(url: str, query: Any) -> int:
 
 async def until_delivered(url: str, timeout: float) -> float:
     """Poll the store until no delivery is open (pending, sending, retrying); the Unix time that was seen."""
-    query = select(func.count()).select_from(deliveries).where(deliveries.c.status.in_(OPEN))
+    query = (
+        select(func.count())
+        .select_from(deliveries)
+        .where(deliveries.c.status.in_([status.value for status in UNDER_WAY]))
+    )
     deadline = time.monotonic() + timeout
     engine = create_async_engine(url)
     try:

@@ -24,6 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from gateway.auth import Authenticator
 from gateway.params import SUBJECT_ID, UUID
+from gateway.reconcile import NotAdoptable
 from gateway.redaction import mask_contacts
 from gateway.service import Gateway
 from schemas.api import SyncStatus
@@ -188,7 +189,12 @@ class Pages:
     async def adopt(self, request: Request) -> Response:
         form = await self.action(request)
         subject_id, provider = str(request.path_params["subject_id"]), form.get("provider", "")
-        entry = await self.gateway.reconciler.adopt(subject_id, provider) if provider in self.gateway.adapters else None
+        try:
+            entry = (
+                await self.gateway.reconciler.adopt(subject_id, provider) if provider in self.gateway.adapters else None
+            )
+        except NotAdoptable as refused:
+            return self.back(request, f"Not adopted: {refused}.", f"/admin/subjects/{subject_id}")
         self.gateway.worker.wake()
         message = f"Adopted {provider}'s state as a decision." if entry else f"Nothing to adopt from {provider}."
         return self.back(request, message, f"/admin/subjects/{subject_id}")

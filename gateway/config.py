@@ -123,7 +123,10 @@ class Settings(DatabaseSettings):
 
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
     max_clock_skew_s: float = Field(
-        default=300.0, ge=0, le=86_400, description="how far ahead of the gateway's clock occurred_at may be"
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="how far ahead of the gateway's clock occurred_at (or a provider's time read back) may be",
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_batch_body_bytes: int = Field(default=16_000_000, ge=1024, description="for POST /v1/consents:batch")

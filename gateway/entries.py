@@ -18,8 +18,10 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.base import Adapter, Projection
+from gateway import addresses
 from gateway.db import insert, upsert
-from gateway.outbox import OPEN, delivery_out
+from gateway.outbox import JOINABLE, delivery_out
+from gateway.provenance import Provenance
 from gateway.snapshot import EPOCH
 from gateway.tables import (
     decisions,
@@ -57,10 +59,12 @@ class Plan:
     """What writing one entry does, worked out before any statement runs."""
 
     entry: Entry
+    before: SubjectState | None
     after: SubjectState
     changed: dict[str, bool]  # provider -> a push is owed (else a ``skipped`` delivery records that)
     acknowledge: dict[str, Projection]  # providers that hold the new state already
     forget: frozenset[str]  # providers whose acknowledged state is unknown now: the push sends everything
+    left: dict[str, list[str]]  # addresses the subject leaves -> providers keeping one consent per address
 
     @classmethod
     def of(
@@ -84,7 +88,7 @@ class Plan:
             name: projection for name, projection in (held or {}).items() if adapters[name].project(after) == projection
         }
         changed |= dict.fromkeys(acknowledge, False)
-        return cls(entry, after, changed, acknowledge, entry.force)
+        return cls(entry, before, after, changed, acknowledge, entry.force, _left(before, after, adapters, changed))
 
     def row(self, now: datetime) -> dict[str, Any]:
         decision, entry = self.entry.decision, self.entry
@@ -100,6 +104,25 @@ class Plan:
             "effective": entry.effective,
             "superseded": superseded,
         }
+
+
+def _left(
+    before: SubjectState | None, after: SubjectState, adapters: Mapping[str, Adapter], changed: Mapping[str, bool]
+) -> dict[str, list[str]]:
+    """The addresses an entry takes the subject away from (a changed address, or an erasure), each with
+    the providers keeping one consent per address that this entry pushes. (Whether the subject's own
+    consent at a provider changes is all ``changed`` needs: a shared consent only changes with it.)"""
+    old, new = addresses.current(before), addresses.current(after)
+    erased = after.erased_at is not None and before is not None
+    gone = sorted(address for kind, address in old.items() if address != new.get(kind) or erased)
+    return {
+        address: [
+            name
+            for name, adapter in sorted(adapters.items())
+            if changed.get(name) and addresses.kind(address) in adapter.addressed().values()
+        ]
+        for address in gone
+    }
 
 
 async def lock_subjects(conn: AsyncConnection, subject_ids: Sequence[str], now: datetime) -> dict[str, Any]:
@@ -135,6 +158,7 @@ async def write(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) -> 
     if due:
         await conn.execute(expiries.insert(), due)
     await _write_states(conn, plans, now)
+    await addresses.moved(conn, [(plan.before, plan.after) for plan in plans], now)
     await _write_acknowledgements(conn, plans, now)
     carried = await _enqueue(conn, plans, now)
     return [
@@ -171,20 +195,23 @@ async def _write_states(conn: AsyncConnection, plans: Sequence[Plan], now: datet
 
 
 async def _write_acknowledgements(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) -> None:
-    held = [
+    held: list[dict[str, Any]] = [
         {"subject_id": plan.after.subject_id, "provider": name, "acknowledged": projection, "acknowledged_at": now}
         for plan in plans
         for name, projection in plan.acknowledge.items()
     ]
-    if held:
+    if held:  # adopted from there: it holds the person's own state now, none of the gateway's writes
+        pairs = {(row["subject_id"], row["provider"]) for row in held}
+        writes = await _writes(conn, pairs)
         statement = insert(conn, provider_state)
         update_ = {
             "acknowledged": statement.excluded.acknowledged,
             "acknowledged_at": statement.excluded.acknowledged_at,
+            "writes": statement.excluded.writes,
         }
         await conn.execute(
             statement.on_conflict_do_update(index_elements=["subject_id", "provider"], set_=update_),
-            [row | {"memo": {}} for row in held],
+            [row | {"memo": {}, "writes": writes.get((row["subject_id"], row["provider"]), {})} for row in held],
         )
     forgotten = [
         {"_subject": plan.after.subject_id, "_provider": name} for plan in plans for name in sorted(plan.forget)
@@ -199,6 +226,16 @@ async def _write_acknowledgements(conn: AsyncConnection, plans: Sequence[Plan], 
         await conn.execute(statement, forgotten)
 
 
+async def _writes(conn: AsyncConnection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The gateway's writes to these (subject, provider) pairs, none of them held there any more."""
+    table = provider_state
+    query = select(table.c.subject_id, table.c.provider, table.c.writes).where(
+        table.c.subject_id.in_(sorted({subject for subject, _ in pairs}))
+    )
+    found = {(subject, provider): stored for subject, provider, stored in await conn.execute(query)}
+    return {pair: Provenance.from_json(found.get(pair)).disowned().to_json() for pair in pairs}
+
+
 async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) -> dict[str, list[DeliveryOut]]:
     """Coalesce: each entry joins its changed providers' deliveries that have not been sent yet
     (or one an earlier entry of the group queued), else queues new ones; an unchanged provider
@@ -206,7 +243,11 @@ async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) 
 
     The open rows are locked, so a worker claiming one meanwhile either waits for this group or
     is waited for (and then the entry gets a delivery of its own)."""
-    pairs = sorted({(plan.after.subject_id, name) for plan in plans for name, yes in plan.changed.items() if yes})
+    also = await _left_behind(conn, plans)
+    pairs = sorted(
+        {(plan.after.subject_id, name) for plan in plans for name, yes in plan.changed.items() if yes}
+        | {pair for pairs in also for pair in pairs}
+    )
     found: dict[tuple[str, str], dict[str, Any]] = {}
     if pairs:
         query = (  # by the indexed columns one at a time: SQLite scans the table for a row-value IN
@@ -214,7 +255,7 @@ async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) 
             .where(
                 deliveries.c.subject_id.in_(sorted({subject for subject, _ in pairs})),
                 deliveries.c.provider.in_(sorted({provider for _, provider in pairs})),
-                deliveries.c.status.in_([s.value for s in OPEN]),
+                deliveries.c.status.in_([s.value for s in JOINABLE]),
             )
             .order_by(deliveries.c.id)
             .with_for_update()
@@ -225,7 +266,7 @@ async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) 
     new_rows: list[dict[str, Any]] = []
     links: list[dict[str, str]] = []
     carried: dict[str, list[DeliveryOut]] = {}
-    for plan in plans:
+    for index, plan in enumerate(plans):
         riding = []
         for name, yes in sorted(plan.changed.items()):
             pair = (plan.after.subject_id, name)
@@ -239,11 +280,26 @@ async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) 
             links.append({"delivery_id": row["id"], "decision_id": plan.entry.id})
             riding.append(row)
         carried[plan.entry.id] = [delivery_out(row) for row in riding]
+        for pair in sorted(also[index] - found.keys()):  # another subject's delivery: not carried by this entry
+            found[pair] = _new_delivery(plan.entry.id, pair, DeliveryStatus.pending, now)
+            new_rows.append(found[pair])
     if new_rows:
         await conn.execute(deliveries.insert(), new_rows)
     if links:
         await conn.execute(delivery_decisions.insert(), links)
     return carried
+
+
+async def _left_behind(conn: AsyncConnection, plans: Sequence[Plan]) -> list[set[tuple[str, str]]]:
+    """Per plan, the (subject, provider) pairs pushed because the subject left an address others hold:
+    the first of them, so that consent is rewritten without this subject's decisions (one push does it
+    for all of them, however many they are)."""
+    leaving = {plan.after.subject_id for plan in plans if plan.left}
+    heirs = await addresses.first_holders(conn, {address for plan in plans for address in plan.left}, leaving)
+    return [
+        {(heirs[address], name) for address, names in plan.left.items() if address in heirs for name in names}
+        for plan in plans
+    ]
 
 
 def _new_delivery(decision_id: str, pair: tuple[str, str], status: DeliveryStatus, now: datetime) -> dict[str, Any]:

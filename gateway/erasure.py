@@ -7,7 +7,8 @@ pushes an erased subject with each adapter's ``erase`` flow (Wix deletes its con
 and Intempt get every purpose denied), with the usual retries, dead letters and replay. Once
 every removal succeeded, a worker chore scrubs the person's data from the store: contact data,
 notes and TCF strings from the subject and from every ledger body, contact data from delivery
-errors, stored idempotent answers, read-back observations and what providers acknowledged.
+errors, stored idempotent answers, read-back observations, what providers acknowledged and the
+index of the addresses the person had.
 The ledger keeps its non-identifying history: ids, times, purposes and sources.
 """
 
@@ -23,6 +24,7 @@ from sqlalchemy import Column, ColumnElement, bindparam, delete, exists, select,
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter
+from gateway import addresses
 from gateway.entries import Entry
 from gateway.ledger import Ledger
 from gateway.outbox import delivery_out
@@ -164,7 +166,8 @@ async def scrub(conn: AsyncConnection, subject_id: str) -> None:
             await conn.execute(delete(table).where(table.c.scope == scope, table.c.key == key))
     await conn.execute(delete(observations).where(observations.c.subject_id == subject_id))
     held = update(provider_state).where(provider_state.c.subject_id == subject_id)  # Wix's hold addresses
-    await conn.execute(held.values(acknowledged={}, memo={}))
+    await conn.execute(held.values(acknowledged={}, memo={}, writes={}))
+    await addresses.forget(conn, subject_id)  # current and former: their consents were removed
 
 
 async def _rewrite(

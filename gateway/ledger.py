@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter, Projection
 from adapters.errors import GatewayError
+from gateway import addresses
 from gateway.db import reader
 from gateway.entries import Entry, Plan, decision_out, lock_subjects, write
 from gateway.idempotency import Binding, claim_bindings
@@ -144,15 +145,20 @@ class Ledger:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def subject_state(self, subject_id: str) -> SubjectState | None:
+    async def subject_state(self, subject_id: str, *, addressed: bool = True) -> SubjectState | None:
+        """``addressed``: with who else holds its addresses and the ones it left (for a provider keeping
+        one consent per address); a push to any other provider needs neither."""
         async with self.reader.connect() as conn:
-            return await self._state(conn, subject_id)
+            return await self._state(conn, subject_id, addressed=addressed)
 
     async def locked_state(self, conn: AsyncConnection, subject_id: str) -> SubjectState | None:
         """The subject's state, its row locked until ``conn``'s transaction ends."""
         return await self._state(conn, subject_id, lock=True)
 
-    async def _state(self, conn: AsyncConnection, subject_id: str, lock: bool = False) -> SubjectState | None:
+    async def _state(
+        self, conn: AsyncConnection, subject_id: str, lock: bool = False, addressed: bool = True
+    ) -> SubjectState | None:
+        """The state adapters push: with the subjects sharing its addresses, and the addresses it left."""
         query = select(subjects).where(subjects.c.id == subject_id)
         row = (await conn.execute(query.with_for_update() if lock else query)).mappings().first()
         if row is None or row["occurred_at"] == EPOCH:
@@ -160,7 +166,8 @@ class Ledger:
         purposes = (
             await conn.execute(select(subject_purposes).where(subject_purposes.c.subject_id == subject_id))
         ).mappings()
-        return subject_state(row, purposes)
+        state = subject_state(row, purposes)
+        return (await addresses.attach(conn, [state], former=True))[0] if addressed else state
 
     async def decision(self, decision_id: str) -> DecisionOut | None:
         found = await self._decisions(decisions.c.id == decision_id, limit=1)

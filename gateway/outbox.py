@@ -11,13 +11,14 @@ from typing import Any
 from sqlalchemy import Row, and_, case, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from adapters.base import Projection
-from gateway.db import reader, upsert
+from adapters.base import Ack, Projection
+from gateway.db import insert, reader, upsert
+from gateway.provenance import Provenance
 from gateway.tables import deliveries, delivery_attempts, provider_state
 from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
 from schemas.consent import parse_timestamp
 
-OPEN = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a newer decision may join
+JOINABLE = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a newer decision joins it
 STATUSES = {status.value: status for status in DeliveryStatus}
 ABANDONED = "gave up: the outcome of its attempts was never recorded (the worker stopped or the store failed)"
 
@@ -59,6 +60,16 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Held:
+    """What the gateway knows a provider holds for a subject: the projection it last acknowledged, the
+    ids and revisions remembered for the next push, and the gateway's own writes since."""
+
+    acknowledged: Projection = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict)
+    writes: Provenance = field(default_factory=Provenance)
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[DeliveryOut]
     next_cursor: str | None
@@ -97,7 +108,7 @@ class Outbox:
             other.c.lease_until > now,
         )
         due = or_(
-            and_(deliveries.c.status.in_([s.value for s in OPEN]), deliveries.c.next_attempt_at <= now),
+            and_(deliveries.c.status.in_([s.value for s in JOINABLE]), deliveries.c.next_attempt_at <= now),
             and_(deliveries.c.status == DeliveryStatus.sending.value, deliveries.c.lease_until <= now),
         )
         candidates = (
@@ -148,41 +159,40 @@ class Outbox:
                 .values(lease_until=now + timedelta(seconds=lease_s))
             )
 
-    async def acknowledged(self, subject_id: str, provider: str) -> tuple[Projection, dict[str, Any]]:
-        """What the provider last accepted for this subject, and the ids/revisions remembered."""
+    async def acknowledged(self, subject_id: str, provider: str) -> Held:
+        """What the provider last accepted for this subject, the ids/revisions remembered, and the
+        gateway's writes since."""
+        columns = (provider_state.c.acknowledged, provider_state.c.memo, provider_state.c.writes)
+        mine = (provider_state.c.subject_id == subject_id) & (provider_state.c.provider == provider)
         async with self.reader.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(provider_state.c.acknowledged, provider_state.c.memo).where(
-                        provider_state.c.subject_id == subject_id, provider_state.c.provider == provider
-                    )
-                )
-            ).first()
-        return (row[0], row[1]) if row else ({}, {})
+            row = (await conn.execute(select(*columns).where(mine))).first()
+        return Held(row[0], row[1], Provenance.from_json(row[2])) if row else Held()
 
     async def finish(
-        self, claim: Claim, outcome: Outcome, now: datetime, ack: tuple[Projection, dict[str, Any]] | None = None
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        now: datetime,
+        ack: Ack | None = None,
+        writes: Provenance | None = None,
     ) -> None:
-        """Record how a claimed delivery ended, every attempt, and on success what the provider holds."""
+        """Record how a claimed delivery ended, every attempt, on success what the provider holds, and
+        the gateway's own writes there (``writes``: its provenance after this push)."""
+        pair = {"subject_id": claim.subject_id, "provider": claim.provider}
+        kept: dict[str, Any] = {} if writes is None else {"writes": writes.to_json()}
         async with self.engine.begin() as conn:
             if ack is not None:
-                values = {
-                    "subject_id": claim.subject_id,
-                    "provider": claim.provider,
-                    "acknowledged": ack[0],
-                    "memo": ack[1],
-                    "acknowledged_at": now,
-                }
+                values = pair | {"acknowledged": ack.acknowledged, "memo": ack.memo, "acknowledged_at": now} | kept
                 await upsert(conn, provider_state, [values], ["subject_id", "provider"])
-            elif any(attempt.outcome != "succeeded" for attempt in outcome.attempts):
+            elif kept or any(attempt.outcome != "succeeded" for attempt in outcome.attempts):
                 # A failed push may still have been applied (answer lost, or a later step of the
                 # flow failed), so what the provider holds is now unknown: the next push sends
                 # everything rather than trusting the last acknowledgement. Ids/revisions are kept.
-                await conn.execute(
-                    update(provider_state)
-                    .where(provider_state.c.subject_id == claim.subject_id, provider_state.c.provider == claim.provider)
-                    .values(acknowledged={})
+                statement = insert(conn, provider_state).values(
+                    pair | {"acknowledged": {}, "memo": {}, "acknowledged_at": now, "writes": {}} | kept
                 )
+                unknown: dict[str, Any] = {"acknowledged": {}} | kept
+                await conn.execute(statement.on_conflict_do_update(index_elements=list(pair), set_=unknown))
             if outcome.attempts:
                 rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
                 await conn.execute(delivery_attempts.insert(), rows)
@@ -283,7 +293,7 @@ class Outbox:
 
     async def retry_now(self, delivery_id: str, now: datetime) -> bool:
         """Make a waiting (pending or retrying) delivery due now; False when it is not waiting."""
-        waiting = deliveries.c.status.in_([s.value for s in OPEN])
+        waiting = deliveries.c.status.in_([s.value for s in JOINABLE])
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(deliveries)
@@ -296,7 +306,7 @@ class Outbox:
         """Per provider: deliveries due now, and the age in seconds of the oldest of them."""
         query = (
             select(deliveries.c.provider, func.count(), func.min(deliveries.c.next_attempt_at))
-            .where(deliveries.c.status.in_([s.value for s in OPEN]), deliveries.c.next_attempt_at <= now)
+            .where(deliveries.c.status.in_([s.value for s in JOINABLE]), deliveries.c.next_attempt_at <= now)
             .group_by(deliveries.c.provider)
         )
         async with self.reader.connect() as conn:

@@ -14,22 +14,22 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
 
 from adapters.base import Adapter, Observable, Observation, Projection
-from adapters.errors import ProviderError
+from adapters.errors import GatewayError, ProviderError
 from gateway.config import Settings
-from gateway.drift import OPEN, Known, adoption, difference, status
+from gateway.drift import Judgement, Known, difference, judge, status
 from gateway.observations import Read
 from gateway.redaction import redact
 from gateway.snapshot import Chunk, Snapshots
 from gateway.store import Store
 from schemas.api import DecisionOut, DeliveryOut, ProviderSync, ReconciliationPage, RunOut, RunStatus, SyncStatus
-from schemas.consent import PurposeState, SubjectState, own_decision
+from schemas.consent import PurposeState, SubjectState, decision_context, own_decision
 
 log = structlog.get_logger("consent_gateway.reconcile")
 T = TypeVar("T")
@@ -60,12 +60,14 @@ class Cell:
     def pair(self) -> tuple[str, str]:
         return self.state.subject_id, self.adapter.name
 
-    def row(self, last_delivery: DeliveryOut | None) -> ProviderSync:
-        known = self.known
-        held = known.newest() if isinstance(self.adapter, Observable) else known.acknowledged
+    def row(self, last_delivery: DeliveryOut | None, skew: timedelta) -> ProviderSync:
+        known, adapter = self.known, self.adapter
+        held = known.newest() if isinstance(adapter, Observable) else known.acknowledged
+        judged = known.read_last and known.observed_at is not None and self.status is SyncStatus.diverged
+        fields = set(adapter.addressed().values())
         return ProviderSync(
             subject_id=self.state.subject_id,
-            provider=self.adapter.name,
+            provider=adapter.name,
             status=self.status,
             desired=self.desired,
             acknowledged=known.acknowledged,
@@ -74,9 +76,29 @@ class Cell:
             observed_at=known.observed_at,
             observe_error=self.observe_error,
             difference=difference(self.desired, held),
-            not_applicable=self.adapter.not_applicable(self.state),
+            not_applicable=adapter.not_applicable(self.state),
+            not_adopted=self._judged(skew).not_adopted if judged else {},
+            shared_with=sorted(
+                {other for f in fields if f in self.state.shared for other in self.state.shared[f].subject_ids}
+            ),
             last_delivery=last_delivery,
         )
+
+    def _judged(self, skew: timedelta) -> Judgement:
+        """The rules applied to the last read-back, as of when it was read."""
+        assert self.known.observed_at is not None
+        return judge(
+            self.adapter, self.state, self.known.observation(), self.known.writes, self.known.observed_at, skew
+        )
+
+
+class NotAdoptable(GatewayError):
+    """What a provider holds differently is not the person's change there: refused (a 409), nothing recorded."""
+
+    def __init__(self, provider: str, reasons: Mapping[str, str]) -> None:
+        listed = "; ".join(f"{term}: {why}" for term, why in sorted(reasons.items()))
+        super().__init__(f"{provider} holds nothing to adopt as the person's decision ({listed})")
+        self.reasons = dict(reasons)
 
 
 class Reader(Protocol):
@@ -107,7 +129,12 @@ class Reconciler:
 
     async def _render(self, cells: Sequence[Cell]) -> list[ProviderSync]:
         last = await self.snapshots.last_deliveries(sorted({cell.state.subject_id for cell in cells}))
-        return [cell.row(last.get(cell.pair)) for cell in cells]
+        return [cell.row(last.get(cell.pair), self.skew) for cell in cells]
+
+    @property
+    def skew(self) -> timedelta:
+        """How far past the gateway's clock a time may lie, for a provider's change as for a caller's decision."""
+        return timedelta(seconds=self.settings.max_clock_skew_s)
 
     def _cells(self, chunk: Chunk, subject_ids: Sequence[str], provider: str | None) -> list[Cell]:
         cells = []
@@ -257,24 +284,24 @@ class Reconciler:
         """The provider's drift policy on one row that was just read; what it did."""
         adapter = self.adapters[provider]
         state = chunk.states.get(subject_id)
-        busy = chunk.delivery_status((subject_id, provider)) in OPEN
-        if state is None or seen.held == adapter.project(state) or busy:
+        pair = (subject_id, provider)
+        if state is None or seen.held == adapter.project(state) or pair in chunk.under_way:
             return []  # in sync, or a push under way will change what it holds anyway
         done = ["diverged"]
         policy = adapter.settings.drift_policy
         if policy == "report_only":
             return done
-        reported: dict[str, str] = {}
+        kept: set[str] = set()
         if policy == "newest_wins":
-            adopted = adoption(adapter, state, seen)
-            reported = adopted.reported
-            for when, purposes in sorted(adopted.decisions.items()):
+            judged = judge(adapter, state, seen, chunk.known.get(pair, Known()).writes, self.clock(), self.skew)
+            kept = judged.kept
+            for when, purposes in sorted(judged.decisions.items()):
                 await self.adopt_decision(subject_id, provider, purposes, when, seen)
                 done.append("adopted")
-            if adopted.decisions:
+            if judged.decisions:
                 reader.wake()
                 state = (await self.snapshots.states([subject_id]))[subject_id]
-        if self._owes_push(adapter, state, seen, reported):
+        if self._owes_push(adapter, state, seen, kept):
             note = f"read back from {provider}, it held other state and no newer change of its own: pushed again"
             await self.repush(subject_id, [provider], note)
             reader.wake()
@@ -282,14 +309,15 @@ class Reconciler:
         return done
 
     @staticmethod
-    def _owes_push(adapter: Adapter, state: SubjectState, seen: Observation, reported: Mapping[str, str]) -> bool:
-        """Whether what the provider holds still differs from desired on anything but reported terms."""
+    def _owes_push(adapter: Adapter, state: SubjectState, seen: Observation, kept: Collection[str]) -> bool:
+        """Whether what the provider holds still differs from desired on anything but the opt-outs kept
+        there (on an address other subjects share)."""
         desired = adapter.project(state)
         if seen.held == desired:
             return False
         wanted, held = adapter.term_states(desired), adapter.term_states(seen.held)
         differing = {term for term in wanted.keys() | held.keys() if wanted.get(term) != held.get(term)}
-        return not differing or not differing <= set(reported)
+        return not differing or not differing <= set(kept)
 
     # -- repairs ------------------------------------------------------------------------
 
@@ -305,18 +333,30 @@ class Reconciler:
         """Record what ``provider`` holds as a decision (source ``provider:<name>``): it fans out to
         the others, and is not pushed back to the provider it came from."""
         note = note or f"read back from {provider}: changed there at {occurred_at.isoformat()}"
-        decision = own_decision(subject_id, purposes, occurred_at, f"provider:{provider}", note)
-        return await self.store.ledger.record(decision, self.adapters, self.clock(), held={provider: seen.held})
+        now = self.clock()
+        rules = decision_context(self.settings.purposes, now, self.settings.max_clock_skew_s)  # as a caller's
+        decision = own_decision(subject_id, purposes, occurred_at, f"provider:{provider}", note, rules)
+        return await self.store.ledger.record(decision, self.adapters, now, held={provider: seen.held})
 
     async def adopt(self, subject_id: str, provider: str) -> DecisionOut | None:
-        """An admin adopts a row's observed state as the person's decision now; None when there is
-        nothing to adopt (never read, or nothing there means a purpose state)."""
+        """An admin adopts what a row's last read-back found different as the person's decision now;
+        None when there is nothing to adopt (never read, or nothing there differs as a purpose state).
+        ``NotAdoptable`` when what differs is not the person's: the gateway's own write read back, or a
+        consent on an address other subjects share (the same rules as a read-back, but for the time:
+        the admin's decision is dated now)."""
         adapter = self.adapters[provider]
         seen = await self.store.observations.get(subject_id, provider)
-        if seen is None:
+        state = await self.store.ledger.subject_state(subject_id)
+        if seen is None or state is None:
             return None
-        states = adapter.term_states(seen.held)
-        purposes = {p: states[term] for p, term in adapter.settings.purposes.items() if term in states}
+        held = await self.store.outbox.acknowledged(subject_id, provider)
+        judged = judge(adapter, state, seen, held.writes, self.clock(), self.skew)
+        refused = {term: judged.not_adopted[term] for term in judged.not_theirs}
+        if refused:
+            raise NotAdoptable(provider, refused)
+        states, wanted = adapter.term_states(seen.held), adapter.term_states(adapter.project(state))
+        differing = {term for term, value in states.items() if wanted.get(term) != value}
+        purposes = {p: states[term] for p, term in adapter.settings.purposes.items() if term in differing}
         if not purposes:
             return None
         note = f"adopted by an admin from {provider}'s read-back"

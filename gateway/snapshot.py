@@ -8,19 +8,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import addresses
 from gateway.db import reader
 from gateway.drift import Known
-from gateway.outbox import OPEN, delivery_out
+from gateway.outbox import delivery_out
+from gateway.provenance import Provenance
 from gateway.tables import deliveries, observations, provider_state, subject_purposes, subjects
-from schemas.api import DeliveryOut, DeliveryStatus
-from schemas.consent import PurposeRecord, PurposeState, SubjectState
+from schemas.api import UNDER_WAY, DeliveryOut, DeliveryStatus
+from schemas.consent import PurposeRecord, PurposeState, SubjectState, parse_timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the occurred_at of a subject row created but never decided
 LIVE = (subjects.c.occurred_at != EPOCH) & subjects.c.erased_at.is_(None)  # decided, and not erased
@@ -64,7 +66,12 @@ def subject_state(row: Mapping[Any, Any], purposes: Iterable[Mapping[Any, Any]])
         note=row["note"],
         occurred_at=row["occurred_at"],
         erased_at=row["erased_at"],
+        **ALONE,
     )
+
+
+ALONE: dict[str, Any] = {"shared": {}, "former": {}, "address_since": {}}
+"""Given, not defaulted: pydantic inspects a default factory's signature on every model_construct."""
 
 
 class Snapshots:
@@ -86,33 +93,39 @@ class Snapshots:
             return int((await conn.execute(query)).scalar_one())
 
     async def states(self, ids: Sequence[str]) -> dict[str, SubjectState]:
+        """Live subjects' states, with the other subjects sharing their addresses."""
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(subjects).where(subjects.c.id.in_(ids), LIVE))).mappings().all()
             purposes = await conn.execute(select(subject_purposes).where(subject_purposes.c.subject_id.in_(ids)))
             by_subject: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
             for purpose in purposes.mappings():
                 by_subject[purpose["subject_id"]].append(purpose)
-        return {row["id"]: subject_state(row, by_subject[row["id"]]) for row in rows}
+            found = await addresses.attach(conn, [subject_state(row, by_subject[row["id"]]) for row in rows])
+        return {state.subject_id: state for state in found}
 
     async def chunk(self, ids: Sequence[str]) -> Chunk:
         """States, acknowledgements, observations, and which pairs have a push under way or dead."""
         states = await self.states(ids)
         async with self.engine.connect() as conn:
-            ack_columns = [
-                provider_state.c[name] for name in ("subject_id", "provider", "acknowledged", "acknowledged_at")
-            ]
+            ack_names = ("subject_id", "provider", "acknowledged", "acknowledged_at", "writes")
+            ack_columns = [provider_state.c[name] for name in ack_names]
             acks = (await conn.execute(select(*ack_columns).where(provider_state.c.subject_id.in_(ids)))).mappings()
-            seen_columns = [observations.c[name] for name in ("subject_id", "provider", "held", "observed_at", "error")]
+            seen_names = ("subject_id", "provider", "held", "changed_at", "observed_at", "error")
+            seen_columns = [observations.c[name] for name in seen_names]
             seen = (await conn.execute(select(*seen_columns).where(observations.c.subject_id.in_(ids)))).mappings()
             known: dict[Pair, Known] = {}
             for ack in acks:
-                known[(ack["subject_id"], ack["provider"])] = Known(ack["acknowledged"], ack["acknowledged_at"])
+                writes = Provenance.from_json(ack["writes"])
+                known[(ack["subject_id"], ack["provider"])] = Known(
+                    ack["acknowledged"], ack["acknowledged_at"], writes=writes
+                )
             errors: dict[Pair, str] = {}
             for row in seen:
                 pair = (row["subject_id"], row["provider"])
-                found = known.get(pair, Known())
                 if row["held"] is not None:
-                    known[pair] = Known(found.acknowledged, found.acknowledged_at, row["held"], row["observed_at"])
+                    changed_at = {term: parse_timestamp(moment) for term, moment in (row["changed_at"] or {}).items()}
+                    update = {"observed": row["held"], "observed_at": row["observed_at"], "changed_at": changed_at}
+                    known[pair] = replace(known.get(pair, Known()), **update)
                 if row["error"]:
                     errors[pair] = row["error"]
             under_way, dead = await self._attention(conn, ids)
@@ -122,7 +135,7 @@ class Snapshots:
         """Pairs with a delivery under way, and pairs whose newest real delivery is dead. Only
         open and dead rows are read (a handful), and the newest-delivery check runs only for
         pairs that have a dead one."""
-        worth = [status.value for status in (*OPEN, DeliveryStatus.dead)]
+        worth = [status.value for status in (*UNDER_WAY, DeliveryStatus.dead)]
         query = select(deliveries.c.subject_id, deliveries.c.provider, deliveries.c.status).where(
             deliveries.c.subject_id.in_(ids), deliveries.c.status.in_(worth)
         )

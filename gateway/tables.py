@@ -162,6 +162,26 @@ provider_state = Table(
     Column("acknowledged", JSON, nullable=False),
     Column("memo", JSON, nullable=False),
     _timestamp("acknowledged_at"),
+    # provenance: per term, the gateway's writes (state, provider time) since its last acknowledged one
+    Column("writes", JSON, nullable=False, default=dict),
+)
+
+addresses = Table(
+    "addresses",  # the subjects' emails (lower case) and phones: who shares one, and the ones they left
+    metadata,
+    Column("subject_id", String(200), primary_key=True),
+    Column("kind", String(8), primary_key=True),  # email | phone
+    Column("address", String(320), primary_key=True),
+    Column("current", Integer, nullable=False),  # 1: the subject's address now; 0: one it held before
+    _timestamp("replaced_at", nullable=True),  # when a decision replaced it (former addresses)
+    Index("ix_addresses_address", "address", "current"),
+)
+
+address_company = Table(
+    "address_company",  # per address, when the subjects holding it last changed (one joined, left or was erased)
+    metadata,
+    Column("address", String(320), primary_key=True),
+    _timestamp("changed_at"),  # the gateway's clock: a provider time before it may be another subject's
 )
 
 provider_budgets = Table(

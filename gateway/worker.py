@@ -13,19 +13,21 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from adapters.base import Adapter, Projection, TooLarge, drive, expected, sender
+from adapters.base import Ack, Adapter, TooLarge, Write, drive, expected, sender, writes_of
 from adapters.errors import PermanentError, ProviderError, TransientError
 from gateway import __version__
 from gateway.config import RetrySettings, Settings
 from gateway.metrics import Metrics
-from gateway.outbox import ABANDONED, Attempt, Claim, Outcome
+from gateway.outbox import ABANDONED, Attempt, Claim, Held, Outcome
+from gateway.provenance import Provenance
 from gateway.ratelimit import Budget, Sleep
 from gateway.redaction import redact
 from gateway.store import Store
@@ -40,6 +42,22 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class Journal:
+    """What one delivery did: what the provider was known to hold before, each request tried, and
+    what each push request set there (the gateway's own writes: ``gateway.provenance``)."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    writes: list[dict[str, Write]] = field(default_factory=list)
+    before: Held | None = None
+
+    def provenance(self, acknowledged: bool) -> Provenance | None:
+        """The writes to keep once the push ended (acknowledged or not); None when none was sent."""
+        if self.before is None or not self.writes:
+            return None
+        return self.before.writes.after_push(self.writes, acknowledged)
 
 
 class Lane:
@@ -142,7 +160,7 @@ class Worker:
 
     async def read(self, provider: str, flow: Generator[httpx.Request, httpx.Response, T]) -> T:
         """A read-back flow through the provider's lane: its client, concurrency, budget, retries."""
-        return await self.run_flow(self.lanes[provider], flow, [])
+        return await self.run_flow(self.lanes[provider], flow, Journal())
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when any delivery finishes, or after ``timeout`` seconds."""
@@ -229,60 +247,60 @@ class Worker:
         is a step on the retry ladder like any transient one, so the delivery ends ``dead``
         rather than coming back forever.
         """
-        attempts: list[Attempt] = []
-        ack: tuple[Projection, dict[str, Any]] | None = None
+        journal = Journal()
+        ack: Ack | None = None
         try:
-            outcome, ack = await self._attempt(lane, claim, attempts)
+            outcome, ack = await self._attempt(lane, claim, journal)
         except Exception as error:
             log.exception("delivery_crashed", provider=claim.provider, delivery=claim.id)
             crash = TransientError(claim.provider, f"internal error: {type(error).__name__} (see the worker log)")
-            outcome = self._reschedule(claim, crash, attempts)
-        await self._finish(claim, outcome, ack)
+            outcome = self._reschedule(claim, crash, journal.attempts)
+        await self._finish(claim, outcome, ack, journal.provenance(ack is not None))
 
-    async def _attempt(
-        self, lane: Lane, claim: Claim, attempts: list[Attempt]
-    ) -> tuple[Outcome, tuple[Projection, dict[str, Any]] | None]:
-        adapter = lane.adapter
-        state = await self.store.ledger.subject_state(claim.subject_id)
-        previous, memo = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
-        if state is None or adapter.project(state) == previous:
+    async def _attempt(self, lane: Lane, claim: Claim, journal: Journal) -> tuple[Outcome, Ack | None]:
+        adapter, attempts = lane.adapter, journal.attempts
+        state = await self.store.ledger.subject_state(claim.subject_id, addressed=bool(adapter.addressed()))
+        held = journal.before = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
+        if state is None or (state.erased_at is None and adapter.project(state) == held.acknowledged):
             return Outcome(DeliveryStatus.skipped), None
         try:
-            flow = adapter.erase(state, memo) if state.erased_at else adapter.push(state, previous, memo)
-            ack = await self.run_flow(lane, flow, attempts)
+            erase, push = adapter.erase, adapter.push
+            flow = erase(state, held.memo) if state.erased_at else push(state, held.acknowledged, held.memo)
+            ack = await self.run_flow(lane, flow, journal)
         except PermanentError as error:
             return Outcome(DeliveryStatus.dead, attempts, self._text(adapter, error), error.status_code), None
         except TransientError as error:
             return self._reschedule(claim, error, attempts), None
-        return Outcome(DeliveryStatus.succeeded, attempts), (ack.acknowledged, {**memo, **ack.memo})
+        return Outcome(DeliveryStatus.succeeded, attempts), ack.model_copy(update={"memo": held.memo | ack.memo})
 
-    async def run_flow(
-        self, lane: Lane, flow: Generator[httpx.Request, httpx.Response, T], attempts: list[Attempt]
-    ) -> T:
+    async def run_flow(self, lane: Lane, flow: Generator[httpx.Request, httpx.Response, T], journal: Journal) -> T:
         """Drive a flow (a push or a read-back), each request retried on its own while it fails
         transiently, within the provider's concurrency and request budget."""
 
         async def send(request: httpx.Request) -> httpx.Response:
             async for attempt in self._retrying(lane.adapter.name):
                 with attempt:
-                    return await self._try(lane, request, attempts)
+                    return await self._try(lane, request, journal)
             raise AssertionError("unreachable: tenacity re-raises the last error")
 
         return await drive(flow, send)
 
-    async def _try(self, lane: Lane, request: httpx.Request, attempts: list[Attempt]) -> httpx.Response:
+    async def _try(self, lane: Lane, request: httpx.Request, journal: Journal) -> httpx.Response:
         """One request, written down whatever its end. A transient failure raises, so that
         request alone is retried: a push of several requests (Wix) does not start over for
         each blip. Any other answer goes back to the flow, which knows what a 404 or 409 means;
-        an answer the flow said it expects (``json_request(expect=…)``) is a success."""
+        an answer the flow said it expects (``json_request(expect=…)``) is a success. What a push
+        request sets is journaled before it is sent: an answer lost on the way may hide that it landed."""
         started, began = self.clock(), time.monotonic()
+        if writes := writes_of(request):
+            journal.writes.append(writes)
         try:
             response = await lane.send(request)
         except ProviderError as failure:  # no answer, or the auth exchange (Masivo) refused
-            self._note(lane.adapter, attempts, started, began, failure.status_code, failure)
+            self._note(lane.adapter, journal.attempts, started, began, failure.status_code, failure)
             raise
         error = None if response.status_code in expected(request) else _classified(lane.adapter, response)
-        self._note(lane.adapter, attempts, started, began, response.status_code, error)
+        self._note(lane.adapter, journal.attempts, started, began, response.status_code, error)
         if isinstance(error, TransientError):
             raise error
         return response
@@ -304,9 +322,9 @@ class Worker:
         attempts.append(Attempt(started, round(elapsed * 1000), outcome, status_code, text, self.identity))
 
     async def _finish(
-        self, claim: Claim, outcome: Outcome, ack: tuple[Projection, dict[str, Any]] | None = None
+        self, claim: Claim, outcome: Outcome, ack: Ack | None = None, writes: Provenance | None = None
     ) -> None:
-        await self.store.outbox.finish(claim, outcome, self.clock(), ack)
+        await self.store.outbox.finish(claim, outcome, self.clock(), ack, writes)
         self._report(claim, outcome)
 
     def _report(self, claim: Claim, outcome: Outcome) -> None:

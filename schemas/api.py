@@ -25,8 +25,15 @@ class DeliveryStatus(StrEnum):
     def final(self) -> bool:
         return self in FINAL_STATUSES
 
+    @property
+    def under_way(self) -> bool:
+        return self in UNDER_WAY
+
 
 FINAL_STATUSES = frozenset({DeliveryStatus.succeeded, DeliveryStatus.dead, DeliveryStatus.skipped})
+UNDER_WAY = frozenset({DeliveryStatus.pending, DeliveryStatus.retrying, DeliveryStatus.sending})
+"""A push is owed or in flight: what the provider holds is about to change. The one definition the
+outbox, the drift view, read-back runs and the admin page share."""
 
 
 class AttemptOut(BaseModel):
@@ -140,6 +147,14 @@ class ProviderSync(BaseModel):
     )
     not_applicable: dict[str, str] = Field(
         default_factory=dict, description="provider terms that cannot exist there for this subject, and why"
+    )
+    not_adopted: dict[str, str] = Field(
+        default_factory=dict,
+        description="terms a read-back found different that are not taken as the person's change there, and why",
+    )
+    shared_with: list[str] = Field(
+        default_factory=list,
+        description="other subjects holding one of this subject's addresses at this provider (Wix: one consent each)",
     )
     last_delivery: DeliveryOut | None = Field(
         default=None, description="the newest delivery that tried to push (skipped ones never hide it)"

@@ -24,7 +24,6 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
-    model_validator,
 )
 
 from schemas import tcf
@@ -209,20 +208,35 @@ class Decision(Strict):
             raise ValueError(f"is in the future: at most {skew.total_seconds():g} s ahead of the gateway's clock")
         return value
 
-    @model_validator(mode="after")
-    def _expiry_after_decision(self) -> Decision:
-        if self.expires_at is not None and self.expires_at <= self.occurred_at:
-            raise ValueError("expires_at must be later than occurred_at")
-        return self
+    @field_validator("expires_at")
+    @classmethod
+    def _expiry_ahead(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        """Later than the decision, and (for a caller's decision) still ahead of the gateway's clock:
+        consent that has already ended would be pushed as an opt-in, then at once as an opt-out."""
+        if value is None:
+            return value
+        occurred_at = info.data.get("occurred_at")
+        if occurred_at is not None and value <= occurred_at:
+            raise ValueError("must be later than occurred_at")
+        now = (info.context or {}).get("now")
+        if now is not None and value <= now:
+            raise ValueError("is already past: the consent would end before it is applied")
+        return value
 
 
 def own_decision(
-    subject_id: str, purposes: Mapping[str, PurposeState], occurred_at: datetime, source: str, note: str
+    subject_id: str,
+    purposes: Mapping[str, PurposeState],
+    occurred_at: datetime,
+    source: str,
+    note: str,
+    context: Mapping[str, Any] | None = None,
 ) -> Decision:
     """A decision the gateway records on its own account (repair, expiry, erasure, an adoption from a
-    provider): validated like any other, without the rules only a caller's decision is held to."""
+    provider): validated like any other, without the rules only a caller's decision is held to
+    (``context`` adds the clock's: an adoption is held to the same bound on time as a caller)."""
     body = {"subject": {"id": subject_id}, "purposes": dict(purposes), "occurred_at": occurred_at}
-    return Decision.model_validate(body | {"source": source, "note": note}, strict=False)
+    return Decision.model_validate(body | {"source": source, "note": note}, strict=False, context=context)
 
 
 def decision_context(purposes: list[str], now: datetime, max_skew_s: float) -> dict[str, Any]:
@@ -237,6 +251,31 @@ class PurposeRecord(BaseModel):
 
     state: PurposeState
     occurred_at: AwareDatetime
+
+
+class Shared(BaseModel):
+    """The other live subjects holding one of a subject's addresses now. At a provider that keeps one
+    consent per address (Wix) their decisions share that consent, so what counts of them is summed up
+    per purpose, whatever their number: the most protective state any of them holds, and the newest time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject_ids: list[str] = Field(default_factory=list)  # the first of them, in id order (at most SHOWN)
+    count: int = 0  # how many in all
+    purposes: dict[str, PurposeRecord] = Field(default_factory=dict)
+
+    def named(self) -> str:
+        more = self.count - len(self.subject_ids)
+        return ", ".join(self.subject_ids) + (f" and {more} more" if more > 0 else "")
+
+
+class FormerAddress(BaseModel):
+    """An address the subject held before, which no other subject holds now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    replaced_at: AwareDatetime  # when the decision that changed it happened
 
 
 class SubjectState(BaseModel):
@@ -259,15 +298,33 @@ class SubjectState(BaseModel):
     note: str | None = None
     occurred_at: AwareDatetime
     erased_at: AwareDatetime | None = None  # an erasure was requested: pushes remove the person instead
+    shared: dict[str, Shared] = Field(default_factory=dict)  # "email"/"phone": the others holding it now
+    former: dict[str, list[FormerAddress]] = Field(default_factory=dict)  # "email"/"phone": held before
+    address_since: dict[str, AwareDatetime] = Field(default_factory=dict)  # "email"/"phone": with these holders since
 
-    def purposes_in(self, mapping: dict[str, str]) -> dict[str, list[PurposeState]]:
-        """Group the subject's purpose states by the provider term each purpose maps to."""
-        grouped: dict[str, list[PurposeState]] = {}
+    def records_in(self, mapping: Mapping[str, str]) -> dict[str, list[PurposeRecord]]:
+        """Group the subject's purpose records by the provider term each purpose maps to."""
+        grouped: dict[str, list[PurposeRecord]] = {}
         for purpose, term in mapping.items():
             record = self.purposes.get(purpose)
             if record is not None:
-                grouped.setdefault(term, []).append(record.state)
+                grouped.setdefault(term, []).append(record)
         return grouped
+
+    def purposes_in(self, mapping: Mapping[str, str]) -> dict[str, list[PurposeState]]:
+        """Group the subject's purpose states by the provider term each purpose maps to."""
+        return {term: [record.state for record in records] for term, records in self.records_in(mapping).items()}
+
+    def term_records(self, mapping: Mapping[str, str], term: str, field: str | None = None) -> list[PurposeRecord]:
+        """The decisions behind one provider term: the subject's own for the purposes mapped to it, and
+        where the provider keeps that term per address (``field``), those of the address's other holders."""
+        others = self.shared.get(field) if field else None
+        return [
+            record
+            for purposes in (self.purposes, others.purposes if others else {})
+            for purpose, record in purposes.items()
+            if mapping.get(purpose) == term
+        ]
 
 
 def most_restrictive(states: list[PurposeState]) -> PurposeState:

@@ -216,6 +216,14 @@ class UpsertRequest(Sent):
         return self
 
 
+class RemoveRequest(Sent):
+    """POST ``/marketing-consent/remove``: revoke the consent of an address ("Sets REVOKED; the
+    entity is kept"). Needs ``details`` and ``lastRevokeActivity``."""
+
+    details: Details
+    lastRevokeActivity: LastRevokeActivity
+
+
 class Mask(Sent):
     """The explicit list of fields an Update writes ("required: true")."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +37,11 @@ CMP_STRING_2024 = tcf.encode(
         other_segments=("QAAAAAA",),
     )
 )
+
+
+def phone_of(subject: str) -> str:
+    """A phone number of the subject's own, the same on every call."""
+    return f"+1415{zlib.crc32(subject.encode()) % 10**7:07d}"
 
 
 class Sleeps:
@@ -96,10 +102,18 @@ class World:
     async def inspect(self, provider: str) -> dict[str, Any]:
         return (await self.control.get(f"/{provider}/_inspect")).json()
 
-    async def decide(self, subject: str, minutes: int, **purposes: str) -> str:
+    async def decide(
+        self, subject: str, minutes: int, *, email: str | None = None, phone: str | None = None, **purposes: str
+    ) -> str:
+        """A decision ``minutes`` into the hour before NOW; each subject has an email and a phone of its own
+        unless given (Wix keeps one consent per address: a shared one is a test's choice, never an accident)."""
         decision = Decision.model_validate(
             {
-                "subject": {"id": subject, "email": f"{subject}@example.com", "phone": "+14155550100"},
+                "subject": {
+                    "id": subject,
+                    "email": email or f"{subject}@example.com",
+                    "phone": phone or phone_of(subject),
+                },
                 "purposes": purposes,
                 "tcf_string": TCF,
                 "occurred_at": NOW - timedelta(minutes=60 - minutes),

@@ -23,6 +23,7 @@ from gateway.cli.common import (
     run_with,
     settings,
 )
+from gateway.reconcile import NotAdoptable
 from gateway.repair import future_dated, repair
 
 app = typer.Typer(help="People: repair one subject's state at the providers or here.", no_args_is_help=True)
@@ -59,9 +60,12 @@ def adopt(
     built = gateway(settings(config), api=None)
     if provider not in built.adapters:
         fail(f"--provider: not configured: {provider}; configured: {', '.join(built.adapters)}", 2)
-    entry = run_with(built.store, lambda: built.reconciler.adopt(subject_id, provider))
+    try:
+        entry = run_with(built.store, lambda: built.reconciler.adopt(subject_id, provider))
+    except NotAdoptable as refused:
+        fail(str(refused))
     if entry is None:
-        fail(f"nothing to adopt: {provider} was never read back for {subject_id}, or holds no purpose state")
+        fail(f"nothing to adopt: {provider} was never read back for {subject_id}, or holds no other purpose state")
     console.print(f"decision {entry.id} ({entry.decision.source}): {json.dumps(entry.decision.purposes)}")
 
 

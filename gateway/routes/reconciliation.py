@@ -14,7 +14,7 @@ from gateway.ledger import SubjectErased
 from gateway.openapi import Operation, Param, documented, path_param
 from gateway.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, body_model, path_id, query
 from gateway.problems import ProblemError, bad_parameter, erased
-from gateway.reconcile import decode_cursor
+from gateway.reconcile import NotAdoptable, decode_cursor
 from gateway.responses import JSONResponse
 from gateway.routes.links import decision_links, run_links
 from schemas.api import DecisionOut, ReconciliationPage, RepushIn, RunIn, RunOut, SyncStatus
@@ -145,8 +145,10 @@ async def adopt(request: Request) -> Response:
         entry = await gateway.reconciler.adopt(subject_id, provider)
     except SubjectErased as refused:
         raise erased(str(refused)) from None
+    except NotAdoptable as refused:
+        raise ProblemError(409, "not-adoptable", "Not the person's change", str(refused)) from None
     if entry is None:
-        detail = f"{provider} was never read back for this subject, or holds nothing a purpose state could mean"
+        detail = f"{provider} was never read back for this subject, or holds no purpose state other than the gateway's"
         raise ProblemError(409, "nothing-to-adopt", "Nothing to adopt", detail)
     gateway.worker.wake()
     return JSONResponse(entry.model_dump(mode="json"), 201)

@@ -13,7 +13,7 @@ from pydantic import SecretStr, ValidationError
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from adapters.base import Ack, drive, sender
+from adapters.base import Ack, drive, sender, writes_of
 from adapters.errors import LocalValidationError, PermanentError, ProviderError, TransientError
 from adapters.masivo import MasivoAdapter, MasivoAuth, MasivoSettings
 from adapters.simulators import masivo as masivo_simulator
@@ -483,3 +483,37 @@ class TestMasivoContract(AdapterContract):
         await world.faults(error_rate=1, status=422, path=self.fault_path)
         error = await self.fails(world, PermanentError, 422)
         assert "Unprocessable" in str(error)
+
+
+async def read(adapter: MasivoAdapter, fake: FakeMasivo) -> Any:
+    transport = httpx.MockTransport(fake)
+    async with httpx.AsyncClient(base_url=BASE_URL, transport=transport, auth=adapter.auth()) as client:
+        return await drive(adapter.read([subject({"email_marketing": "granted"})]), sender(client))
+
+
+async def test_the_documented_all_true_default_reads_back_as_nothing_held(adapter: MasivoAdapter) -> None:
+    """ "If consent is null or empty… returns default values with all purposes true": nobody agreed to anything."""
+    default = {"customer_id": "cust-1", "purposes": dict.fromkeys(MASIVO_PURPOSES, True)}
+    found = await read(adapter, FakeMasivo(httpx.Response(200, json={"data": {"consent": default}})))
+    assert found["cust-1"].held == {} and found["cust-1"].changed_at == {}
+
+
+async def test_a_recorded_consent_reads_back_with_its_one_timestamp_on_every_purpose(adapter: MasivoAdapter) -> None:
+    recorded = {
+        "customer_id": "cust-1",
+        "consent_string": EXAMPLE,
+        "consent_timestamp": WHEN.isoformat(),
+        "purposes": dict.fromkeys(MASIVO_PURPOSES, True),
+    }
+    found = (await read(adapter, FakeMasivo(httpx.Response(200, json={"data": {"consent": recorded}}))))["cust-1"]
+    assert found.held["purposes"] == dict.fromkeys(MASIVO_PURPOSES, True)
+    assert found.changed_at == dict.fromkeys(MASIVO_PURPOSES, WHEN) and adapter.record_stamped
+
+
+async def test_a_push_says_what_it_writes_and_when(adapter: MasivoAdapter) -> None:
+    """Provenance: every purpose the PATCH sets, with the consent_timestamp it carries."""
+    patch = next(adapter.push(subject({"email_marketing": "granted", "push_notifications": "denied"}), {}, {}))
+    sent = writes_of(patch)
+    assert sent["email_marketing"] == (PurposeState.granted, WHEN)
+    assert sent["push_notifications"] == (PurposeState.denied, WHEN)
+    assert set(sent) == set(MASIVO_PURPOSES)

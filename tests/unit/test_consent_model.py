@@ -62,7 +62,7 @@ def test_only_subject_id_purposes_and_occurred_at_are_required() -> None:
         (with_(note=7), "note"),
         (with_(colour="blue"), "colour"),
         (with_(subject={"id": "c", "nickname": "ana"}), "subject.nickname"),
-        (with_(expires_at="2026-11-22T10:00:00Z"), ""),
+        (with_(expires_at="2026-11-22T10:00:00Z"), "expires_at"),
     ],
 )
 def test_bad_input_names_the_field(body: dict[str, Any], field: str) -> None:
