@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from itertools import accumulate
 from typing import Annotated, Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -22,6 +23,9 @@ DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SUBJECT_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,200}")  # as schemas.consent.SubjectId
 JSON_MEDIA = re.compile(r"application/([a-z0-9.+-]+\+)?json", re.IGNORECASE)
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+NOT_A_BRACKET = bytes(code for code in range(256) if code not in b"[]{}")
+MAX_DEPTH = 32  # the deepest body the API documents is 4 levels; Python's parsers recurse
 
 Query = TypeVar("Query", bound="QueryModel")
 Model = TypeVar("Model", bound=BaseModel)
@@ -121,6 +125,7 @@ class Parsed(NamedTuple):
 def parse_json(body: bytes) -> Parsed:
     """The body as JSON, with objects that repeat a key marked (see :func:`repeated_keys`);
     a 422 naming ``body`` when it is not JSON at all."""
+    _refuse_deep(body)
     repeated: list[bool] = []
 
     def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -136,9 +141,21 @@ def parse_json(body: bytes) -> Parsed:
     try:
         return Parsed(json.loads(body, object_pairs_hook=pairs_hook), bool(repeated))
     except ValueError as error:
-        message = f"is not valid JSON: {error.msg if isinstance(error, json.JSONDecodeError) else 'not UTF-8'}"
-        errors = [FieldError(field="body", message=message)]
-        raise ProblemError(422, "validation-error", "The request is not valid", f"body {message}", errors) from None
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
+        raise _body_error(f"is not valid JSON: {reason}") from None
+
+
+def _refuse_deep(body: bytes) -> None:
+    """A 422 naming ``body`` for arrays and objects nested past :data:`MAX_DEPTH`, before
+    ``json.loads`` (and everything after it that walks the value) runs out of stack on them."""
+    brackets = JSON_STRING.sub(b"", body).translate(None, NOT_A_BRACKET)
+    if max(accumulate(1 if code in b"[{" else -1 for code in brackets), default=0) > MAX_DEPTH:
+        raise _body_error(f"nests arrays and objects more than {MAX_DEPTH} deep")
+
+
+def _body_error(message: str) -> ProblemError:
+    errors = [FieldError(field="body", message=message)]
+    return ProblemError(422, "validation-error", "The request is not valid", f"body {message}", errors)
 
 
 def repeated_keys(value: Any, prefix: str = "", *, deep: bool = True) -> list[FieldError]:

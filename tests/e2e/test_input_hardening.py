@@ -162,6 +162,25 @@ async def test_lax_input_is_refused(client: httpx.AsyncClient, content: str, fie
     assert await stored_rows(client) == 0
 
 
+DEEP = {  # past Python's recursion limit, inside the test app's 4 KiB body limit
+    "array": "[" * 4_000,
+    "vendors": json.dumps({**DECISION, "vendors": "@"}).replace('"@"', "[" * 1_500 + "]" * 1_500),
+    "note": json.dumps({**DECISION, "note": "@"}).replace('"@"', '{"a":' * 600 + "1" + "}" * 600),
+}
+
+
+@pytest.mark.parametrize("content", DEEP.values(), ids=DEEP.keys())
+@pytest.mark.parametrize(
+    "path", ["/v1/consents", "/v1/consents:batch", "/v1/reconciliation/runs", "/v1/subjects/cust-42/repush"]
+)
+async def test_json_nested_too_deep_is_a_422_naming_body(client: httpx.AsyncClient, path: str, content: str) -> None:
+    headers = auth(ADMIN if "consents" not in path else WRITER) | {"Content-Type": "application/json"}
+    response = await client.post(path, content=content, headers=headers)
+    assert response.status_code == 422 and fields(response) == ["body"], response.text
+    assert "deep" in response.json()["detail"]
+    assert await stored_rows(client) == 0
+
+
 async def test_a_note_may_span_lines(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/consents", json={**DECISION, "note": "line 1\n\tline 2"}, headers=auth(WRITER))
     assert response.status_code == 202
