@@ -17,10 +17,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy import Column, ColumnElement, bindparam, delete, exists, select, update
+from sqlalchemy import Column, ColumnElement, and_, bindparam, delete, exists, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter
@@ -28,7 +29,7 @@ from gateway import addresses
 from gateway.entries import Entry
 from gateway.ledger import Ledger
 from gateway.outbox import delivery_out
-from gateway.redaction import mask_contacts
+from gateway.redaction import mask_contacts, mask_values
 from gateway.tables import (
     decisions,
     deliveries,
@@ -149,41 +150,75 @@ class Erasures:
 
 async def scrub(conn: AsyncConnection, subject_id: str) -> None:
     """The person's data out of every table; ids, times, purposes and sources stay."""
+    ledger = decisions.c.subject_id == subject_id
+    bodies = (await conn.execute(select(decisions.c.body).where(ledger))).scalars().all()
+    private = {text for body in bodies for text in _private(body)}
     personal: dict[str, Any] = {"email": None, "phone": None, "note": None, "tcf_string": None, "vendors": {}}
     await conn.execute(update(subjects).where(subjects.c.id == subject_id).values(personal))
-    ledger = decisions.c.subject_id == subject_id
     await _rewrite(conn, decisions.c.id, decisions.c.body, ledger, _scrubbed)
+
+    def masked(text: str) -> str:  # "invalid email …", or a provider echoing the note the push carried
+        return mask_contacts(mask_values(text, private))
+
     theirs = deliveries.c.subject_id == subject_id
-    await _rewrite(conn, deliveries.c.id, deliveries.c.last_error, theirs, mask_contacts)  # "invalid email …"
+    await _rewrite(conn, deliveries.c.id, deliveries.c.last_error, theirs, masked)
     attempts = delivery_attempts.c.delivery_id.in_(select(deliveries.c.id).where(theirs))
-    await _rewrite(conn, delivery_attempts.c.id, delivery_attempts.c.error, attempts, mask_contacts)
-    bound = idempotent_decisions.c.decision_id.in_(select(decisions.c.id).where(ledger))
-    keys = set(
-        (await conn.execute(select(idempotent_decisions.c.scope, idempotent_decisions.c.key).where(bound))).all()
-    )
-    for table in (idempotency_keys, idempotent_decisions):  # stored answers repeat the decision, contact data too
-        for scope, key in keys:
-            await conn.execute(delete(table).where(table.c.scope == scope, table.c.key == key))
+    await _rewrite(conn, delivery_attempts.c.id, delivery_attempts.c.error, attempts, masked)
+    await _scrub_answers(conn, subject_id)
     await conn.execute(delete(observations).where(observations.c.subject_id == subject_id))
     held = update(provider_state).where(provider_state.c.subject_id == subject_id)  # Wix's hold addresses
     await conn.execute(held.values(acknowledged={}, memo={}, writes={}))
     await addresses.forget(conn, subject_id)  # current and former: their consents were removed
 
 
+async def _scrub_answers(conn: AsyncConnection, subject_id: str) -> None:
+    """Stored idempotent answers repeat each decision whole: the person's are scrubbed there, and
+    the key stays bound, so resending the request replays (a batch's other people are not
+    recorded twice) instead of recording anew."""
+    bound, table = idempotent_decisions, idempotency_keys
+    theirs = bound.c.decision_id.in_(select(decisions.c.id).where(decisions.c.subject_id == subject_id))
+    answers = tuple_(table.c.scope, table.c.key).in_(select(bound.c.scope, bound.c.key).where(theirs))
+    scrubbed = partial(_answer_scrubbed, subject_id=subject_id)
+    await _rewrite(conn, (table.c.scope, table.c.key), table.c.response_body, answers, scrubbed)
+
+
 async def _rewrite(
     conn: AsyncConnection,
-    key: Column[Any],
+    key: Column[Any] | tuple[Column[Any], ...],
     column: Column[Any],
     where: ColumnElement[bool],
     change: Callable[[Any], Any],
 ) -> None:
-    """``column`` := ``change(column)`` in the rows ``where`` selects (that hold a value)."""
-    found = (await conn.execute(select(key, column).where(where))).all()
-    changed = [{"_key": k, "_value": change(value)} for k, value in found if value]
+    """``column`` := ``change(column)`` in the rows ``where`` selects (that hold a value); ``key``
+    is the table's primary key, its columns."""
+    keys = key if isinstance(key, tuple) else (key,)
+    found = (await conn.execute(select(*keys, column).where(where))).all()
+    names = [f"_key{i}" for i in range(len(keys))]
+    changed = [dict(zip(names, row[:-1], strict=True)) | {"_value": change(row[-1])} for row in found if row[-1]]
     if changed:
-        statement = update(column.table).where(key == bindparam("_key")).values({column.name: bindparam("_value")})
-        await conn.execute(statement, changed)
+        match = and_(*(k == bindparam(name) for k, name in zip(keys, names, strict=True)))
+        await conn.execute(update(column.table).where(match).values({column.name: bindparam("_value")}), changed)
 
 
 def _scrubbed(body: dict[str, Any]) -> dict[str, Any]:
     return body | {"subject": {"id": body["subject"]["id"]}, "note": None, "tcf_string": None, "vendors": None}
+
+
+def _private(body: dict[str, Any]) -> list[str]:
+    subject = body["subject"]
+    return [
+        text for text in (body.get("note"), body.get("tcf_string"), subject.get("email"), subject.get("phone")) if text
+    ]
+
+
+def _answer_scrubbed(answer: dict[str, Any], subject_id: str) -> dict[str, Any]:
+    """A stored answer (one ``DecisionOut``, or a batch's ``results``) with the subject's decisions scrubbed."""
+    if "results" in answer:
+        results = [
+            r | {"decision": _answer_scrubbed(r["decision"], subject_id)} if r.get("decision") else r
+            for r in answer["results"]
+        ]
+        return answer | {"results": results}
+    if answer.get("subject_id") == subject_id:
+        return answer | {"decision": _scrubbed(answer["decision"])}
+    return answer

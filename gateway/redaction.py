@@ -25,6 +25,13 @@ def mask_contacts(text: str) -> str:
     return PHONE.sub("<phone>", EMAIL.sub("<email>", text))
 
 
+def mask_values(text: str, values: Iterable[str]) -> str:
+    """Each of ``values`` (a person's own texts: a note, a TCF string) as ``<personal>``."""
+    for value in sorted(values, key=len, reverse=True):  # a note that contains the email goes whole
+        text = text.replace(value, "<personal>")
+    return text
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Replace known secret values and secret-shaped fragments (``apiKey=…``, ``Bearer …``)."""
     for secret in secrets:

@@ -29,7 +29,7 @@ from gateway.metrics import Metrics
 from gateway.outbox import ABANDONED, Attempt, Claim, Held, Outcome
 from gateway.provenance import Provenance
 from gateway.ratelimit import Budget, Sleep
-from gateway.redaction import redact
+from gateway.redaction import mask_values, redact
 from gateway.store import Store
 from schemas.api import DeliveryStatus
 
@@ -52,6 +52,12 @@ class Journal:
     attempts: list[Attempt] = field(default_factory=list)
     writes: list[dict[str, Write]] = field(default_factory=list)
     before: Held | None = None
+    private: tuple[str, ...] = ()  # the subject's own texts: a provider echoing them back is no news
+
+    def text(self, adapter: Adapter, error: ProviderError) -> str:
+        """An error as it may be stored and logged: no secret, and none of what the push sent
+        about the person (Intempt's error ``message`` can repeat the note the push carried)."""
+        return mask_values(redact(str(error), adapter.secrets()), self.private)
 
     def provenance(self, acknowledged: bool) -> Provenance | None:
         """The writes to keep once the push ended (acknowledged or not); None when none was sent."""
@@ -254,12 +260,13 @@ class Worker:
         except Exception as error:
             log.exception("delivery_crashed", provider=claim.provider, delivery=claim.id)
             crash = TransientError(claim.provider, f"internal error: {type(error).__name__} (see the worker log)")
-            outcome = self._reschedule(claim, crash, journal.attempts)
+            outcome = self._reschedule(claim, crash, journal)
         await self._finish(claim, outcome, ack, journal.provenance(ack is not None))
 
     async def _attempt(self, lane: Lane, claim: Claim, journal: Journal) -> tuple[Outcome, Ack | None]:
         adapter, attempts = lane.adapter, journal.attempts
         state = await self.store.ledger.subject_state(claim.subject_id, addressed=bool(adapter.addressed()))
+        journal.private = state.private() if state else ()
         held = journal.before = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
         if state is None or (state.erased_at is None and adapter.project(state) == held.acknowledged):
             return Outcome(DeliveryStatus.skipped), None
@@ -268,9 +275,9 @@ class Worker:
             flow = erase(state, held.memo) if state.erased_at else push(state, held.acknowledged, held.memo)
             ack = await self.run_flow(lane, flow, journal)
         except PermanentError as error:
-            return Outcome(DeliveryStatus.dead, attempts, self._text(adapter, error), error.status_code), None
+            return Outcome(DeliveryStatus.dead, attempts, journal.text(adapter, error), error.status_code), None
         except TransientError as error:
-            return self._reschedule(claim, error, attempts), None
+            return self._reschedule(claim, error, journal), None
         return Outcome(DeliveryStatus.succeeded, attempts), ack.model_copy(update={"memo": held.memo | ack.memo})
 
     async def run_flow(self, lane: Lane, flow: Generator[httpx.Request, httpx.Response, T], journal: Journal) -> T:
@@ -297,10 +304,10 @@ class Worker:
         try:
             response = await lane.send(request)
         except ProviderError as failure:  # no answer, or the auth exchange (Masivo) refused
-            self._note(lane.adapter, journal.attempts, started, began, failure.status_code, failure)
+            self._note(lane.adapter, journal, started, began, failure.status_code, failure)
             raise
         error = None if response.status_code in expected(request) else _classified(lane.adapter, response)
-        self._note(lane.adapter, journal.attempts, started, began, response.status_code, error)
+        self._note(lane.adapter, journal, started, began, response.status_code, error)
         if isinstance(error, TransientError):
             raise error
         return response
@@ -308,7 +315,7 @@ class Worker:
     def _note(
         self,
         adapter: Adapter,
-        attempts: list[Attempt],
+        journal: Journal,
         started: datetime,
         began: float,
         status_code: int | None,
@@ -318,8 +325,8 @@ class Worker:
         outcome = "succeeded" if error is None else "transient" if isinstance(error, TransientError) else "permanent"
         self.metrics.attempts.labels(adapter.name, outcome).inc()
         self.metrics.latency.labels(adapter.name).observe(elapsed)
-        text = self._text(adapter, error) if error else None
-        attempts.append(Attempt(started, round(elapsed * 1000), outcome, status_code, text, self.identity))
+        text = journal.text(adapter, error) if error else None
+        journal.attempts.append(Attempt(started, round(elapsed * 1000), outcome, status_code, text, self.identity))
 
     async def _finish(
         self, claim: Claim, outcome: Outcome, ack: Ack | None = None, writes: Provenance | None = None
@@ -353,9 +360,9 @@ class Worker:
             reraise=True,
         )
 
-    def _reschedule(self, claim: Claim, error: TransientError, attempts: list[Attempt]) -> Outcome:
+    def _reschedule(self, claim: Claim, error: TransientError, journal: Journal) -> Outcome:
         """After the short retries: the next step of the durable ladder, or dead past its end."""
-        text = self._text(self.lanes[claim.provider].adapter, error)
+        text, attempts = journal.text(self.lanes[claim.provider].adapter, error), journal.attempts
         ladder = self.settings.retry.ladder_s
         if claim.reschedules >= len(ladder):
             message = f"gave up after {len(ladder)} retries: {text}"
@@ -369,10 +376,6 @@ class Worker:
         when = self.clock() + timedelta(seconds=delay)
         self.metrics.retries.labels(claim.provider, "rescheduled").inc()
         return Outcome(DeliveryStatus.retrying, attempts, text, error.status_code, when, rescheduled=True)
-
-    @staticmethod
-    def _text(adapter: Adapter, error: ProviderError) -> str:
-        return redact(str(error), adapter.secrets())
 
 
 class BackoffHonouringRetryAfter:

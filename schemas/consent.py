@@ -302,6 +302,10 @@ class SubjectState(BaseModel):
     former: dict[str, list[FormerAddress]] = Field(default_factory=dict)  # "email"/"phone": held before
     address_since: dict[str, AwareDatetime] = Field(default_factory=dict)  # "email"/"phone": with these holders since
 
+    def private(self) -> tuple[str, ...]:
+        """The texts about the person a push may carry: what no error text or log line repeats."""
+        return tuple(text for text in (self.note, self.tcf_string, self.email, self.phone) if text)
+
     def records_in(self, mapping: Mapping[str, str]) -> dict[str, list[PurposeRecord]]:
         """Group the subject's purpose records by the provider term each purpose maps to."""
         grouped: dict[str, list[PurposeRecord]] = {}

@@ -14,7 +14,7 @@ from gateway.config import Settings
 from gateway.service import Gateway
 from gateway.store import Store
 from schemas import tcf
-from schemas.api import DeliveryStatus
+from schemas.api import DeliveryStatus, RunOut
 from schemas.consent import Decision
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -121,6 +121,17 @@ class World:
             strict=False,
         )
         return (await self.gateway.record(decision)).id
+
+    async def readback(self, *providers: str) -> RunOut:
+        """A read-back run a second from now, then (a second later) the pushes it queued."""
+        self.now += timedelta(seconds=1)
+        queued = await self.gateway.reconciler.start(list(providers) or None, None)
+        claimed = await self.gateway.store.runs.claim(self.now, 60)
+        assert claimed is not None and claimed.id == queued.id
+        finished = await self.gateway.reconciler.execute(claimed, self.gateway.worker)
+        self.now += timedelta(seconds=1)
+        await self.gateway.worker.drain()
+        return finished
 
     async def statuses(self, decision_id: str) -> dict[str, DeliveryStatus]:
         found = await self.gateway.store.ledger.decision(decision_id)

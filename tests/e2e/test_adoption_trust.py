@@ -25,7 +25,7 @@ from gateway.config import ApiToken
 from gateway.outbox import Outcome
 from gateway.reconcile import NotAdoptable
 from gateway.store import Store
-from schemas.api import DeliveryStatus, RunOut, SyncStatus
+from schemas.api import DeliveryStatus, SyncStatus
 from schemas.consent import PurposeState
 from tests.world import NOW, World
 
@@ -54,18 +54,6 @@ async def newest_wins(store: Store) -> AsyncIterator[World]:
 async def report_only(store: Store) -> AsyncIterator[World]:
     async for world in with_policy(store, "report_only"):
         yield world
-
-
-async def run(world: World, *providers: str) -> RunOut:
-    """A read-back run a second from now, then (a second later) the pushes it queued."""
-    world.now += timedelta(seconds=1)
-    queued = await world.gateway.reconciler.start(list(providers) or None, None)
-    claimed = await world.gateway.store.runs.claim(world.now, 60)
-    assert claimed is not None and claimed.id == queued.id
-    finished = await world.gateway.reconciler.execute(claimed, world.gateway.worker)
-    world.now += timedelta(seconds=1)
-    await world.gateway.worker.drain()
-    return finished
 
 
 async def at_wix(world: World, address: str, state: str, when: str) -> None:
@@ -129,7 +117,7 @@ async def test_a_provider_time_in_the_future_is_not_adopted_and_a_later_opt_out_
     await world.gateway.worker.drain()
     await at_wix(world, "cust-1@example.com", "CONFIRMED", "2031-01-01T00:00:00Z")
 
-    finished = await run(world, "wix")
+    finished = await world.readback("wix")
     assert finished.counts["wix"]["adopted"] == 0 and finished.counts["wix"]["repushed"] == 1
     assert "provider:wix" not in await sources(world, "cust-1")
     assert await purpose(world, "cust-1", "email_marketing") is PurposeState.denied
@@ -148,7 +136,7 @@ async def test_the_row_says_why_a_future_provider_time_is_not_adopted(report_onl
     await world.decide("cust-1", 10, email_marketing="denied")
     await world.gateway.worker.drain()
     await at_wix(world, "cust-1@example.com", "CONFIRMED", "2031-01-01T00:00:00Z")
-    await run(world, "wix")
+    await world.readback("wix")
     wix = await row(world, "cust-1", "wix")
     assert wix.status is SyncStatus.diverged
     assert "provider time in the future" in wix.not_adopted["EMAIL"]
@@ -160,7 +148,7 @@ async def test_a_provider_time_within_the_allowed_skew_is_adopted(newest_wins: W
     await world.gateway.worker.drain()
     soon = world.now + timedelta(seconds=world.gateway.settings.max_clock_skew_s - 30)
     await at_wix(world, "cust-1@example.com", "REVOKED", soon.isoformat())
-    finished = await run(world, "wix")
+    finished = await world.readback("wix")
     assert finished.counts["wix"]["adopted"] == 1
     assert await purpose(world, "cust-1", "email_marketing") is PurposeState.denied
 
@@ -182,7 +170,7 @@ async def test_masivo_holding_the_gateways_own_write_is_not_a_change_there(newes
     assert (await world.statuses(late))["wix"] is DeliveryStatus.succeeded
     await world.faults("masivo", error_rate=0)
 
-    finished = await run(world)
+    finished = await world.readback()
     assert finished.counts["masivo"]["adopted"] == 0 and finished.counts["masivo"]["repushed"] == 1
     assert "provider:masivo" not in await sources(world, "cust-1")
     assert await purpose(world, "cust-1", "email_marketing") is PurposeState.denied
@@ -203,7 +191,7 @@ async def test_a_real_change_at_masivo_is_still_adopted(newest_wins: World) -> N
     await world.control.patch(
         "/masivo/customers/cust-1/consent", json={"consent": changed}, headers=await masivo_auth(world)
     )
-    finished = await run(world, "masivo")
+    finished = await world.readback("masivo")
     assert finished.counts["masivo"]["adopted"] == 1
     assert await purpose(world, "cust-1", "email_marketing") is PurposeState.denied
     assert await purpose(world, "cust-1", "push_notifications") is PurposeState.granted, "unchanged there: not adopted"
@@ -226,7 +214,7 @@ async def test_another_subjects_consent_on_a_shared_address_is_never_adopted(new
     await world.decide("cust-b", 20, email=shared, email_marketing="granted")
     await world.gateway.worker.drain()
 
-    finished = await run(world)
+    finished = await world.readback()
     assert finished.counts["wix"]["adopted"] == 0
     assert await purpose(world, "cust-a", "email_marketing") is PurposeState.denied
     assert await purpose(world, "cust-b", "email_marketing") is PurposeState.granted
@@ -246,7 +234,7 @@ async def test_a_revoke_on_a_shared_address_is_kept_there_and_reported_not_adopt
     await world.gateway.worker.drain()
     await at_wix(world, shared, "REVOKED", (NOW + timedelta(minutes=1)).isoformat())
 
-    finished = await run(world, "wix")
+    finished = await world.readback("wix")
     assert finished.counts["wix"]["adopted"] == 0 and finished.counts["wix"]["repushed"] == 0
     assert (await wix_states(world))[shared] == "REVOKED", "an opt-out there is never pushed over"
     for subject in ("cust-a", "cust-b"):
@@ -280,7 +268,7 @@ async def test_a_consent_an_address_held_before_the_subject_had_it_is_never_adop
     [claimed] = await world.gateway.store.outbox.claim("wix", 1, world.now, 60, ladder_steps=3)
     await world.gateway.store.outbox.finish(claimed, Outcome(DeliveryStatus.dead, error="simulated"), world.now)
     await world.gateway.worker.drain()
-    finished = await run(world, "wix")
+    finished = await world.readback("wix")
     assert finished.counts["wix"]["adopted"] == 0
     assert await purpose(world, "cust-1", "email_marketing") is PurposeState.denied
     assert (await wix_states(world))["second-hand@example.com"] == "REVOKED"
@@ -372,7 +360,7 @@ async def shared_and_read(world: World) -> None:
     await world.decide("cust-b", 20, email="family@example.com", email_marketing="denied")
     await world.gateway.worker.drain()
     await at_wix(world, "family@example.com", "CONFIRMED", (NOW + timedelta(minutes=1)).isoformat())
-    await run(world, "wix")
+    await world.readback("wix")
 
 
 async def test_an_admin_cannot_adopt_a_consent_on_a_shared_address_api_and_cli(
@@ -408,7 +396,7 @@ async def test_an_admin_can_adopt_a_persons_older_change_dated_now(report_only: 
     await world.decide("cust-1", 150, email_marketing="granted")  # decided at NOW + 90 min
     await world.gateway.worker.drain()
     await at_wix(world, "cust-1@example.com", "REVOKED", (NOW + timedelta(hours=1)).isoformat())
-    await run(world, "wix")
+    await world.readback("wix")
     assert "older than the gateway's decision" in (await row(world, "cust-1", "wix")).not_adopted["EMAIL"]
     adopted = await world.gateway.reconciler.adopt("cust-1", "wix")
     assert adopted is not None and adopted.decision.occurred_at == world.now
@@ -425,7 +413,7 @@ async def test_an_admin_cannot_adopt_the_gateways_own_write(report_only: World) 
     late = await world.decide("cust-1", 20, email_marketing="denied")
     await until_dead(world, late, "masivo")
     await world.faults("masivo", error_rate=0)
-    await run(world, "masivo")
+    await world.readback("masivo")
     with pytest.raises(NotAdoptable, match="email_marketing: the gateway's own write"):
         await world.gateway.reconciler.adopt("cust-1", "masivo")
 

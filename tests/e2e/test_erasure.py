@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
+from structlog.testing import capture_logs
 
 from gateway.ledger import SubjectErased
-from gateway.tables import metadata
+from gateway.store import Store
+from gateway.tables import deliveries, delivery_attempts, metadata, observations
 from schemas.api import DeliveryStatus, ErasureStatus
 from schemas.consent import Decision
 from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth
 from tests.world import TCF, World
 
 EMAIL, PHONE = "noor.haddad@example.com", "+14155550188"
+NOTE = "call after six, moved to Porto"
 
 
 def decision(world: World, **extra: Any) -> Decision:
@@ -109,9 +115,24 @@ async def test_a_dead_removal_holds_the_erasure_until_it_is_replayed(world: Worl
     assert EMAIL not in await everything_stored(world)
 
 
+async def finished(client: httpx.AsyncClient, erasure_id: str) -> dict[str, Any]:
+    """The erasure once done: the app's own worker and chores run beside the test, so the test
+    drives them too and waits for the event, not for a time."""
+    gateway = client.gateway  # type: ignore[attr-defined]
+    for _ in range(500):
+        await gateway.worker.drain()
+        await gateway.erasures.step()
+        found = (await client.get(f"/v1/erasures/{erasure_id}", headers=auth(ADMIN))).json()
+        if found["status"] == "done":
+            return dict(found)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"erasure {erasure_id} not done: {found}")
+
+
 async def test_the_api_erases_audits_and_refuses(client: httpx.AsyncClient) -> None:
     key = {"Idempotency-Key": "signup-1"} | auth(WRITER)
-    assert (await client.post("/v1/consents", json=DECISION, headers=key)).status_code == 202
+    signup = {**DECISION, "note": NOTE}
+    assert (await client.post("/v1/consents", json=signup, headers=key)).status_code == 202
     assert (await client.delete("/v1/subjects/cust-42", headers=auth(WRITER))).status_code == 403
     assert (await client.delete("/v1/subjects/nobody", headers=auth(ADMIN))).status_code == 404
     started = await client.delete("/v1/subjects/cust-42", headers=auth(ADMIN))
@@ -125,14 +146,96 @@ async def test_the_api_erases_audits_and_refuses(client: httpx.AsyncClient) -> N
     assert refused.status_code == 409 and refused.json()["errors"][0]["field"] == "subject.id"
     batch = await client.post("/v1/consents:batch", json={"decisions": [DECISION]}, headers=auth(WRITER))
     assert batch.json()["results"][0]["problem"]["status"] == 409
-    await client.gateway.worker.drain()  # type: ignore[attr-defined]
-    assert await client.gateway.erasures.step()  # type: ignore[attr-defined]
-    done = (await client.get(erasure["id"].join(["/v1/erasures/", ""]), headers=auth(ADMIN))).json()
-    assert done["status"] == "done"
+    assert (await finished(client, erasure["id"]))["status"] == "done"
     gone = await client.get("/v1/subjects/cust-42", headers=auth(READER))
     assert gone.status_code == 410 and gone.json()["type"].endswith("/subject-erased")
     assert (await client.get("/v1/subjects/cust-42/history", headers=auth(READER))).status_code == 410
     repush = await client.post("/v1/subjects/cust-42/repush", json={}, headers=auth(ADMIN))
     assert repush.status_code == 409
-    replayed = await client.post("/v1/consents", json=DECISION, headers=key)  # its stored answer held the address
-    assert replayed.status_code == 409
+    replayed = await client.post("/v1/consents", json=signup, headers=key)  # the key stays bound, its answer scrubbed
+    assert replayed.status_code == 202 and replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json()["decision"]["subject"] == {"id": "cust-42"}
+    assert DECISION["subject"]["email"] not in replayed.text and NOTE not in replayed.text
+
+
+async def test_a_keyed_batch_resent_after_one_person_left_replays_and_records_no_one_twice(
+    client: httpx.AsyncClient,
+) -> None:
+    leaving = {**DECISION, "note": NOTE}
+    other = {**DECISION, "subject": {"id": "cust-43", "email": "sam@example.com"}}
+    key = {"Idempotency-Key": "import-7"} | auth(WRITER)
+    first = await client.post("/v1/consents:batch", json={"decisions": [leaving, other]}, headers=key)
+    assert first.status_code == 200, first.text
+    started = await client.delete("/v1/subjects/cust-42", headers=auth(ADMIN))
+    assert started.status_code == 202 and (await finished(client, started.json()["id"]))["status"] == "done"
+
+    again = await client.post("/v1/consents:batch", json={"decisions": [leaving, other]}, headers=key)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    history = await client.get("/v1/subjects/cust-43/history", headers=auth(READER))
+    assert len(history.json()["items"]) == 1, "the other person's decision is not recorded twice"
+    results = again.json()["results"]
+    assert results[1] == first.json()["results"][1], "the other person's answer is kept whole"
+    assert results[0]["decision"]["decision"]["subject"] == {"id": "cust-42"}
+    assert DECISION["subject"]["email"] not in again.text and NOTE not in again.text
+
+
+class Echoing:
+    """Intempt refusing pushes (while ``on``) with an error that repeats the note the push carried
+    (its ``message``) and the address, URL-encoded: what a provider's error text may hold."""
+
+    def __init__(self) -> None:
+        self.on = True
+
+    def __call__(self, provider: str, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        async def refuse(request: httpx.Request) -> httpx.Response:
+            if not self.on or request.method != "POST":
+                return await inner.handle_async_request(request)
+            echoed = f"Field 'message' too long: {json.loads(request.content).get('message')!r} for {quote(EMAIL)}"
+            return httpx.Response(400, json={"error": "Invalid request", "message": echoed})
+
+        return httpx.MockTransport(refuse) if provider == "intempt" else inner
+
+
+async def error_texts(world: World) -> list[str]:
+    """What the delivery and its attempt hold of the provider's error."""
+    async with world.gateway.store.engine.connect() as conn:
+        last = (await conn.execute(select(deliveries.c.last_error).where(deliveries.c.provider == "intempt"))).all()
+        attempts = await conn.execute(select(delivery_attempts.c.error).where(delivery_attempts.c.error.is_not(None)))
+        return [text for (text,) in [*last, *attempts.all()] if text]
+
+
+async def observed(world: World) -> int:
+    async with world.gateway.store.engine.connect() as conn:
+        return len((await conn.execute(select(observations).where(observations.c.subject_id == "cust-5"))).all())
+
+
+async def test_what_a_provider_echoes_is_never_logged_and_is_gone_after_erasure(store: Store) -> None:
+    echo = Echoing()
+    world = World(store, wrap_transport=echo)
+    try:
+        with capture_logs() as logs:
+            recorded = await world.gateway.record(decision(world, note=NOTE))
+            await world.gateway.worker.drain()
+        dead = [line for line in logs if line["event"] == "delivery_dead"]
+        assert dead and all(NOTE not in str(line) for line in dead), dead
+        assert (await world.statuses(recorded.id))["intempt"] is DeliveryStatus.dead
+        texts = await error_texts(world)
+        assert len(texts) == 2 and all("too long: '<personal>'" in text for text in texts), texts
+        assert all(quote(EMAIL) in text for text in texts), "an encoded address in an error is kept until the erasure"
+        await world.readback()
+        assert await observed(world) == 2, "Masivo and Wix: Intempt has no read API"
+
+        async with world.gateway.store.engine.begin() as conn:  # as versions before masking wrote it
+            await conn.execute(update(delivery_attempts).values(error=f"echoed {NOTE!r}"))
+        world.now += timedelta(minutes=1)
+        assert await world.gateway.erasures.request("cust-5", "cli") is not None
+        echo.on = False
+        await world.gateway.worker.drain()
+        assert await world.gateway.erasures.step()
+        stored = await everything_stored(world)
+        for personal in (EMAIL, quote(EMAIL), PHONE, NOTE):
+            assert personal not in stored, personal
+        assert await observed(world) == 0, "what providers were found to hold goes too"
+    finally:
+        await world.gateway.worker.stop()
+        await world.control.aclose()
