@@ -25,6 +25,10 @@ JSON_CODEC = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
 """orjson for every JSON column: the drift view decodes several per subject."""
 
 
+ERASING = "secure_delete=ON"
+"""What an UPDATE or DELETE frees is zeroed, not left readable in the file (erasure)."""
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so writers queue, not fail."""
     if not url.startswith("sqlite"):
@@ -35,7 +39,15 @@ def create_engine(url: str) -> AsyncEngine:
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL"):
+        # secure_delete: what an UPDATE or DELETE frees is zeroed, not left readable in the file (erasure)
+        pragmas = (
+            "journal_mode=WAL",
+            "busy_timeout=30000",
+            "foreign_keys=ON",
+            "synchronous=NORMAL",
+            "secure_delete=ON",
+        )
+        for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
@@ -61,6 +73,20 @@ class SQLiteEngine(AsyncEngine):
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         async with self._writer, super().begin() as conn:
             yield conn
+
+
+async def flush_to_disk(engine: AsyncEngine) -> bool:
+    """SQLite: copy the write-ahead log into the database file and truncate it, so what a
+    transaction overwrote is nowhere on disk (the log keeps old and new page images until then).
+    False while a reader holds the log open: try again later. PostgreSQL: nothing to do here."""
+    if engine.dialect.name != "sqlite":
+        return True
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None, "an open connection has its driver's"
+        cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _log, _done = await cursor.fetchone()
+        return not busy
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter
 from gateway import addresses
+from gateway.db import flush_to_disk
 from gateway.entries import Entry
 from gateway.ledger import Ledger
 from gateway.outbox import delivery_out
@@ -65,6 +66,7 @@ class Erasures:
         self.purposes = list(purposes)
         self.clock = clock
         self.wake = wake
+        self.unflushed = False  # a scrub committed that SQLite's write-ahead log may still hold
 
     async def request(self, subject_id: str, requested_by: str) -> tuple[ErasureOut, bool] | None:
         """The subject's erasure, and whether this call started it (an erased subject answers its
@@ -139,13 +141,23 @@ class Erasures:
         )
         async with self.engine.begin() as conn:
             found = (await conn.execute(ready)).first()
-            if found is None:
-                return False
-            await scrub(conn, found.subject_id)
-            done = {"status": ErasureStatus.done.value, "completed_at": self.clock()}
-            await conn.execute(update(erasures).where(erasures.c.id == found.id).values(done))
-        log.info("subject_erased", subject=found.subject_id, erasure=found.id)
-        return True
+            if found is not None:
+                await scrub(conn, found.subject_id)
+                done = {"status": ErasureStatus.done.value, "completed_at": self.clock()}
+                await conn.execute(update(erasures).where(erasures.c.id == found.id).values(done))
+        if found is not None:
+            log.info("subject_erased", subject=found.subject_id, erasure=found.id)
+            self.unflushed = True
+        await self._flush()
+        return found is not None
+
+    async def _flush(self) -> None:
+        """What the scrub overwrote, off the disk too (SQLite's log); retried at the next step
+        while a reader holds the log."""
+        if self.unflushed:
+            self.unflushed = not await flush_to_disk(self.engine)
+            if self.unflushed:
+                log.warning("erasure_flush_deferred", reason="a reader holds SQLite's write-ahead log")
 
 
 async def scrub(conn: AsyncConnection, subject_id: str) -> None:

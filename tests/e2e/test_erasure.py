@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from gateway.store import Store
 from gateway.tables import deliveries, delivery_attempts, metadata, observations
 from schemas.api import DeliveryStatus, ErasureStatus
 from schemas.consent import Decision
+from tests.conftest import upgraded
 from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth
 from tests.world import TCF, World
 
@@ -239,3 +241,21 @@ async def test_what_a_provider_echoes_is_never_logged_and_is_gone_after_erasure(
     finally:
         await world.gateway.worker.stop()
         await world.control.aclose()
+
+
+async def test_on_sqlite_nothing_of_the_person_is_left_in_the_files(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    await upgraded(url)
+    world = World(Store.from_url(url))
+    try:
+        await erased(world)
+        files = [tmp_path / "gateway.db", tmp_path / "gateway.db-wal"]
+        assert EMAIL.encode() in b"".join(path.read_bytes() for path in files if path.exists())
+        assert await world.gateway.erasures.step()
+        on_disk = b"".join(path.read_bytes() for path in files if path.exists())
+        for personal in (EMAIL, PHONE, TCF, "signed up as"):
+            assert personal.encode() not in on_disk, personal
+    finally:
+        await world.gateway.worker.stop()
+        await world.control.aclose()
+        await world.gateway.store.close()
