@@ -17,6 +17,7 @@ from adapters.simulators.common import LOG_LIMIT
 from gateway.app import create_app, create_worker_app
 from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, gateway, settings
 from gateway.demo import demo_app, demo_token
+from gateway.redaction import configure_logging
 
 TOKEN_FROM_ENV = "API token: the one in $CONSENT_GATEWAY_TOKEN (not printed)"
 
@@ -78,8 +79,11 @@ def simulate(
     port: PortOption = 8010,
     log_limit: Annotated[int, typer.Option(min=1, help="requests each simulator keeps for /_inspect")] = LOG_LIMIT,
 ) -> None:
-    """Run the three provider simulators on one port: /masivo, /wix, /intempt."""
-    uvicorn.run(create_all(log_limit=log_limit), host=host, port=port)
+    """Run the three provider simulators on one port: /masivo, /wix, /intempt. Logs are the
+    gateway's JSON lines, scrubbed the same way (Intempt's apiKey and Wix's get-by email travel
+    in query strings)."""
+    configure_logging()
+    serve_app(create_all(log_limit=log_limit), host, port)
 
 
 class DrainingServer(uvicorn.Server):
