@@ -41,7 +41,14 @@ def test_epoch_is_exact_in_either_unit() -> None:
     ],
 )
 def test_consent_data_accept(changes: dict[str, Any], unit: str) -> None:
-    ConsentData.model_validate({**BASE, **changes}, context={"timestamp_unit": unit})
+    data = {**BASE, **changes}
+    parsed = ConsentData.model_validate(data, context={"timestamp_unit": unit})
+    assert parsed.model_dump(exclude_unset=True) == data, "read as sent: nothing dropped or changed"
+    assert (parsed.action, parsed.timestamp, parsed.validUntil) == (
+        data["action"],
+        data["timestamp"],
+        data["validUntil"],
+    )
 
 
 @pytest.mark.parametrize(

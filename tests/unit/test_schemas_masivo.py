@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from schemas import tcf
 from schemas.masivo import (
     NO_CONSENT_STRING,
+    PURPOSES,
     AuthorizeResponse,
     Consent,
     ConsentPurposes,
@@ -100,7 +101,9 @@ def test_tcf_problem_accepts_v2_strings_masivo_allows(consent_string: str) -> No
     ],
 )
 def test_purposes_accept(purposes: dict[str, Any]) -> None:
-    ConsentPurposes.model_validate(purposes)
+    parsed = ConsentPurposes.model_validate(purposes)
+    assert parsed.model_dump(exclude_unset=True) == purposes
+    assert parsed.model_dump() == dict.fromkeys(PURPOSES) | purposes, "a purpose not given is None, never False"
 
 
 @pytest.mark.parametrize(
@@ -136,7 +139,12 @@ WHEN = datetime(2024, 5, 1, 12, tzinfo=UTC)
     ],
 )
 def test_consent_accept(consent: dict[str, Any]) -> None:
-    Consent.model_validate(consent)
+    parsed = Consent.model_validate(consent)
+    assert parsed.model_dump(exclude_unset=True) == consent
+    assert parsed.consent_string == consent["consent_string"]
+    if "consent_timestamp" in consent:
+        assert parsed.consent_timestamp is not None
+        assert parsed.consent_timestamp.utcoffset() == consent["consent_timestamp"].utcoffset(), "its offset is kept"
 
 
 @pytest.mark.parametrize(

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from schemas.wix import (
+    ConfirmationSource,
+    ConsentState,
     ErrorBody,
     GetByResponse,
     GetResponse,
+    IdentifierType,
     MarketingConsent,
+    OptInLevel,
+    RevokeSource,
     UpdateRequest,
     UpsertRequest,
     received,
@@ -67,7 +73,17 @@ REJECTED = {
 
 @pytest.mark.parametrize("data", ACCEPTED.values(), ids=ACCEPTED.keys())
 def test_consent_accepted(data: dict[str, Any]) -> None:
-    MarketingConsent.model_validate(data)
+    parsed = MarketingConsent.model_validate(data)
+    assert parsed.model_dump(mode="json", exclude_unset=True) == data, "read as sent: nothing dropped or changed"
+    assert parsed.state is ConsentState(data.get("state", "UNKNOWN_STATE"))
+    assert parsed.details.type is IdentifierType(data["details"]["type"])
+
+
+def test_an_activity_is_read_into_its_types() -> None:
+    activity = MarketingConsent.model_validate(ACCEPTED["confirmed email"]).lastConfirmationActivity
+    assert activity is not None
+    assert activity.updatedDate == datetime(2024, 5, 1, 12, tzinfo=UTC) and activity.updatedDate.utcoffset() is not None
+    assert (activity.source, activity.optInLevel) == (ConfirmationSource.FORM, OptInLevel.SINGLE_CONFIRMATION)
 
 
 @pytest.mark.parametrize(("data", "reason"), REJECTED.values(), ids=REJECTED.keys())
@@ -112,13 +128,26 @@ UPDATES_REJECTED = {
 
 
 def test_update_accepted() -> None:
-    UpdateRequest.model_validate(update())
+    parsed = UpdateRequest.model_validate(update())
+    assert parsed.model_dump(mode="json", exclude_unset=True) == update()
+    consent = parsed.marketingConsent
+    assert (consent.id, consent.revision, consent.state) == ("c1", "3", ConsentState.REVOKED)
+    assert (consent.details.type, consent.details.email) == (IdentifierType.EMAIL, "ana@example.com")
+    assert consent.lastRevokeActivity is not None and consent.lastRevokeActivity.source is RevokeSource.REVOKE_LINK
+    assert parsed.mask.paths == ["state", "lastRevokeActivity"]
 
 
 def test_phone_update_to_unknown_state_is_allowed() -> None:
     """Only EMAIL consents silently keep their state ("For existing marketing consents with EMAIL")."""
     data = update(marketingConsent={"details": PHONE, "state": "UNKNOWN_STATE", "lastRevokeActivity": None})
-    UpdateRequest.model_validate(data)
+    consent = UpdateRequest.model_validate(data).marketingConsent
+    assert consent.state is ConsentState.UNKNOWN_STATE and "state" in consent.model_fields_set
+    assert (consent.details.type, consent.details.phone, consent.details.email) == (
+        IdentifierType.PHONE,
+        "+14155550100",
+        None,
+    )
+    assert consent.lastRevokeActivity is None and (consent.id, consent.revision) == ("c1", "3")
 
 
 @pytest.mark.parametrize(("data", "reason"), UPDATES_REJECTED.values(), ids=UPDATES_REJECTED.keys())
@@ -128,7 +157,8 @@ def test_update_rejected(data: dict[str, Any], reason: str) -> None:
 
 
 def test_upsert_needs_an_explicit_state() -> None:
-    UpsertRequest.model_validate({"marketingConsent": consent(state="UNKNOWN_STATE")})
+    upsert = UpsertRequest.model_validate({"marketingConsent": consent(state="UNKNOWN_STATE")})
+    assert upsert.marketingConsent.state is ConsentState.UNKNOWN_STATE
     with pytest.raises(ValidationError, match="state is required"):
         UpsertRequest.model_validate({"marketingConsent": consent()})
 
