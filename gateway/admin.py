@@ -24,9 +24,9 @@ from starlette.templating import Jinja2Templates
 
 from gateway.auth import Authenticator
 from gateway.params import SUBJECT_ID, UUID
-from gateway.reconcile import NotAdoptable
+from gateway.problems import ProblemError
 from gateway.redaction import mask_contacts
-from gateway.service import Gateway
+from gateway.service import Gateway, no_subject
 from schemas.api import SyncStatus
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -75,7 +75,7 @@ def create_admin_app(gateway: Gateway, authenticator: Authenticator) -> Starlett
                 max_age=settings.session_max_age_s,
             )
         ],
-        exception_handlers={Forbidden: pages.forbidden},
+        exception_handlers={Forbidden: pages.forbidden, ProblemError: pages.refused},
     )
     return app
 
@@ -96,10 +96,14 @@ class Pages:
         response.headers.update(HTML_HEADERS)
         return response
 
-    def signed_in(self, request: Request) -> bool:
-        """A session whose token is still configured with the admin scope."""
-        name = request.session.get("admin")
-        token = self.authenticator.named(name) if isinstance(name, str) else None
+    async def signed_in(self, request: Request) -> bool:
+        """An open session (not signed out, not expired) whose token is still configured with
+        the admin scope."""
+        session_id = request.session.get("admin")
+        if not isinstance(session_id, str):
+            return False
+        digest = await self.gateway.store.sessions.holder(session_id, self.gateway.clock())
+        token = self.authenticator.by_digest(digest) if digest else None
         return token is not None and "admin" in token.scopes
 
     async def checked_form(self, request: Request) -> dict[str, str]:
@@ -111,7 +115,7 @@ class Pages:
         return form
 
     async def action(self, request: Request) -> dict[str, str]:
-        if not self.signed_in(request):
+        if not await self.signed_in(request):
             raise Forbidden("sign in first")
         return await self.checked_form(request)
 
@@ -121,7 +125,13 @@ class Pages:
         return RedirectResponse(to, 303)
 
     async def forbidden(self, request: Request, exc: Exception) -> Response:
-        return self.render(request, "forbidden.html", {"reason": str(exc)}, 403)
+        return self.render(request, "refused.html", {"title": "Not allowed", "reason": str(exc)}, 403)
+
+    async def refused(self, request: Request, exc: Exception) -> Response:
+        """What the API answers as a problem, the page shows with the same status and reason."""
+        assert isinstance(exc, ProblemError)
+        problem = exc.problem
+        return self.render(request, "refused.html", {"title": problem.title, "reason": str(exc)}, problem.status)
 
     # -- pages ---------------------------------------------------------------------------
 
@@ -133,12 +143,16 @@ class Pages:
         token = self.authenticator.find(form.get("token", "").strip())
         if token is None or "admin" not in token.scopes:
             return self.render(request, "login.html", {"error": "That is not a token with the admin scope."}, 401)
+        max_age = self.gateway.settings.admin.session_max_age_s
+        session_id = await self.gateway.store.sessions.open(token.sha256, self.gateway.clock(), max_age)
         request.session.clear()
-        request.session.update({"admin": token.name, "csrf": secrets.token_urlsafe(32)})
+        request.session.update({"admin": session_id, "csrf": secrets.token_urlsafe(32)})
         return RedirectResponse("/admin/", 303)
 
     async def logout(self, request: Request) -> Response:
         await self.checked_form(request)
+        if isinstance(session_id := request.session.get("admin"), str):
+            await self.gateway.store.sessions.close(session_id)
         request.session.clear()
         return RedirectResponse("/admin/login", 303)
 
@@ -147,7 +161,7 @@ class Pages:
         return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
 
     async def dashboard(self, request: Request) -> Response:
-        if not self.signed_in(request):
+        if not await self.signed_in(request):
             return RedirectResponse("/admin/login", 303)
         provider = request.query_params.get("provider") or None
         wanted = request.query_params.get("status", "")
@@ -159,12 +173,12 @@ class Pages:
         return self.render(request, "dashboard.html", context)
 
     async def subject(self, request: Request) -> Response:
-        if not self.signed_in(request):
+        if not await self.signed_in(request):
             return RedirectResponse("/admin/login", 303)
         subject_id = str(request.path_params["subject_id"])
-        found = await self.gateway.subject(subject_id) if SUBJECT_ID.fullmatch(subject_id) else None
-        if found is None:
-            return self.render(request, "forbidden.html", {"reason": "No such subject."}, 404)
+        if not SUBJECT_ID.fullmatch(subject_id):
+            raise no_subject()
+        found = await self.gateway.shown_subject(subject_id)
         history = await self.gateway.store.ledger.history(subject_id, 50)
         return self.render(request, "subject.html", {"subject": found, "history": history})
 
@@ -172,39 +186,28 @@ class Pages:
 
     async def start_run(self, request: Request) -> Response:
         await self.action(request)
-        run = await self.gateway.reconciler.start(None, None)
+        run = await self.gateway.start_run(None, None)
         return self.back(request, f"Read-back run {run.id} queued: a worker carries it out.", "/admin/")
 
     async def repush(self, request: Request) -> Response:
         form = await self.action(request)
         subject_id = str(request.path_params["subject_id"])
-        chosen = form.get("provider")
-        providers = [chosen] if chosen in self.gateway.adapters else list(self.gateway.adapters)
+        providers = [form["provider"]] if form.get("provider") else list(self.gateway.adapters)
         note = f"re-pushed from the admin page to {', '.join(providers)}"
-        entry = await self.gateway.reconciler.repush(subject_id, providers, note)
-        self.gateway.worker.wake()
-        message = "No such subject." if entry is None else f"Pushing again to {', '.join(providers)}."
-        return self.back(request, message, f"/admin/subjects/{subject_id}")
+        await self.gateway.repush(subject_id, providers, note)
+        return self.back(request, f"Pushing again to {', '.join(providers)}.", f"/admin/subjects/{subject_id}")
 
     async def adopt(self, request: Request) -> Response:
         form = await self.action(request)
         subject_id, provider = str(request.path_params["subject_id"]), form.get("provider", "")
-        try:
-            entry = (
-                await self.gateway.reconciler.adopt(subject_id, provider) if provider in self.gateway.adapters else None
-            )
-        except NotAdoptable as refused:
-            return self.back(request, f"Not adopted: {refused}.", f"/admin/subjects/{subject_id}")
-        self.gateway.worker.wake()
-        message = f"Adopted {provider}'s state as a decision." if entry else f"Nothing to adopt from {provider}."
-        return self.back(request, message, f"/admin/subjects/{subject_id}")
+        await self.gateway.adopt(subject_id, provider)
+        return self.back(request, f"Adopted {provider}'s state as a decision.", f"/admin/subjects/{subject_id}")
 
     async def retry(self, request: Request) -> Response:
         form = await self.action(request)
         delivery_id = str(request.path_params["delivery_id"])
-        done = UUID.fullmatch(delivery_id) and await self.gateway.store.outbox.retry_now(
-            delivery_id, self.gateway.clock()
-        )
-        self.gateway.worker.wake()
+        if not UUID.fullmatch(delivery_id):
+            raise ProblemError(404, "not-found", "No such delivery")
+        await self.gateway.retry(delivery_id)
         target = f"/admin/subjects/{form['subject']}" if SUBJECT_ID.fullmatch(form.get("subject", "")) else "/admin/"
-        return self.back(request, "Retrying now." if done else "That delivery is not waiting for a retry.", target)
+        return self.back(request, "Retrying now.", target)

@@ -36,12 +36,12 @@ class Authenticator:
 
     def find(self, token: str) -> ApiToken | None:
         """The configured token ``token`` is, compared by digest in constant time."""
-        digest = hash_token(token)
+        return self.by_digest(hash_token(token))
+
+    def by_digest(self, digest: str) -> ApiToken | None:
+        """The configured token whose digest this is: None once it was removed from the config."""
         matches = [configured for configured in self.tokens if hmac.compare_digest(configured.sha256, digest)]
         return matches[0] if matches else None
-
-    def named(self, name: str) -> ApiToken | None:
-        return next((configured for configured in self.tokens if configured.name == name), None)
 
 
 def unauthorized(detail: str) -> ProblemError:

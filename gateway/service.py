@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import httpx
@@ -15,13 +15,14 @@ from gateway.erasure import Erasures
 from gateway.expiry import Expiries
 from gateway.grouping import GroupCommit
 from gateway.idempotency import Binding
-from gateway.ledger import Pending
+from gateway.ledger import Pending, SubjectErased
 from gateway.metrics import Metrics
+from gateway.problems import ProblemError, bad_parameter, erased
 from gateway.ratelimit import Sleep
-from gateway.reconcile import Reconciler, RunLoop
+from gateway.reconcile import NotAdoptable, Reconciler, RunLoop
 from gateway.store import Store
 from gateway.worker import Clock, Worker, utcnow
-from schemas.api import DecisionOut, SubjectOut
+from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, RunOut, SubjectOut
 from schemas.consent import Decision, decision_context
 
 
@@ -103,3 +104,84 @@ class Gateway:
         if state is None:
             return None
         return SubjectOut(state=state, providers=await self.reconciler.rows([subject_id]))
+
+    # -- what a person can do: one rule set, which the API, the admin page and the CLI translate --
+
+    async def shown_subject(self, subject_id: str) -> SubjectOut:
+        """The subject as a reader sees it: 404 unknown, 410 erased (its history stays, scrubbed)."""
+        found = await self.subject(subject_id)
+        if found is None:
+            raise no_subject()
+        if found.state.erased_at is not None:
+            raise erased(f"erased at {found.state.erased_at.isoformat()}", "subject_id", 410)
+        return found
+
+    async def start_run(self, providers: Collection[str] | None, subjects: list[str] | None) -> RunOut:
+        readable = self.reconciler.observable()
+        unknown = sorted(set(providers or ()) - set(readable))
+        if unknown:
+            message = f"cannot be read back: {', '.join(unknown)}; readable: {', '.join(readable) or 'none'}"
+            raise bad_parameter("providers", message, 422)
+        return await self.reconciler.start(providers, subjects)
+
+    async def repush(self, subject_id: str, providers: Collection[str] | None, note: str) -> DecisionOut:
+        """Push the subject again to ``providers`` (default: all), whatever they acknowledged."""
+        unknown = sorted(set(providers or ()) - set(self.adapters))
+        if unknown:
+            raise bad_parameter("providers", f"not configured: {', '.join(unknown)}", 422)
+        try:
+            entry = await self.reconciler.repush(subject_id, providers or list(self.adapters), note)
+        except SubjectErased as refused:
+            raise erased(str(refused)) from None
+        if entry is None:
+            raise no_subject()
+        self.worker.wake()
+        return entry
+
+    async def adopt(self, subject_id: str, provider: str) -> DecisionOut:
+        """Adopt what ``provider`` was last read to hold as the person's decision now."""
+        if provider not in self.adapters:
+            raise ProblemError(404, "not-found", "No such provider", f"configured: {', '.join(self.adapters)}")
+        if await self.store.ledger.subject_state(subject_id) is None:
+            raise no_subject()
+        try:
+            entry = await self.reconciler.adopt(subject_id, provider)
+        except SubjectErased as refused:
+            raise erased(str(refused)) from None
+        except NotAdoptable as refused:
+            raise ProblemError(409, "not-adoptable", "Not the person's change", str(refused)) from None
+        if entry is None:
+            detail = (
+                f"{provider} was never read back for this subject, or holds no purpose state other than the gateway's"
+            )
+            raise ProblemError(409, "nothing-to-adopt", "Nothing to adopt", detail)
+        self.worker.wake()
+        return entry
+
+    async def retry(self, delivery_id: str) -> DeliveryOut:
+        """Try a pending or retrying delivery now instead of at its ladder step."""
+        found = await self.delivery(delivery_id)
+        if not await self.store.outbox.retry_now(found.id, self.clock()):
+            detail = f"this one is {found.status}; only pending or retrying ones wait for a retry"
+            raise ProblemError(409, "not-waiting", "Nothing to retry", detail)
+        self.worker.wake()
+        return await self.delivery(delivery_id)
+
+    async def replay(self, delivery_id: str) -> DeliveryOut:
+        """Send a dead delivery again; the subject's newest state is what is sent."""
+        found = await self.delivery(delivery_id)
+        if found.status is not DeliveryStatus.dead:
+            raise ProblemError(409, "not-dead", "Only dead deliveries can be replayed", f"this one is {found.status}")
+        await self.store.outbox.replay(self.clock(), delivery_id=found.id)
+        self.worker.wake()
+        return await self.delivery(delivery_id)
+
+    async def delivery(self, delivery_id: str) -> DeliveryOut:
+        found = await self.store.outbox.get(delivery_id)
+        if found is None:
+            raise ProblemError(404, "not-found", "No such delivery")
+        return found
+
+
+def no_subject() -> ProblemError:
+    return ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")

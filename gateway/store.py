@@ -16,6 +16,7 @@ from gateway.ledger import Ledger
 from gateway.observations import Observations, Runs
 from gateway.outbox import Outbox
 from gateway.ratelimit import Admission, Budget, RateLimit, SharedAdmission, SharedBudget, Sleep
+from gateway.sessions import AdminSessions
 
 
 class Store:
@@ -26,6 +27,7 @@ class Store:
         self.keys = IdempotencyKeys(engine)
         self.observations = Observations(engine)
         self.runs = Runs(engine)
+        self.sessions = AdminSessions(engine)
 
     @classmethod
     def from_url(cls, url: str) -> Store:

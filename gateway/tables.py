@@ -251,3 +251,13 @@ erasures = Table(
     Index("ix_erasures_subject", "subject_id"),
     Index("ix_erasures_status", "status"),
 )
+
+admin_sessions = Table(
+    "admin_sessions",  # the admin page's signed-in sessions: the cookie holds only the id
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the cookie's session id
+    Column("token_sha256", String(64), nullable=False),  # the token that opened it: removed, the session ends
+    _timestamp("created_at"),
+    _timestamp("expires_at"),
+    Index("ix_admin_sessions_expiry", "expires_at"),
+)

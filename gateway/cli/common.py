@@ -26,6 +26,7 @@ from gateway.config import (
 )
 from gateway.demo import DEMO_DATABASE
 from gateway.ledger import SubjectErased
+from gateway.problems import ProblemError
 from gateway.redaction import configure_logging
 from gateway.schema import SchemaError
 from gateway.service import Gateway
@@ -61,6 +62,8 @@ def run_with(store: Store, work: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except SubjectErased as refused:
         fail(str(refused))
+    except ProblemError as refused:  # the gateway's own rules, as the API answers them
+        fail(f"{refused.problem.title}: {refused}", 2 if refused.problem.status == 422 else 1)
 
 
 def aware(moment: datetime | None) -> datetime | None:

@@ -23,7 +23,6 @@ from gateway.cli.common import (
     run_with,
     settings,
 )
-from gateway.reconcile import NotAdoptable
 from gateway.repair import future_dated, repair
 
 app = typer.Typer(help="People: repair one subject's state at the providers or here.", no_args_is_help=True)
@@ -39,14 +38,8 @@ def repush(
 ) -> None:
     """Push the subject to providers again, whatever they acknowledged (also unobservable ones)."""
     built = gateway(settings(config), api=None)
-    unknown = sorted(set(provider or ()) - set(built.adapters))
-    if unknown:
-        fail(f"--provider: not configured: {', '.join(unknown)}; configured: {', '.join(built.adapters)}", 2)
-    chosen = provider or list(built.adapters)
-    why = note or f"re-pushed from the command line to {', '.join(sorted(chosen))}"
-    entry = run_with(built.store, lambda: built.reconciler.repush(subject_id, chosen, why))
-    if entry is None:
-        fail(f"no subject {subject_id}")
+    why = note or f"re-pushed from the command line to {', '.join(sorted(provider or built.adapters))}"
+    entry = run_with(built.store, lambda: built.repush(subject_id, provider, why))
     console.print(f"repair entry {entry.id}: a running worker pushes {', '.join(d.provider for d in entry.deliveries)}")
 
 
@@ -58,14 +51,7 @@ def adopt(
 ) -> None:
     """Adopt what a provider was last read to hold as the person's decision, now."""
     built = gateway(settings(config), api=None)
-    if provider not in built.adapters:
-        fail(f"--provider: not configured: {provider}; configured: {', '.join(built.adapters)}", 2)
-    try:
-        entry = run_with(built.store, lambda: built.reconciler.adopt(subject_id, provider))
-    except NotAdoptable as refused:
-        fail(str(refused))
-    if entry is None:
-        fail(f"nothing to adopt: {provider} was never read back for {subject_id}, or holds no other purpose state")
+    entry = run_with(built.store, lambda: built.adopt(subject_id, provider))
     console.print(f"decision {entry.id} ({entry.decision.source}): {json.dumps(entry.decision.purposes)}")
 
 

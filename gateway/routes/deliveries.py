@@ -13,7 +13,7 @@ from gateway.auth import requires
 from gateway.openapi import Operation, Param, documented, path_param
 from gateway.outbox import decode_cursor
 from gateway.params import UUID, QueryModel, WholeNumber, path_id, query
-from gateway.problems import ProblemError, bad_parameter
+from gateway.problems import bad_parameter
 from gateway.responses import JSONResponse
 from gateway.routes.links import delivery_links
 from schemas.api import DeliveryOut, DeliveryPage, DeliveryStatus
@@ -80,7 +80,8 @@ async def list_deliveries(request: Request) -> Response:
     )
 )
 async def get_delivery(request: Request) -> Response:
-    return JSONResponse((await _delivery(request)).model_dump(mode="json"))
+    found = await request.app.state.gateway.delivery(path_id(request, "delivery_id", UUID, "delivery"))
+    return JSONResponse(found.model_dump(mode="json"))
 
 
 @requires("admin")
@@ -90,13 +91,8 @@ async def get_delivery(request: Request) -> Response:
     )
 )
 async def replay_delivery(request: Request) -> Response:
-    gateway = request.app.state.gateway
-    found = await _delivery(request)
-    if found.status is not DeliveryStatus.dead:
-        raise ProblemError(409, "not-dead", "Only dead deliveries can be replayed", f"this one is {found.status}")
-    await gateway.store.outbox.replay(gateway.clock(), delivery_id=found.id)
-    gateway.worker.wake()
-    return JSONResponse((await _delivery(request)).model_dump(mode="json"), 202)
+    replayed = await request.app.state.gateway.replay(path_id(request, "delivery_id", UUID, "delivery"))
+    return JSONResponse(replayed.model_dump(mode="json"), 202)
 
 
 @requires("admin")
@@ -110,22 +106,8 @@ async def replay_delivery(request: Request) -> Response:
     )
 )
 async def retry_delivery(request: Request) -> Response:
-    gateway = request.app.state.gateway
-    found = await _delivery(request)
-    if not await gateway.store.outbox.retry_now(found.id, gateway.clock()):
-        detail = f"this one is {found.status}; only pending or retrying ones wait for a retry"
-        raise ProblemError(409, "not-waiting", "Nothing to retry", detail)
-    gateway.worker.wake()
-    return JSONResponse((await _delivery(request)).model_dump(mode="json"), 202)
-
-
-async def _delivery(request: Request) -> DeliveryOut:
-    found: DeliveryOut | None = await request.app.state.gateway.store.outbox.get(
-        path_id(request, "delivery_id", UUID, "delivery")
-    )
-    if found is None:
-        raise ProblemError(404, "not-found", "No such delivery")
-    return found
+    retried = await request.app.state.gateway.retry(path_id(request, "delivery_id", UUID, "delivery"))
+    return JSONResponse(retried.model_dump(mode="json"), 202)
 
 
 routes = [

@@ -10,11 +10,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import requires
-from gateway.ledger import SubjectErased
 from gateway.openapi import Operation, Param, documented, path_param
 from gateway.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, body_model, path_id, query
-from gateway.problems import ProblemError, bad_parameter, erased
-from gateway.reconcile import NotAdoptable, decode_cursor
+from gateway.problems import ProblemError, bad_parameter
+from gateway.reconcile import decode_cursor
 from gateway.responses import JSONResponse
 from gateway.routes.links import decision_links, run_links
 from schemas.api import DecisionOut, ReconciliationPage, RepushIn, RunIn, RunOut, SyncStatus
@@ -75,12 +74,7 @@ async def list_rows(request: Request) -> Response:
 async def start_run(request: Request) -> Response:
     gateway = request.app.state.gateway
     wanted = await body_model(request, RunIn, gateway.settings.max_body_bytes)
-    readable = gateway.reconciler.observable()
-    unknown = sorted(set(wanted.providers or ()) - set(readable))
-    if unknown:
-        message = f"cannot be read back: {', '.join(unknown)}; readable: {', '.join(readable) or 'none'}"
-        raise bad_parameter("providers", message, 422)
-    run = await gateway.reconciler.start(wanted.providers, wanted.subjects)
+    run = await gateway.start_run(wanted.providers, wanted.subjects)
     return JSONResponse(run.model_dump(mode="json"), 202, {"Location": f"/v1/reconciliation/runs/{run.id}"})
 
 
@@ -108,18 +102,8 @@ async def repush(request: Request) -> Response:
     gateway = request.app.state.gateway
     subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
     wanted = await body_model(request, RepushIn, gateway.settings.max_body_bytes)
-    unknown = sorted(set(wanted.providers or ()) - set(gateway.adapters))
-    if unknown:
-        raise bad_parameter("providers", f"not configured: {', '.join(unknown)}", 422)
-    providers = wanted.providers or list(gateway.adapters)
-    note = wanted.note or f"re-pushed by an admin to {', '.join(sorted(providers))}"
-    try:
-        entry = await gateway.reconciler.repush(subject_id, providers, note)
-    except SubjectErased as refused:
-        raise erased(str(refused)) from None
-    if entry is None:
-        raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
-    gateway.worker.wake()
+    note = wanted.note or f"re-pushed by an admin to {', '.join(sorted(wanted.providers or gateway.adapters))}"
+    entry = await gateway.repush(subject_id, wanted.providers, note)
     return JSONResponse(entry.model_dump(mode="json"), 202)
 
 
@@ -136,21 +120,7 @@ async def repush(request: Request) -> Response:
 async def adopt(request: Request) -> Response:
     gateway = request.app.state.gateway
     subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
-    provider = str(request.path_params["provider"])
-    if provider not in gateway.adapters:
-        raise ProblemError(404, "not-found", "No such provider")
-    if await gateway.store.ledger.subject_state(subject_id) is None:
-        raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
-    try:
-        entry = await gateway.reconciler.adopt(subject_id, provider)
-    except SubjectErased as refused:
-        raise erased(str(refused)) from None
-    except NotAdoptable as refused:
-        raise ProblemError(409, "not-adoptable", "Not the person's change", str(refused)) from None
-    if entry is None:
-        detail = f"{provider} was never read back for this subject, or holds no purpose state other than the gateway's"
-        raise ProblemError(409, "nothing-to-adopt", "Nothing to adopt", detail)
-    gateway.worker.wake()
+    entry = await gateway.adopt(subject_id, str(request.path_params["provider"]))
     return JSONResponse(entry.model_dump(mode="json"), 201)
 
 

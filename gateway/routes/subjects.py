@@ -34,11 +34,7 @@ class HistoryQuery(QueryModel):
     )
 )
 async def get_subject(request: Request) -> Response:
-    found = await request.app.state.gateway.subject(path_id(request, "subject_id", SUBJECT_ID, "subject"))
-    if found is None:
-        raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
-    if found.state.erased_at is not None:  # the ledger keeps its history, without personal data
-        raise erased(f"erased at {found.state.erased_at.isoformat()}", "subject_id", 410)
+    found = await request.app.state.gateway.shown_subject(path_id(request, "subject_id", SUBJECT_ID, "subject"))
     return JSONResponse(found.model_dump(mode="json"))
 
 
