@@ -186,8 +186,9 @@ class Pages:
 
     async def start_run(self, request: Request) -> Response:
         await self.action(request)
-        run = await self.gateway.start_run(None, None)
-        return self.back(request, f"Read-back run {run.id} queued: a worker carries it out.", "/admin/")
+        run, created = await self.gateway.start_run(None, None)
+        queued = "queued" if created else "was queued already"
+        return self.back(request, f"Read-back run {run.id} {queued}: a worker carries it out.", "/admin/")
 
     async def repush(self, request: Request) -> Response:
         form = await self.action(request)

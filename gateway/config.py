@@ -74,6 +74,7 @@ class ReconcileSettings(BaseModel):
     chunk: int = Field(default=500, ge=1, le=10_000, description="subjects read and written per step of a run")
     lease_s: float = Field(default=300.0, gt=0, description="a run whose worker stopped is resumed after this")
     poll_s: float = Field(default=2.0, gt=0, description="how often a worker looks for a queued run")
+    max_queued: int = Field(default=4, ge=1, description="runs people may have waiting at once; more is a 429")
 
 
 class AdminSettings(BaseModel):

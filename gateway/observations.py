@@ -66,6 +66,20 @@ class Observations:
         return Observation(held=row["held"], changed_at=row["changed_at"])
 
 
+def _queued(
+    run_id: str, providers: list[str], subjects: list[str] | None, now: datetime, *, scheduled: bool
+) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "status": RunStatus.queued.value,
+        "providers": providers,
+        "subjects": subjects,
+        "scheduled": int(scheduled),
+        "counts": {"subjects": 0},
+        "created_at": now,
+    }
+
+
 class Runs:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -81,18 +95,26 @@ class Runs:
         scheduled: bool = False,
     ) -> RunOut | None:
         """Queue a run; None when ``run_id`` exists already (a schedule slot another worker took)."""
-        row = {
-            "id": run_id or str(uuid.uuid4()),
-            "status": RunStatus.queued.value,
-            "providers": providers,
-            "subjects": subjects,
-            "scheduled": int(scheduled),
-            "counts": {"subjects": 0},
-            "created_at": now,
-        }
+        row = _queued(run_id or str(uuid.uuid4()), providers, subjects, now, scheduled=scheduled)
         async with self.engine.begin() as conn:
             added = await conn.execute(insert(conn, reconciliation_runs).values(row).on_conflict_do_nothing())
         return run_out(row) if added.rowcount else None
+
+    async def ask(
+        self, providers: list[str], subjects: list[str] | None, now: datetime, max_queued: int
+    ) -> tuple[RunOut | None, bool]:
+        """A run a person asks for: the one already queued asking the same (and False), a new one
+        (and True), or None while ``max_queued`` runs people asked for still wait."""
+        table = reconciliation_runs
+        waiting = select(table).where(table.c.status == RunStatus.queued.value, table.c.scheduled == 0)
+        async with self.engine.begin() as conn:
+            queued = (await conn.execute(waiting.with_for_update())).mappings().all()
+            same = next((r for r in queued if r["providers"] == providers and r["subjects"] == subjects), None)
+            if same is not None or len(queued) >= max_queued:
+                return (run_out(same) if same else None), False
+            row = _queued(str(uuid.uuid4()), providers, subjects, now, scheduled=False)
+            await conn.execute(insert(conn, table).values(row))
+        return run_out(row), True
 
     async def get(self, run_id: str) -> RunOut | None:
         async with self.reader.connect() as conn:

@@ -200,6 +200,13 @@ class Reconciler:
         assert created is not None, "a fresh run id never collides"
         return created
 
+    async def ask(self, providers: Collection[str] | None, subjects: list[str] | None) -> tuple[RunOut | None, bool]:
+        """A run a person asks for: joins the same one still queued; None while
+        ``reconcile.max_queued`` of theirs wait (each costs a read of every subject)."""
+        chosen = sorted(providers) if providers else self.observable()
+        wanted = sorted(set(subjects)) if subjects else None
+        return await self.store.runs.ask(chosen, wanted, self.clock(), self.settings.reconcile.max_queued)
+
     async def execute(self, run: RunOut, reader: Reader, progress: Progress | None = None) -> RunOut:
         """Read the run's providers back chunk by chunk from where it stopped, store what they
         hold, apply each provider's drift policy; a provider failing mid-run fails its rows only."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -116,13 +117,19 @@ class Gateway:
             raise erased(f"erased at {found.state.erased_at.isoformat()}", "subject_id", 410)
         return found
 
-    async def start_run(self, providers: Collection[str] | None, subjects: list[str] | None) -> RunOut:
+    async def start_run(self, providers: Collection[str] | None, subjects: list[str] | None) -> tuple[RunOut, bool]:
+        """Queue a read-back run, or join the same one already queued (False)."""
         readable = self.reconciler.observable()
         unknown = sorted(set(providers or ()) - set(readable))
         if unknown:
             message = f"cannot be read back: {', '.join(unknown)}; readable: {', '.join(readable) or 'none'}"
             raise bad_parameter("providers", message, 422)
-        return await self.reconciler.start(providers, subjects)
+        run, created = await self.reconciler.ask(providers, subjects)
+        if run is None:
+            limit, wait = self.settings.reconcile.max_queued, math.ceil(self.settings.reconcile.poll_s)
+            detail = f"{limit} runs asked for are still queued: wait for one to start"
+            raise ProblemError(429, "too-many-runs", "Too many runs queued", detail, headers={"Retry-After": str(wait)})
+        return run, created
 
     async def repush(self, subject_id: str, providers: Collection[str] | None, note: str) -> DecisionOut:
         """Push the subject again to ``providers`` (default: all), whatever they acknowledged."""

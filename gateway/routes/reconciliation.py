@@ -64,18 +64,20 @@ async def list_rows(request: Request) -> Response:
 @requires("admin")
 @documented(
     Operation(
-        "Read the providers back now (a run); a worker carries it out",
+        "Read the providers back now (a run); a worker carries it out. 200: the same run was queued already",
         RunOut,
         202,
         body=RunIn,
+        also=(200,),
         links=run_links("$response.body#"),
     )
 )
 async def start_run(request: Request) -> Response:
     gateway = request.app.state.gateway
     wanted = await body_model(request, RunIn, gateway.settings.max_body_bytes)
-    run = await gateway.start_run(wanted.providers, wanted.subjects)
-    return JSONResponse(run.model_dump(mode="json"), 202, {"Location": f"/v1/reconciliation/runs/{run.id}"})
+    run, created = await gateway.start_run(wanted.providers, wanted.subjects)
+    status = 202 if created else 200  # 200: the same run was queued already, and is joined
+    return JSONResponse(run.model_dump(mode="json"), status, {"Location": f"/v1/reconciliation/runs/{run.id}"})
 
 
 @requires("admin")

@@ -288,3 +288,27 @@ async def test_a_scheduled_run_is_started_once_per_period_whatever_the_number_of
     async with world.gateway.store.engine.connect() as conn:
         scheduled = (await conn.execute(select(func.count()).select_from(reconciliation_runs))).scalar_one()
     assert scheduled == 2
+
+
+async def test_runs_asked_for_again_are_joined_and_the_queue_is_capped(world: World) -> None:
+    world.gateway.settings.tokens.append(ApiToken(name="admin", sha256=hash_token("admin-token-0123456789")))
+    world.gateway.settings.reconcile.max_queued = 2
+    app = create_app(world.gateway, run_worker=False)
+    auth = {"Authorization": "Bearer admin-token-0123456789"}
+    async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://g") as api:
+        first = await api.post("/v1/reconciliation/runs", json={}, headers=auth)
+        again = [await api.post("/v1/reconciliation/runs", json={}, headers=auth) for _ in range(20)]
+        assert first.status_code == 202 and {r.status_code for r in again} == {200}
+        assert {r.json()["id"] for r in again} == {first.json()["id"]}, "the same queued run, joined"
+        other = await api.post("/v1/reconciliation/runs", json={"subjects": ["b", "a", "a"]}, headers=auth)
+        assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
+        same = await api.post("/v1/reconciliation/runs", json={"subjects": ["a", "b"]}, headers=auth)
+        assert same.status_code == 200 and same.json()["id"] == other.json()["id"]
+        refused = await api.post("/v1/reconciliation/runs", json={"providers": ["wix"]}, headers=auth)
+        assert refused.status_code == 429 and refused.json()["type"].endswith("/too-many-runs")
+        assert int(refused.headers["retry-after"]) >= 1
+        world.now += timedelta(seconds=1)
+        assert await world.gateway.runs.step(), "a worker takes a queued run: room for one more"
+        assert (await api.post("/v1/reconciliation/runs", json={"providers": ["wix"]}, headers=auth)).status_code == 202
+    async with world.gateway.store.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(reconciliation_runs))).scalar_one() == 3
