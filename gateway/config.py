@@ -37,6 +37,9 @@ class ApiToken(BaseModel):
     requests_per_minute: float | None = Field(
         default=None, ge=0, description="this token's API request limit; unset: token_requests_per_minute"
     )
+    decisions_per_minute: float | None = Field(
+        default=None, ge=0, description="decisions this token may record per minute; unset: token_decisions_per_minute"
+    )
 
     @model_validator(mode="after")
     def _known_scopes(self) -> ApiToken:
@@ -140,6 +143,9 @@ class Settings(DatabaseSettings):
         default=0.0, ge=0, description="each token's API request limit (429 above it); 0: unlimited"
     )
     token_burst: int = Field(default=20, ge=1, description="requests a token may send at once after an idle spell")
+    token_decisions_per_minute: float = Field(
+        default=0.0, ge=0, description="decisions each token may record per minute, batches item by item; 0: unlimited"
+    )
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -27,9 +27,9 @@ class Budget(Protocol):
 
 
 class Admission(Protocol):
-    async def admit(self) -> float:
-        """Take a slot if one is free now and answer 0; else take none and answer the seconds
-        until one will be."""
+    async def admit(self, cost: int = 1) -> float:
+        """Take ``cost`` slots if they are free now and answer 0; else take none and answer the
+        seconds until they will be (``cost`` never more than the burst)."""
 
 
 def spacing(per_minute: float, burst: float | None = None) -> tuple[float, float]:
@@ -63,11 +63,12 @@ class RateLimit:
         if slot > now:
             await self.sleep(slot - now)
 
-    async def admit(self) -> float:
+    async def admit(self, cost: int = 1) -> float:
         now = self.clock()
-        if self.next_slot > now:
-            return self.next_slot - now
-        self.next_slot = max(self.next_slot, now - self.tolerance) + self.interval
+        last = max(self.next_slot, now - self.tolerance) + (cost - 1) * self.interval  # the last slot taken
+        if last > now:
+            return last - now
+        self.next_slot = last + self.interval
         return 0.0
 
 
@@ -104,18 +105,30 @@ class SharedBudget:
 
 # Takes the slot only when it is free now (the WHERE holds, a row comes back); a refused
 # request takes nothing, so a client hammering the API does not push its own slot further away.
+# Several slots at once (a batch's decisions): ``:span`` is their length, and the last of them,
+# ``:ahead`` after the first, must be free now.
 ADMIT = text(
     """
     INSERT INTO token_budgets (token, next_slot)
-    VALUES (:token, statement_timestamp() - make_interval(secs => :tolerance) + make_interval(secs => :interval))
+    VALUES (
+        :token,
+        statement_timestamp() - make_interval(secs => :tolerance) + make_interval(secs => :span)
+    )
     ON CONFLICT (token) DO UPDATE SET next_slot =
         GREATEST(token_budgets.next_slot, statement_timestamp() - make_interval(secs => :tolerance))
-        + make_interval(secs => :interval)
-    WHERE token_budgets.next_slot <= statement_timestamp()
+        + make_interval(secs => :span)
+    WHERE GREATEST(token_budgets.next_slot, statement_timestamp() - make_interval(secs => :tolerance))
+        + make_interval(secs => :ahead) <= statement_timestamp()
     RETURNING 0
     """
 )
-WAIT = text("SELECT EXTRACT(EPOCH FROM (next_slot - statement_timestamp())) FROM token_budgets WHERE token = :token")
+WAIT = text(
+    """
+    SELECT EXTRACT(EPOCH FROM (GREATEST(next_slot, statement_timestamp() - make_interval(secs => :tolerance))
+        + make_interval(secs => :ahead) - statement_timestamp()))
+    FROM token_budgets WHERE token = :token
+    """
+)
 
 
 class SharedAdmission:
@@ -126,9 +139,10 @@ class SharedAdmission:
         self.token = token
         self.interval, self.tolerance = spacing(per_minute, burst)
 
-    async def admit(self) -> float:
-        params = {"token": self.token, "interval": self.interval, "tolerance": self.tolerance}
+    async def admit(self, cost: int = 1) -> float:
+        span, ahead = cost * self.interval, (cost - 1) * self.interval
+        params = {"token": self.token, "tolerance": self.tolerance, "span": span, "ahead": ahead}
         async with self.engine.begin() as conn:
             if (await conn.execute(ADMIT, params)).first() is not None:
                 return 0.0
-            return max(0.0, float((await conn.execute(WAIT, {"token": self.token})).scalar_one()))
+            return max(0.0, float((await conn.execute(WAIT, params)).scalar_one()))

@@ -194,7 +194,7 @@ provider_budgets = Table(
 token_budgets = Table(
     "token_budgets",  # PostgreSQL only: each API token's request schedule, shared by every API process
     metadata,
-    Column("token", String(100), primary_key=True),
+    Column("token", String(120), primary_key=True),  # a token's name, or "<name>#decisions"
     _timestamp("next_slot"),
 )
 

@@ -70,6 +70,7 @@ async def create_consent(request: Request) -> Response:
     decision = _decision(gateway, parse_json(raw), raw)
 
     async def produce(bind: Bind) -> tuple[int, bytes]:
+        await request.app.state.limits.spend_decisions(request.state.principal, 1)
         try:
             recorded = await gateway.record(decision, bind(0))
         except SubjectErased as refused:
@@ -111,6 +112,7 @@ async def create_consents_batch(request: Request) -> Response:
 
     async def produce(bind: Bind) -> tuple[int, bytes]:
         valid = [(index, item) for index, item in enumerate(checked) if isinstance(item, Decision)]
+        await request.app.state.limits.spend_decisions(request.state.principal, len(valid))
         # handed over together, in input order: recorded in as few transactions as the group allows
         recorded = await asyncio.gather(
             *(gateway.record(item, bind(index)) for index, item in valid), return_exceptions=True

@@ -24,13 +24,15 @@ from tests.fakes import fake_adapter
 
 ONLY = {scope: f"only-{scope}-token-abcdefgh" for scope in SCOPES}  # a token holding just that scope
 LIMITED = "limited-token-abcdefgh"
+IMPORTER = "importer-token-abcdefgh"
 PATH_VALUES = {name: str(uuid.uuid4()) for name in ("decision_id", "delivery_id", "run_id", "erasure_id")}
 
 
 def settings(database_url: str) -> Settings:
     tokens = [ApiToken(name=scope, sha256=hash_token(token), scopes=[scope]) for scope, token in ONLY.items()]
     limited = ApiToken(name="limited", sha256=hash_token(LIMITED), scopes=["consents:write"], requests_per_minute=6)
-    return Settings(database_url=database_url, tokens=[*tokens, limited], token_burst=3)
+    importer = ApiToken(name="importer", sha256=hash_token(IMPORTER), decisions_per_minute=60)
+    return Settings(database_url=database_url, tokens=[*tokens, limited, importer], token_burst=3)
 
 
 @pytest.fixture
@@ -118,6 +120,23 @@ async def test_a_token_over_its_limit_gets_429_with_retry_after_and_others_are_u
     assert history.status_code == 404  # a refused decision was not recorded
 
 
+async def test_a_batch_spends_one_decision_each_from_the_tokens_decision_budget(client: httpx.AsyncClient) -> None:
+    def batch(first: int, count: int) -> dict[str, list[dict[str, object]]]:
+        return {"decisions": [{**DECISION, "subject": {"id": f"imported-{n}"}} for n in range(first, first + count)]}
+
+    full = await client.post("/v1/consents:batch", json=batch(0, 1000), headers=auth(IMPORTER))
+    assert full.status_code == 200 and {r["status"] for r in full.json()["results"]} == {"accepted"}
+    refused = await client.post("/v1/consents:batch", json=batch(1000, 2), headers=auth(IMPORTER))
+    assert refused.status_code == 429 and "decisions limit" in refused.json()["detail"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 2, "two more decisions: two seconds at 60 a minute"
+    one = await client.post(
+        "/v1/consents", json={**DECISION, "subject": {"id": "imported-1000"}}, headers=auth(IMPORTER)
+    )
+    assert one.status_code == 429, "a single decision draws from the same budget"
+    history = await client.get("/v1/subjects/imported-1000/history", headers=auth(IMPORTER))
+    assert history.status_code == 404, "nothing refused was recorded"
+
+
 @pytest.mark.postgres
 async def test_api_processes_on_postgresql_share_each_tokens_limit(database_url: str) -> None:
     if not database_url.startswith("postgresql"):
@@ -130,6 +149,23 @@ async def test_api_processes_on_postgresql_share_each_tokens_limit(database_url:
         for store in stores:
             await store.close()
     assert waits[:4] == [0.0] * 4 and all(0 < wait <= 1.0 for wait in waits[4:])
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_a_batch_takes_its_whole_cost_or_nothing(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the shared limit lives in PostgreSQL; SQLite is one process")
+    store = Store.from_url(database_url)
+    try:
+        decisions = store.admission("importer#decisions", 60, burst=5)
+        assert await decisions.admit(5) == 0.0, "a batch the size of the burst, after an idle spell"
+        first = await decisions.admit(1)
+        assert 0 < first <= 1.0
+        second = await decisions.admit(3)
+        assert 2.0 < second <= 3.0, "three more: the last of them is three seconds away"
+        assert 0 < await decisions.admit(1) <= 1.0, "a refused batch took nothing"
+    finally:
+        await store.close()
 
 
 async def test_a_minted_token_works_once_its_block_is_in_the_config(tmp_path: Path) -> None:

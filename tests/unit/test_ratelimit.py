@@ -51,6 +51,17 @@ async def test_an_idle_budget_refills_but_bursts_at_most_a_second_worth() -> Non
     assert time.slept == [0.5]
 
 
+async def test_an_admission_takes_a_whole_batch_of_slots_or_none() -> None:
+    time = FakeTime()
+    decisions = RateLimit(60, burst=5, clock=time.clock, sleep=time.sleep)  # one a second, five at once
+    assert await decisions.admit(5) == 0.0, "a batch the size of the burst, after an idle spell"
+    assert await decisions.admit(1) == 1.0
+    time.now = 3.0
+    assert await decisions.admit(4) == 1.0, "four more (slots 1 to 4): the last of them is a second away"
+    assert await decisions.admit(3) == 0.0, "the refusal took nothing: three fit now"
+    assert await decisions.admit(1) == 1.0
+
+
 async def test_concurrent_callers_queue_for_their_slots() -> None:
     slept: list[float] = []
 

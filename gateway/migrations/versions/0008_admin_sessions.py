@@ -1,4 +1,5 @@
-"""Admin page sessions kept server-side, so signing out ends one at once.
+"""Admin page sessions kept server-side, so signing out ends one at once; token budgets keyed
+also by "<token name>#decisions" (each token's decision budget).
 
 Revision ID: 0008
 Revises: 0007
@@ -25,8 +26,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_admin_sessions_expiry", "admin_sessions", ["expires_at"])
+    with op.batch_alter_table("token_budgets") as table:
+        table.alter_column("token", type_=sa.String(length=120), existing_type=sa.String(length=100))
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM token_budgets WHERE token LIKE '%#decisions'")
+    with op.batch_alter_table("token_budgets") as table:
+        table.alter_column("token", type_=sa.String(length=100), existing_type=sa.String(length=120))
     op.drop_index("ix_admin_sessions_expiry", "admin_sessions")
     op.drop_table("admin_sessions")
