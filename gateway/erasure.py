@@ -6,9 +6,9 @@ unless they re-create it), queues a removal at every provider and audits who ask
 pushes an erased subject with each adapter's ``erase`` flow (Wix deletes its consents; Masivo
 and Intempt get every purpose denied), with the usual retries, dead letters and replay. Once
 every removal succeeded, a worker chore scrubs the person's data from the store: contact data,
-notes and TCF strings from the subject and from every ledger body, contact data from delivery
-errors, stored idempotent answers, read-back observations, what providers acknowledged and the
-index of the addresses the person had.
+notes and TCF strings from the subject and from every ledger body and from delivery errors,
+read-back observations, what providers acknowledged and the index of the addresses the person
+had. Stored idempotent answers hold only decision ids (a replay reads the scrubbed ledger).
 The ledger keeps its non-identifying history: ids, times, purposes and sources.
 """
 
@@ -17,11 +17,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy import Column, ColumnElement, and_, bindparam, delete, exists, select, tuple_, update
+from sqlalchemy import Column, ColumnElement, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter
@@ -37,8 +36,6 @@ from gateway.tables import (
     delivery_attempts,
     delivery_decisions,
     erasures,
-    idempotency_keys,
-    idempotent_decisions,
     observations,
     provider_state,
     subjects,
@@ -176,40 +173,25 @@ async def scrub(conn: AsyncConnection, subject_id: str) -> None:
     await _rewrite(conn, deliveries.c.id, deliveries.c.last_error, theirs, masked)
     attempts = delivery_attempts.c.delivery_id.in_(select(deliveries.c.id).where(theirs))
     await _rewrite(conn, delivery_attempts.c.id, delivery_attempts.c.error, attempts, masked)
-    await _scrub_answers(conn, subject_id)
     await conn.execute(delete(observations).where(observations.c.subject_id == subject_id))
     held = update(provider_state).where(provider_state.c.subject_id == subject_id)  # Wix's hold addresses
     await conn.execute(held.values(acknowledged={}, memo={}, writes={}))
     await addresses.forget(conn, subject_id)  # current and former: their consents were removed
 
 
-async def _scrub_answers(conn: AsyncConnection, subject_id: str) -> None:
-    """Stored idempotent answers repeat each decision whole: the person's are scrubbed there, and
-    the key stays bound, so resending the request replays (a batch's other people are not
-    recorded twice) instead of recording anew."""
-    bound, table = idempotent_decisions, idempotency_keys
-    theirs = bound.c.decision_id.in_(select(decisions.c.id).where(decisions.c.subject_id == subject_id))
-    answers = tuple_(table.c.scope, table.c.key).in_(select(bound.c.scope, bound.c.key).where(theirs))
-    scrubbed = partial(_answer_scrubbed, subject_id=subject_id)
-    await _rewrite(conn, (table.c.scope, table.c.key), table.c.response_body, answers, scrubbed)
-
-
 async def _rewrite(
     conn: AsyncConnection,
-    key: Column[Any] | tuple[Column[Any], ...],
+    key: Column[Any],
     column: Column[Any],
     where: ColumnElement[bool],
     change: Callable[[Any], Any],
 ) -> None:
-    """``column`` := ``change(column)`` in the rows ``where`` selects (that hold a value); ``key``
-    is the table's primary key, its columns."""
-    keys = key if isinstance(key, tuple) else (key,)
-    found = (await conn.execute(select(*keys, column).where(where))).all()
-    names = [f"_key{i}" for i in range(len(keys))]
-    changed = [dict(zip(names, row[:-1], strict=True)) | {"_value": change(row[-1])} for row in found if row[-1]]
+    """``column`` := ``change(column)`` in the rows ``where`` selects (that hold a value)."""
+    found = (await conn.execute(select(key, column).where(where))).all()
+    changed = [{"_key": k, "_value": change(value)} for k, value in found if value]
     if changed:
-        match = and_(*(k == bindparam(name) for k, name in zip(keys, names, strict=True)))
-        await conn.execute(update(column.table).where(match).values({column.name: bindparam("_value")}), changed)
+        statement = update(column.table).where(key == bindparam("_key")).values({column.name: bindparam("_value")})
+        await conn.execute(statement, changed)
 
 
 def _scrubbed(body: dict[str, Any]) -> dict[str, Any]:
@@ -221,16 +203,3 @@ def _private(body: dict[str, Any]) -> list[str]:
     return [
         text for text in (body.get("note"), body.get("tcf_string"), subject.get("email"), subject.get("phone")) if text
     ]
-
-
-def _answer_scrubbed(answer: dict[str, Any], subject_id: str) -> dict[str, Any]:
-    """A stored answer (one ``DecisionOut``, or a batch's ``results``) with the subject's decisions scrubbed."""
-    if "results" in answer:
-        results = [
-            r | {"decision": _answer_scrubbed(r["decision"], subject_id)} if r.get("decision") else r
-            for r in answer["results"]
-        ]
-        return answer | {"results": results}
-    if answer.get("subject_id") == subject_id:
-        return answer | {"decision": _scrubbed(answer["decision"])}
-    return answer

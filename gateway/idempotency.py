@@ -17,13 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import insert
 from gateway.tables import idempotency_keys, idempotent_decisions
+
+if TYPE_CHECKING:  # the ledger binds keys as it records: it imports this module
+    from gateway.ledger import Ledger
 
 RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 """``created_at`` of a key whose request failed after recording: a retry takes it over at once."""
@@ -129,3 +132,24 @@ class IdempotencyKeys:
         async with self.engine.begin() as conn:
             await conn.execute(delete(keys).where(match, ~recorded))
             await conn.execute(update(keys).where(match).values(created_at=RELEASED))
+
+
+def kept(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer as it is stored for replays: each decision by its id (the ledger holds the rest,
+    so a keyed batch of 1,000 keeps ids, not 1,000 decisions, and an erasure has nothing to find
+    here: a replay reads the decisions as the ledger holds them, scrubbed once erased)."""
+    if "results" not in answer:
+        return {"kept": 1, "decision": answer["id"]}
+    results = [r | {"decision": r["decision"]["id"]} if "decision" in r else r for r in answer["results"]]
+    return {"kept": 1, "results": results}
+
+
+async def rebuilt(stored: dict[str, Any], ledger: Ledger) -> dict[str, Any]:
+    """A stored answer with its decisions read back from the ledger: the same decisions, each
+    as it stands now (its deliveries' current statuses)."""
+    single = "decision" in stored
+    ids = [stored["decision"]] if single else [r["decision"] for r in stored["results"] if "decision" in r]
+    found = {d.id: d.model_dump(mode="json", exclude_none=not single) for d in await ledger.decisions(ids)}
+    if single:
+        return found[stored["decision"]]
+    return {"results": [r | {"decision": found[r["decision"]]} if "decision" in r else r for r in stored["results"]]}

@@ -173,6 +173,9 @@ class Ledger:
         found = await self._decisions(decisions.c.id == decision_id, limit=1)
         return found[0] if found else None
 
+    async def decisions(self, ids: Sequence[str]) -> list[DecisionOut]:
+        return await self._decisions(decisions.c.id.in_(list(ids)), len(ids)) if ids else []
+
     async def history(self, subject_id: str, limit: int) -> list[DecisionOut]:
         """The subject's ledger, newest received first: two queries, however long it is."""
         return await self._decisions(decisions.c.subject_id == subject_id, limit)

@@ -9,7 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.idempotency import Binding, Verdict
+from gateway.idempotency import Binding, Verdict, kept, rebuilt
 from gateway.openapi import Param
 from gateway.problems import ProblemError, bad_parameter
 from gateway.responses import JSONResponse
@@ -53,7 +53,8 @@ async def idempotent(request: Request, canonical_body: Callable[[], str], produc
         scope, key, digest, gateway.clock(), settings.idempotency_ttl_s, settings.idempotency_stale_s
     )
     if lookup.verdict is Verdict.replay:
-        return JSONResponse(lookup.body, lookup.status, {"Idempotent-Replayed": "true"})
+        answer = await rebuilt(lookup.body, gateway.store.ledger)
+        return JSONResponse(answer, lookup.status, {"Idempotent-Replayed": "true"})
     if lookup.verdict is Verdict.mismatch:
         raise ProblemError(
             409,
@@ -79,5 +80,5 @@ async def idempotent(request: Request, canonical_body: Callable[[], str], produc
     except BaseException:
         await keys.release(scope, key)
         raise
-    await keys.complete(scope, key, status, orjson.loads(payload))
+    await keys.complete(scope, key, status, kept(orjson.loads(payload)))
     return Response(payload, status, media_type="application/json")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from gateway.tables import idempotency_keys
 from schemas.consent import Decision
-from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth, stored_rows
+from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth, replayable, stored_rows
 
 
 def key(value: str) -> dict[str, str]:
@@ -20,9 +23,22 @@ async def test_same_key_same_body_returns_the_original_response(client: httpx.As
     first = await client.post("/v1/consents", json=DECISION, headers=key("k-1"))
     again = await client.post("/v1/consents", json=DECISION, headers=key("k-1"))
     assert first.status_code == again.status_code == 202
-    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert replayable(again.json()) == replayable(first.json())
+    assert again.headers["idempotent-replayed"] == "true"
     history = (await client.get("/v1/subjects/cust-42/history", headers=auth(READER))).json()
     assert len(history["items"]) == 1, "the retry recorded nothing"
+
+
+async def test_a_keyed_batch_is_kept_as_decision_ids_and_replayed_whole(client: httpx.AsyncClient) -> None:
+    decisions = [{**DECISION, "subject": {"id": f"cust-{n}", "email": f"p{n}@example.com"}} for n in range(50)]
+    first = await client.post("/v1/consents:batch", json={"decisions": decisions}, headers=key("k-big"))
+    again = await client.post("/v1/consents:batch", json={"decisions": decisions}, headers=key("k-big"))
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert replayable(again.json()) == replayable(first.json())
+    async with client.gateway.store.engine.connect() as conn:  # type: ignore[attr-defined]
+        [stored] = (await conn.execute(select(idempotency_keys.c.response_body))).scalars().all()
+    assert len(json.dumps(stored)) < len(first.content) / 5, "ids, not the decisions again"
+    assert "@example.com" not in json.dumps(stored)
 
 
 async def test_same_key_different_body_is_a_conflict(client: httpx.AsyncClient) -> None:
@@ -101,7 +117,7 @@ async def test_batch_is_idempotent_too(client: httpx.AsyncClient) -> None:
     body = {"decisions": [DECISION]}
     first = await client.post("/v1/consents:batch", json=body, headers=key("b-1"))
     again = await client.post("/v1/consents:batch", json=body, headers=key("b-1"))
-    assert again.json() == first.json()
+    assert replayable(again.json()) == replayable(first.json())
 
 
 async def test_deliveries_are_listed_filtered_and_paginated_for_admins(client: httpx.AsyncClient) -> None:

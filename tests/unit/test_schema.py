@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from asgi_lifespan import LifespanManager
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
 from gateway import schema
@@ -20,8 +20,9 @@ from gateway.config import Settings
 from gateway.schema import SchemaError
 from gateway.service import Gateway
 from gateway.store import Store
-from gateway.tables import metadata
+from gateway.tables import idempotency_keys, metadata
 from tests.fakes import fake_adapter
+from tests.world import NOW
 
 
 def differences(connection: Connection) -> list[object]:
@@ -51,6 +52,33 @@ async def test_every_migration_downgrades_and_upgrades_again(store: Store) -> No
     assert await store.upgrade() == (None, schema.head())
     async with store.engine.connect() as conn:
         assert await conn.run_sync(differences) == []
+
+
+async def test_answers_stored_whole_are_kept_as_decision_ids_after_the_upgrade(store: Store) -> None:
+    await reset_to(store, "0007")
+    whole = {"id": "d-1", "subject_id": "cust-1", "decision": {"subject": {"id": "cust-1", "email": "a@example.com"}}}
+    batch = {"results": [{"index": 0, "status": "accepted", "decision": whole}, {"index": 1, "status": "rejected"}]}
+    async with store.engine.begin() as conn:
+        for key, answer in (("one", whole), ("batch", batch)):
+            await conn.execute(
+                idempotency_keys.insert().values(
+                    scope="t",
+                    key=key,
+                    request_hash="h",
+                    created_at=NOW,
+                    expires_at=NOW,
+                    response_status=202,
+                    response_body=answer,
+                )
+            )
+    await store.upgrade()
+    async with store.engine.connect() as conn:
+        kept = dict((await conn.execute(select(idempotency_keys.c.key, idempotency_keys.c.response_body))).all())
+    assert kept["one"] == {"kept": 1, "decision": "d-1"}
+    assert kept["batch"] == {
+        "kept": 1,
+        "results": [{"index": 0, "status": "accepted", "decision": "d-1"}, batch["results"][1]],
+    }
 
 
 async def test_a_database_made_before_migrations_is_adopted_not_created_again(store: Store) -> None:
