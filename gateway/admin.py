@@ -93,6 +93,7 @@ class Pages:
         response = TEMPLATES.TemplateResponse(
             request, name, {"csrf": csrf, "flash": flash, "statuses": list(SyncStatus), **context}, status_code=status
         )
+        response.headers.update(HTML_HEADERS)
         return response
 
     async def signed_in(self, request: Request) -> bool:

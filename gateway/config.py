@@ -134,6 +134,10 @@ class Settings(DatabaseSettings):
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_batch_body_bytes: int = Field(default=16_000_000, ge=1024, description="for POST /v1/consents:batch")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection whose request headers are not complete by then is closed"
+    )
+    body_timeout_s: float = Field(default=30.0, gt=0, description="a request body not complete by then is a 408")
     idempotency_ttl_s: float = Field(default=86_400.0, ge=86_400.0, description="keys are kept at least 24 h")
     idempotency_stale_s: float = Field(
         default=300.0, gt=0, description="a key whose first request never answered is taken over after this"

@@ -6,6 +6,7 @@ two equal keys); a consent service must refuse what it would otherwise have to g
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections import Counter
@@ -88,16 +89,25 @@ def require_json(request: Request) -> None:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes whether or not Content-Length says so."""
+    """The body, refusing more than ``limit`` bytes whether or not Content-Length says so, and a
+    body still arriving after ``body_timeout_s`` (a client trickling bytes holds a socket)."""
     declared = request.headers.get("content-length", "")
     if DIGITS.fullmatch(declared) and int(declared) > limit:
         raise too_large(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
+    timeout = request.app.state.gateway.settings.body_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        detail = f"the body did not arrive within {timeout:g} s"
+        raise ProblemError(
+            408, "body-too-slow", "Request body too slow", detail, [FieldError(field="body", message=detail)]
+        ) from None
     return b"".join(chunks)
 
 

@@ -10,11 +10,14 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from gateway.server import HEADER_TIMEOUT_S, config
+
 
 @contextmanager
-def served(app: ASGIApp, port: int) -> Iterator[str]:
-    """``app`` (lifespan included) on 127.0.0.1:``port`` until the block ends; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+def served(app: ASGIApp, port: int, header_timeout_s: float = HEADER_TIMEOUT_S) -> Iterator[str]:
+    """``app`` (lifespan included) on 127.0.0.1:``port`` as ``serve`` runs it, until the block
+    ends; yields its base URL."""
+    server = uvicorn.Server(config(app, "127.0.0.1", port, header_timeout_s))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-from collections.abc import Iterator
 from typing import Annotated
 
 import typer
-import uvicorn
-from starlette.applications import Starlette
 
 from adapters.simulators import create_all
 from adapters.simulators.common import LOG_LIMIT
@@ -18,6 +14,7 @@ from gateway.app import create_app, create_worker_app
 from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, gateway, settings
 from gateway.demo import demo_app, demo_token
 from gateway.redaction import configure_logging
+from gateway.server import serve as serve_app
 
 TOKEN_FROM_ENV = "API token: the one in $CONSENT_GATEWAY_TOKEN (not printed)"
 
@@ -41,7 +38,7 @@ def serve(
         console.print(f"API token (shown once): [green]{token}[/]" if generated else TOKEN_FROM_ENV)
     else:
         served = create_app(gateway(settings(config), api=True), run_worker=None if with_worker else False)
-    serve_app(served, host, port)
+    serve_app(served, host, port, served.state.gateway.settings.header_timeout_s)
 
 
 @app.command()
@@ -84,18 +81,3 @@ def simulate(
     in query strings)."""
     configure_logging()
     serve_app(create_all(log_limit=log_limit), host, port)
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn, except that a SIGTERM it shut down cleanly on exits 0: uvicorn re-raises the
-    signal afterwards, and a process manager would count a drained worker as killed."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            yield
-            self._captured_signals.clear()
-
-
-def serve_app(served: Starlette, host: str, port: int) -> None:
-    DrainingServer(uvicorn.Config(served, host=host, port=port, log_config=None)).run()

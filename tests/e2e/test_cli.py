@@ -82,7 +82,7 @@ def test_serve_demo_prints_a_generated_token_but_never_the_callers_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served: list[dict[str, Any]] = []
-    monkeypatch.setattr("gateway.cli.serve.serve_app", lambda app, host, port: served.append({"host": host}))
+    monkeypatch.setattr("gateway.cli.serve.serve_app", lambda app, host, port, *_timeout: served.append({"host": host}))
     monkeypatch.chdir(tmp_path)  # the demo's SQLite file goes to the working directory
     runner = CliRunner()
 
