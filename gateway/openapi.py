@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.routing import BaseRoute, Route
 
+from schemas.consent import YEAR_PATTERN
 from schemas.problem import Problem
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,6 +50,7 @@ class Operation:
     also: Sequence[int] = field(default_factory=tuple)  # other success statuses with the same body
     links: Mapping[str, Link] = field(default_factory=dict)
     body_limit: str = "max_body_bytes"  # the setting that caps the body (413 above it)
+    body_optional: bool = False  # an empty body means every field's default (``params.body_model``)
 
 
 def documented(operation: Operation) -> Callable[[F], F]:
@@ -102,7 +104,7 @@ def _restrict(prop: dict[str, Any], allowed: Sequence[str]) -> None:
         elif branch.get("type") == "array":
             branch["items"] = {"enum": list(allowed)}
         elif "pattern" in branch:
-            branch["pattern"] = branch["pattern"].replace("^[0-9]{4}-", f"^({'|'.join(allowed)})-", 1)
+            branch["pattern"] = branch["pattern"].replace(f"^{YEAR_PATTERN}-", f"^({'|'.join(allowed)})-", 1)
 
 
 def _configured(schemas: dict[str, Any], paths: dict[str, Any], deployment: Deployment) -> None:
@@ -161,7 +163,7 @@ def _operation(route: Route, op: Operation, refs: dict[Any, Any]) -> dict[str, A
     }
     if op.body is not None:
         result["requestBody"] = {
-            "required": True,
+            "required": not op.body_optional,
             "description": f"JSON, at most `{op.body_limit}` bytes (413 above it)",
             "x-limit": op.body_limit,
             "content": content(op.body, "validation"),

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from gateway.responses import JSONResponse
 from schemas.problem import FieldError, Problem
@@ -70,11 +71,25 @@ async def on_problem(_request: Request, exc: Exception) -> Response:
     return respond(exc.problem, exc.headers)
 
 
-async def on_http_error(_request: Request, exc: Exception) -> Response:
+async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     title = exc.detail if isinstance(exc.detail, str) else "HTTP error"
-    return respond(Problem(type=TYPE_BASE + slug, title=title, status=exc.status_code), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names the first route's methods only (GET, not DELETE)
+        headers["Allow"] = ", ".join(sorted(_allowed(request)))
+    return respond(Problem(type=TYPE_BASE + slug, title=title, status=exc.status_code), headers)
+
+
+def _allowed(request: Request) -> set[str]:
+    """Every method some route serves at the request's path."""
+    routes = [route for route in request.app.routes if isinstance(route, Route) and route.methods]
+    return {
+        method
+        for route in routes
+        if route.matches(request.scope)[0] is not Match.NONE
+        for method in route.methods or ()
+    }
 
 
 async def on_crash(_request: Request, _exc: Exception) -> Response:

@@ -40,7 +40,13 @@ SUBJECT_PARAM = path_param("subject_id", SUBJECT_ID)
 
 
 @requires("admin")
-@documented(Operation("Drift rows, desired vs acknowledged vs observed, with counts per status", ReconciliationPage))
+@documented(
+    Operation(
+        "Drift rows, desired vs acknowledged vs observed, with counts per status",
+        ReconciliationPage,
+        params=FILTER_PARAMS,
+    )
+)
 async def list_rows(request: Request) -> Response:
     gateway = request.app.state.gateway
     filters = query(request, ReconciliationFilter)
@@ -68,6 +74,7 @@ async def list_rows(request: Request) -> Response:
         RunOut,
         202,
         body=RunIn,
+        body_optional=True,
         also=(200,),
         links=run_links("$response.body#"),
     )
@@ -96,6 +103,7 @@ async def get_run(request: Request) -> Response:
         DecisionOut,
         202,
         body=RepushIn,
+        body_optional=True,
         params=[SUBJECT_PARAM],
         links=decision_links("$response.body#"),
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import DECISION, READER, WRITER, auth, stored_rows
+from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth, stored_rows
 
 
 async def test_post_then_read_back(client: httpx.AsyncClient) -> None:
@@ -134,3 +135,27 @@ async def test_an_undecodable_tcf_string_is_a_422_saying_why(client: httpx.Async
 async def test_a_decodable_tcf_string_is_accepted(client: httpx.AsyncClient) -> None:
     body = {**DECISION, "tcf_string": "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"}
     assert (await client.post("/v1/consents", json=body, headers=auth(WRITER))).status_code == 202
+
+
+async def test_the_document_says_what_the_api_does(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    for path in ("/v1/reconciliation/runs", "/v1/subjects/{subject_id}/repush"):
+        assert paths[path]["post"]["requestBody"]["required"] is False, "an empty body means the defaults"
+    listed = {p["name"] for p in paths["/v1/reconciliation"]["get"]["parameters"]}
+    assert listed == {"provider", "status", "subject", "cursor", "limit"}
+    pattern = re.compile(
+        next(b for b in schemas["Decision-Input"]["properties"]["expires_at"]["anyOf"] if "pattern" in b)["pattern"]
+    )
+    assert not pattern.match("0000-01-01T00:00:00Z") and pattern.match("0001-01-01T00:00:00Z")
+    refused = await client.post(
+        "/v1/consents", json={**DECISION, "expires_at": "0000-01-01T00:00:00Z"}, headers=auth(WRITER)
+    )
+    assert refused.status_code == 422, "what the pattern refuses, the API refuses"
+
+
+async def test_a_method_a_path_lacks_names_every_method_it_has(client: httpx.AsyncClient) -> None:
+    answer = await client.request("OPTIONS", "/v1/subjects/cust-42", headers=auth(ADMIN))
+    assert answer.status_code == 405
+    assert set(answer.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
+    assert answer.headers["content-type"] == "application/problem+json"
