@@ -126,6 +126,9 @@ class Settings(DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONSENT_GATEWAY_", env_nested_delimiter="__", extra="forbid")
 
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
+    database_pool_timeout_s: float = Field(
+        default=30.0, gt=0, description="how long a request waits for a store connection before a 503 store-busy"
+    )
     max_clock_skew_s: float = Field(
         default=300.0,
         ge=0,

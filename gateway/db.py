@@ -29,11 +29,13 @@ ERASING = "secure_delete=ON"
 """What an UPDATE or DELETE frees is zeroed, not left readable in the file (erasure)."""
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so writers queue, not fail."""
+def create_engine(url: str, pool_timeout_s: float = 30.0) -> AsyncEngine:
+    """An engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so writers queue, not fail.
+    A caller waits at most ``pool_timeout_s`` for a pooled connection (then: the store is busy)."""
     if not url.startswith("sqlite"):
-        return create_async_engine(url, pool_pre_ping=True, **JSON_CODEC)
-    engine = SQLiteEngine(create_async_engine(url, connect_args={"timeout": 30}, **JSON_CODEC).sync_engine)
+        return create_async_engine(url, pool_pre_ping=True, pool_timeout=pool_timeout_s, **JSON_CODEC)
+    options: dict[str, Any] = {"connect_args": {"timeout": 30}, "pool_timeout": pool_timeout_s, **JSON_CODEC}
+    engine = SQLiteEngine(create_async_engine(url, **options).sync_engine)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,6 +15,7 @@ from starlette.routing import Match, Route
 from gateway.responses import JSONResponse
 from schemas.problem import FieldError, Problem
 
+log = structlog.get_logger("consent_gateway.api")
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://consent-gateway.dev/problems/"
 
@@ -92,8 +95,37 @@ def _allowed(request: Request) -> set[str]:
     }
 
 
+RETRYABLE_STATES = ("08", "40001", "40P01", "53", "57P03")  # connection lost, conflict, out of resources, starting
+
+
+def store_busy(exc: BaseException) -> bool:
+    """The store could not take the request now: no pooled connection came free in time, the
+    server refused a connection (too many clients, starting up, gone), a conflict it asks to
+    retry, or SQLite's lock wait ran out. Its transaction rolled back: retrying is safe."""
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError | OSError):
+        return True
+    state = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    return isinstance(exc, sa_exc.DBAPIError) and state.startswith(RETRYABLE_STATES)
+
+
+async def on_store_error(_request: Request, exc: Exception) -> Response:
+    """Load is not a fault: 503 with Retry-After (the client retries, with its Idempotency-Key);
+    any other store error goes on to :func:`on_crash`."""
+    if not store_busy(exc):
+        raise exc
+    log.warning("store_busy", error=type(exc).__name__)
+    problem = Problem(type=TYPE_BASE + "store-busy", title="Busy, retry shortly", status=503)
+    return respond(problem, {"Retry-After": "1"})
+
+
 async def on_crash(_request: Request, _exc: Exception) -> Response:
     return respond(Problem(type=TYPE_BASE + "internal-error", title="Internal server error", status=500))
 
 
-EXCEPTION_HANDLERS: dict[Any, Any] = {ProblemError: on_problem, HTTPException: on_http_error, Exception: on_crash}
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ProblemError: on_problem,
+    HTTPException: on_http_error,
+    sa_exc.SQLAlchemyError: on_store_error,
+    OSError: on_store_error,
+    Exception: on_crash,
+}

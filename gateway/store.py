@@ -30,8 +30,8 @@ class Store:
         self.sessions = AdminSessions(engine)
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        return cls(create_engine(url))
+    def from_url(cls, url: str, pool_timeout_s: float = 30.0) -> Store:
+        return cls(create_engine(url, pool_timeout_s))
 
     async def upgrade(self) -> tuple[str | None, str]:
         """Migrate the schema to the newest revision (alembic); returns (from, to)."""
