@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -258,6 +258,13 @@ async def inspect(simulators: httpx.AsyncClient, provider: str) -> dict[str, Any
     return response.json()["state"]
 
 
+async def expire_leases(gateway: Gateway) -> None:
+    """Every lease ends now: the worker processes' clock cannot be moved, the stored leases can."""
+    sending = deliveries.c.status == "sending"
+    async with gateway.store.engine.begin() as conn:
+        await conn.execute(update(deliveries).where(sending).values(lease_until=datetime(2000, 1, 1, tzinfo=UTC)))
+
+
 async def nothing_unanswered(gate: Gate) -> bool:
     return gate.unanswered == 0
 
@@ -298,7 +305,9 @@ async def crash_and_recover(
     base: str,
     began: float,
 ) -> None:
-    config, settings = configure(database_url, base, lease_s=1.0, concurrency=8)
+    # Leases that outlast any stall of a loaded machine: a live worker never loses one to a late heartbeat
+    # (it would claim its own row again); the dead worker's run out when the test says so (below).
+    config, settings = configure(database_url, base, lease_s=PATIENCE, concurrency=8)
     gateway = Gateway(settings)
     recorder.append(gateway)
     await gateway.start(run_worker=False)
@@ -338,6 +347,7 @@ async def crash_and_recover(
     # email back on, SMS off. These join the pending rows or queue behind the stranded ones.
     for index in range(SUBJECTS):
         await gateway.record(decision(index, 20, email_marketing="granted", sms_marketing="denied"))
+    await expire_leases(gateway)  # the dead worker's leases run out, as if their time had passed
 
     second = start_worker(processes, config)
 
