@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from adapters import ADAPTERS, Adapter
 from adapters.errors import GatewayError
+from gateway.db import Pool
 from schemas.consent import DEFAULT_PURPOSES
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -126,6 +127,8 @@ class Settings(DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONSENT_GATEWAY_", env_nested_delimiter="__", extra="forbid")
 
     purposes: list[str] = Field(default_factory=lambda: list(DEFAULT_PURPOSES))
+    database_pool_size: int = Field(default=5, ge=1, description="store connections each process keeps open")
+    database_max_overflow: int = Field(default=10, ge=0, description="more it may open under load, closed after")
     database_pool_timeout_s: float = Field(
         default=30.0, gt=0, description="how long a request waits for a store connection before a 503 store-busy"
     )
@@ -158,6 +161,9 @@ class Settings(DatabaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+
+    def pool(self) -> Pool:
+        return Pool(self.database_pool_size, self.database_max_overflow, self.database_pool_timeout_s)
 
     @model_validator(mode="before")
     @classmethod

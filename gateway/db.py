@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,16 +26,29 @@ JSON_CODEC = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
 """orjson for every JSON column: the drift view decodes several per subject."""
 
 
+@dataclass(frozen=True)
+class Pool:
+    """Connections one process keeps (``size``) and opens beyond them under load (``overflow``),
+    and how long a caller waits for one. On PostgreSQL, every process's size + overflow must fit
+    in the server's ``max_connections`` with room for everyone else."""
+
+    size: int = 5
+    overflow: int = 10
+    timeout_s: float = 30.0
+
+
 ERASING = "secure_delete=ON"
 """What an UPDATE or DELETE frees is zeroed, not left readable in the file (erasure)."""
 
 
-def create_engine(url: str, pool_timeout_s: float = 30.0) -> AsyncEngine:
+def create_engine(url: str, pool: Pool | None = None) -> AsyncEngine:
     """An engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so writers queue, not fail.
-    A caller waits at most ``pool_timeout_s`` for a pooled connection (then: the store is busy)."""
+    A caller waits at most ``pool.timeout_s`` for a pooled connection (then: the store is busy)."""
+    pool = pool or Pool()
     if not url.startswith("sqlite"):
-        return create_async_engine(url, pool_pre_ping=True, pool_timeout=pool_timeout_s, **JSON_CODEC)
-    options: dict[str, Any] = {"connect_args": {"timeout": 30}, "pool_timeout": pool_timeout_s, **JSON_CODEC}
+        sizes = {"pool_size": pool.size, "max_overflow": pool.overflow, "pool_timeout": pool.timeout_s}
+        return create_async_engine(url, pool_pre_ping=True, **sizes, **JSON_CODEC)
+    options: dict[str, Any] = {"connect_args": {"timeout": 30}, "pool_timeout": pool.timeout_s, **JSON_CODEC}
     engine = SQLiteEngine(create_async_engine(url, **options).sync_engine)
 
     @event.listens_for(engine.sync_engine, "connect")

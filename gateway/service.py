@@ -40,7 +40,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = store or Store.from_url(settings.database_url, settings.database_pool_timeout_s)
+        self.store = store or Store.from_url(settings.database_url, settings.pool())
         self.adapters = dict(adapters if adapters is not None else build_adapters(settings))
         self.metrics = Metrics()
         self.worker = Worker(

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import schema
-from gateway.db import create_engine
+from gateway.db import Pool, create_engine
 from gateway.idempotency import IdempotencyKeys
 from gateway.ledger import Ledger
 from gateway.observations import Observations, Runs
@@ -30,8 +30,8 @@ class Store:
         self.sessions = AdminSessions(engine)
 
     @classmethod
-    def from_url(cls, url: str, pool_timeout_s: float = 30.0) -> Store:
-        return cls(create_engine(url, pool_timeout_s))
+    def from_url(cls, url: str, pool: Pool | None = None) -> Store:
+        return cls(create_engine(url, pool))
 
     async def upgrade(self) -> tuple[str | None, str]:
         """Migrate the schema to the newest revision (alembic); returns (from, to)."""

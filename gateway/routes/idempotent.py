@@ -6,14 +6,16 @@ import hashlib
 from collections.abc import Awaitable, Callable
 
 import orjson
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.idempotency import Binding, Verdict, kept, rebuilt
+from gateway.idempotency import Binding, IdempotencyKeys, Verdict, kept, rebuilt
 from gateway.openapi import Param
 from gateway.problems import ProblemError, bad_parameter
 from gateway.responses import JSONResponse
 
+log = structlog.get_logger("consent_gateway.api")
 HEADER = "Idempotency-Key"
 KEY_PARAM = Param(
     HEADER,
@@ -77,8 +79,17 @@ async def idempotent(request: Request, canonical_body: Callable[[], str], produc
 
     try:
         status, payload = await produce(bind)
-    except BaseException:
-        await keys.release(scope, key)
+        await keys.complete(scope, key, status, kept(orjson.loads(payload)))
+    except BaseException:  # the key is handed to the retry at once (storing the answer may fail too)
+        await _release(keys, scope, key)
         raise
-    await keys.complete(scope, key, status, kept(orjson.loads(payload)))
     return Response(payload, status, media_type="application/json")
+
+
+async def _release(keys: IdempotencyKeys, scope: str, key: str) -> None:
+    """Release the key after a failure; if the store refuses that too, the key is taken over
+    after ``idempotency_stale_s`` instead, and the request's own error is what the client sees."""
+    try:
+        await keys.release(scope, key)
+    except Exception as error:
+        log.warning("idempotency_release_failed", error=type(error).__name__)
