@@ -162,17 +162,21 @@ async def post_all(apis: list[str], posted: list[dict[str, Any]], on_half: Any) 
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     async def post(index: int, decision: dict[str, Any]) -> None:
-        """As a careful client does: a dropped connection is retried with the same Idempotency-Key,
-        which never records the decision twice (the count of decisions below checks that too)."""
+        """As a careful client does: a dropped connection, or a 503 (the store busy: its Retry-After
+        honoured), is retried with the same Idempotency-Key, which never records the decision twice
+        (the count of decisions below checks that too). Any other answer is kept: never a 500."""
         keyed = headers | {"Idempotency-Key": f"scale-{index}"}
         async with gate:
-            for attempt in range(3):
+            for attempt in range(30):
                 try:
                     response = await clients[index % len(clients)].post("/v1/consents", json=decision, headers=keyed)
-                    break
                 except httpx.TransportError:
-                    if attempt == 2:
+                    if attempt == 29:
                         raise
+                    continue
+                if response.status_code != 503:
+                    break
+                await asyncio.sleep(float(response.headers["retry-after"]))
         statuses.append(response.status_code)
         if len(statuses) == len(posted) // 2:
             on_half()
