@@ -321,7 +321,9 @@ async def _lock_pairs(conn: AsyncConnection, provider: str, subject_ids: set[str
         return set()
     query = text(
         "SELECT s FROM unnest(CAST(:subjects AS text[])) AS s"
-        " WHERE pg_try_advisory_xact_lock(hashtext(:provider), hashtext(s))"
+        # keyed by schema too: advisory locks are database-wide, and two gateways (or test
+        # sessions) in schemas of one database must not pass over each other's pairs
+        " WHERE pg_try_advisory_xact_lock(hashtext(current_schema() || '/' || :provider), hashtext(s))"
     )
     rows = await conn.execute(query, {"subjects": sorted(subject_ids), "provider": provider})
     return {row[0] for row in rows}

@@ -94,7 +94,7 @@ async def test_a_claim_does_not_wait_for_another_claimers_open_transaction(claim
         pytest.skip("SQLite has a single writer: claims are serial by design")
     await two_open_rows_per_pair(claimers[0])
     async with claimers[0].engine.begin() as conn:  # another worker, its claim not yet committed
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('fake'), hashtext('s-0'))"))
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '/fake'), hashtext('s-0'))"))
         await conn.execute(
             select(deliveries.c.id).where(deliveries.c.subject_id == "s-1").with_for_update()
         )  # and a row lock, as its candidate select takes
