@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 Sleep = Callable[[float], Awaitable[None]]
+ROUNDING_S = 1e-6
 
 
 class Budget(Protocol):
@@ -66,7 +67,7 @@ class RateLimit:
     async def admit(self, cost: int = 1) -> float:
         now = self.clock()
         last = max(self.next_slot, now - self.tolerance) + (cost - 1) * self.interval  # the last slot taken
-        if last > now:
+        if last - now > ROUNDING_S:  # now - tolerance + (burst - 1) * interval may come back a hair above now
             return last - now
         self.next_slot = last + self.interval
         return 0.0

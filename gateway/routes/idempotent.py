@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 
@@ -70,6 +71,7 @@ async def idempotent(request: Request, canonical_body: Callable[[], str], produc
             "idempotency-key-in-progress",
             "Request in progress",
             f"a request with this {HEADER} is still being processed; retry later",
+            headers={"Retry-After": "1"},
         )
     expires_at = lookup.expires_at
     assert expires_at is not None
@@ -86,10 +88,28 @@ async def idempotent(request: Request, canonical_body: Callable[[], str], produc
     return Response(payload, status, media_type="application/json")
 
 
+RELEASE_RETRIES_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+_releasing: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+
+
 async def _release(keys: IdempotencyKeys, scope: str, key: str) -> None:
-    """Release the key after a failure; if the store refuses that too, the key is taken over
-    after ``idempotency_stale_s`` instead, and the request's own error is what the client sees."""
+    """Release the key after a failure. If the store refuses that too (it is busy), try again in
+    the background for a while, so the client's retry is not answered 'in progress' until
+    ``idempotency_stale_s``; the request's own error is what the client sees now."""
     try:
         await keys.release(scope, key)
     except Exception as error:
-        log.warning("idempotency_release_failed", error=type(error).__name__)
+        log.warning("idempotency_release_deferred", error=type(error).__name__)
+        task = asyncio.create_task(_release_later(keys, scope, key))
+        _releasing.add(task)
+        task.add_done_callback(_releasing.discard)
+
+
+async def _release_later(keys: IdempotencyKeys, scope: str, key: str) -> None:
+    for delay in RELEASE_RETRIES_S:
+        await asyncio.sleep(delay)
+        try:
+            await keys.release(scope, key)
+            return
+        except Exception as error:
+            log.warning("idempotency_release_deferred", error=type(error).__name__)

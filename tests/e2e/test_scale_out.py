@@ -60,6 +60,8 @@ def write_config(path: Path, database_url: str, simulators: str) -> Path:
     path.write_text(
         f"""\
 database_url = {json.dumps(database_url)}
+database_pool_size = 2     # five processes in 25 connections: room on a 100-slot server for a second
+database_max_overflow = 3  # suite beside this one (as README sizes pools to max_connections)
 
 [[tokens]]
 name = "load"
@@ -162,9 +164,10 @@ async def post_all(apis: list[str], posted: list[dict[str, Any]], on_half: Any) 
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     async def post(index: int, decision: dict[str, Any]) -> None:
-        """As a careful client does: a dropped connection, or a 503 (the store busy: its Retry-After
-        honoured), is retried with the same Idempotency-Key, which never records the decision twice
-        (the count of decisions below checks that too). Any other answer is kept: never a 500."""
+        """As a careful client does: a dropped connection, a 503 (the store busy) or a 409 (the
+        key's first try still in progress), their Retry-After honoured, is retried with the same
+        Idempotency-Key, which never records the decision twice (the count of decisions below
+        checks that too). Any other answer is kept: never a 500."""
         keyed = headers | {"Idempotency-Key": f"scale-{index}"}
         async with gate:
             for attempt in range(30):
@@ -174,7 +177,8 @@ async def post_all(apis: list[str], posted: list[dict[str, Any]], on_half: Any) 
                     if attempt == 29:
                         raise
                     continue
-                if response.status_code != 503:
+                busy = response.status_code == 503 or "idempotency-key-in-progress" in response.text
+                if not busy:
                     break
                 await asyncio.sleep(float(response.headers["retry-after"]))
         statuses.append(response.status_code)

@@ -3,6 +3,7 @@ the decision exactly once: every pooled store connection is held while a decisio
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 
 import httpx
@@ -16,6 +17,7 @@ from gateway.app import create_app
 from gateway.auth import hash_token
 from gateway.config import ApiToken, Settings
 from gateway.problems import store_busy
+from gateway.routes import idempotent
 from gateway.service import Gateway
 from gateway.tables import decisions
 from tests.e2e.conftest import DECISION, WRITER, auth
@@ -92,5 +94,47 @@ async def test_an_answer_that_cannot_be_stored_is_a_503_and_the_retry_answers_th
         assert busy.status_code == 503, busy.text
         retried = await api.post("/v1/consents", json=DECISION, headers=headers)
         assert retried.status_code == 202, "the key was handed to the retry at once, not held for minutes"
+        async with gateway.store.engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(decisions))).scalar_one() == 1
+
+
+async def test_a_key_the_busy_store_would_not_release_is_released_in_the_background(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        tokens=[ApiToken(name="writer", sha256=hash_token(WRITER), scopes=["consents:write", "consents:read"])],
+    )
+    gateway = Gateway(settings, adapters={"fake": fake_adapter()})
+    app = create_app(gateway, run_worker=False)
+    headers = auth(WRITER) | {"Idempotency-Key": "busy-3"}
+    keys = gateway.store.keys
+    complete, release = keys.complete, keys.release
+    retried = asyncio.Event()
+
+    async def refused(*args: object) -> None:
+        raise DBAPIError("UPDATE", None, Refused("53300"))
+
+    tries: list[int] = []
+
+    async def release_once_free(*args: object) -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            await refused()  # the request's own release: the store is still busy
+        await retried.wait()  # the background's: after the client's early retry
+        await release(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(idempotent, "RELEASE_RETRIES_S", (0.0,))
+    monkeypatch.setattr(keys, "complete", refused)
+    monkeypatch.setattr(keys, "release", release_once_free)
+    async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://g") as api:
+        assert (await api.post("/v1/consents", json=DECISION, headers=headers)).status_code == 503
+        monkeypatch.setattr(keys, "complete", complete)
+        early = await api.post("/v1/consents", json=DECISION, headers=headers)
+        assert early.status_code == 409 and early.headers["retry-after"] == "1", early.text
+        retried.set()
+        await asyncio.wait_for(asyncio.gather(*idempotent._releasing), 10)
+        later = await api.post("/v1/consents", json=DECISION, headers=headers)
+        assert later.status_code == 202, later.text
         async with gateway.store.engine.connect() as conn:
             assert (await conn.execute(select(func.count()).select_from(decisions))).scalar_one() == 1
