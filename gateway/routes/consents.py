@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Annotated, Any
 
 import orjson
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,19 +36,25 @@ from schemas.api import BatchEnvelope, BatchIn, BatchOut, BatchResult, DecisionO
 from schemas.consent import Decision
 
 MAX_WAIT_S = 60.0
+WAIT = re.compile(r"60(\.0{1,9})?|[1-5]?[0-9](\.[0-9]{1,9})?")  # 0 to MAX_WAIT_S, no leading zeros
 WAIT_PARAM = Param(
     "wait",
     "query",
-    {
-        "type": "string",
-        "pattern": r"^(60(\.0{1,9})?|[1-5]?[0-9](\.[0-9]{1,9})?)$",
-    },  # 0 to MAX_WAIT_S as the query has it
+    {"type": "string", "pattern": f"^({WAIT.pattern})$"},
     "seconds to wait for every delivery to be final; 200 if they are, else 202",
 )
 
 
 class WaitQuery(QueryModel):
     wait: Annotated[Decimal, Field(ge=0, le=MAX_WAIT_S)] = 0.0
+
+    @field_validator("wait", mode="before")
+    @classmethod
+    def _as_documented(cls, value: Any) -> Any:
+        """Exactly the document's pattern: ``060`` or ``00.5`` is not how the API says to write it."""
+        if isinstance(value, str) and not WAIT.fullmatch(value):
+            raise ValueError("must be seconds from 0 to 60, written like 10 or 2.5")
+        return value
 
 
 @requires("consents:write")

@@ -114,7 +114,7 @@ async def test_a_bad_history_limit_is_a_400(client: httpx.AsyncClient, limit: st
     assert response.status_code == 400 and fields(response) == ["limit"]
 
 
-@pytest.mark.parametrize("wait", ["1_0", "ten", "-1", "61", "nan", "inf", "1e1"])
+@pytest.mark.parametrize("wait", ["1_0", "ten", "-1", "61", "nan", "inf", "1e1", "060", "00.5", "60.5", "1."])
 async def test_a_bad_wait_is_a_400_and_stores_nothing(client: httpx.AsyncClient, wait: str) -> None:
     response = await client.post(f"/v1/consents?wait={wait}", json=DECISION, headers=auth(WRITER))
     assert response.status_code == 400 and fields(response) == ["wait"]
@@ -321,3 +321,9 @@ async def test_keys_are_per_client_token(client: httpx.AsyncClient) -> None:
     assert first.status_code == second.status_code == 202
     assert first.json()["id"] != second.json()["id"] and "idempotent-replayed" not in second.headers
     assert await decision_count(client) == 2
+
+
+@pytest.mark.parametrize("wait", ["0", "0.5", "10", "59.999", "60", "60.000"])
+async def test_a_wait_written_as_documented_is_taken(client: httpx.AsyncClient, wait: str) -> None:
+    response = await client.post(f"/v1/consents?wait={wait}", json=DECISION, headers=auth(WRITER))
+    assert response.status_code in (200, 202), response.text
