@@ -189,7 +189,7 @@ def _join(prefix: str, key: str) -> str:
 async def body_model(request: Request, model: type[Model], limit: int) -> Model:
     """A small JSON body as ``model``; an empty body means every field's default."""
     raw = await read_body(request, limit)
-    if not raw.strip():
+    if not raw:  # no body: every default (whitespace alone is a body, and not JSON)
         return model()
     require_json(request)
     parsed = parse_json(raw)

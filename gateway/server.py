@@ -1,5 +1,5 @@
-"""uvicorn as the gateway runs it: a client gets a deadline for its request headers, and a
-SIGTERM that drained cleanly exits 0.
+"""uvicorn as the gateway runs it: a client gets a deadline for its request headers, a request
+it cannot parse gets a problem document, and a SIGTERM that drained cleanly exits 0.
 
 uvicorn times out idle keep-alive connections only; a client that opens a connection and sends
 its headers a byte at a time (or not at all) holds a socket for as long as it likes. The
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ import h11
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from gateway.problems import MEDIA_TYPE, TYPE_BASE
 
 HEADER_TIMEOUT_S = 10.0
 
@@ -48,6 +51,20 @@ class HeaderDeadline(H11Protocol):
         if self.header_deadline is not None:
             self.header_deadline.cancel()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse (bad header syntax) answered as every other error: a problem
+        document (uvicorn's own is text/plain, which no client of this API expects)."""
+        problem = {"type": f"{TYPE_BASE}bad-request", "title": "Bad request", "status": 400, "detail": msg}
+        body = json.dumps(problem).encode()
+        headers = [
+            (b"content-type", MEDIA_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _await_headers(self) -> None:
         if self.header_deadline is not None:

@@ -327,3 +327,10 @@ async def test_keys_are_per_client_token(client: httpx.AsyncClient) -> None:
 async def test_a_wait_written_as_documented_is_taken(client: httpx.AsyncClient, wait: str) -> None:
     response = await client.post(f"/v1/consents?wait={wait}", json=DECISION, headers=auth(WRITER))
     assert response.status_code in (200, 202), response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/reconciliation/runs", "/v1/subjects/cust-42/repush"])
+async def test_a_body_of_whitespace_is_not_an_empty_body(client: httpx.AsyncClient, path: str) -> None:
+    headers = auth(ADMIN) | {"Content-Type": "application/json"}
+    response = await client.post(path, content="\n", headers=headers)
+    assert response.status_code == 422 and fields(response) == ["body"], response.text

@@ -67,3 +67,12 @@ def test_a_body_that_never_ends_is_a_408_naming_body(live: str) -> None:
     assert '"field":"body"' in answer and "body-too-slow" in answer
     history = httpx.get(f"{live}/v1/subjects/slow", headers={"Authorization": f"Bearer {TOKEN}"})
     assert history.status_code == 404, "nothing recorded"
+
+
+def test_a_request_the_server_cannot_parse_is_a_problem_document(live: str) -> None:
+    sock = connect(live)
+    sock.sendall(b"GET /v1/subjects/x HTTP/1.1\r\nHost: x\r\nw\x16jcD;\r\n\r\n")  # not a header line
+    answer = read_all(sock).decode()
+    sock.close()
+    assert answer.startswith("HTTP/1.1 400"), answer
+    assert "content-type: application/problem+json" in answer.lower() and '"status": 400' in answer
