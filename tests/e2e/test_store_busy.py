@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from typing import Any
 
 import httpx
 import pytest
@@ -26,13 +27,19 @@ from tests.fakes import fake_adapter
 POOL = 15  # SQLAlchemy's default pool: 5 connections and 10 more on demand
 
 
+def writer_gateway(database_url: str, **settings: Any) -> Gateway:
+    token = ApiToken(name="writer", sha256=hash_token(WRITER), scopes=["consents:write", "consents:read"])
+    return Gateway(Settings(database_url=database_url, tokens=[token], **settings), adapters={"fake": fake_adapter()})
+
+
+async def recorded(gateway: Gateway) -> int:
+    """Decisions in the ledger: a retry that recorded twice shows here."""
+    async with gateway.store.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(decisions))).scalar_one())
+
+
 async def test_a_store_with_no_connection_free_is_a_503_and_the_retry_records_once(database_url: str) -> None:
-    settings = Settings(
-        database_url=database_url,
-        database_pool_timeout_s=0.2,
-        tokens=[ApiToken(name="writer", sha256=hash_token(WRITER), scopes=["consents:write", "consents:read"])],
-    )
-    gateway = Gateway(settings, adapters={"fake": fake_adapter()})
+    gateway = writer_gateway(database_url, database_pool_timeout_s=0.2)
     app = create_app(gateway, run_worker=False)
     headers = auth(WRITER) | {"Idempotency-Key": "busy-1"}
     async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://g") as api:
@@ -44,8 +51,7 @@ async def test_a_store_with_no_connection_free_is_a_503_and_the_retry_records_on
         assert busy.headers["retry-after"] == "1" and busy.json()["type"].endswith("/store-busy")
         retried = await api.post("/v1/consents", json=DECISION, headers=headers)
         assert retried.status_code == 202, retried.text
-        async with gateway.store.engine.connect() as conn:
-            assert (await conn.execute(select(func.count()).select_from(decisions))).scalar_one() == 1
+        assert await recorded(gateway) == 1
 
 
 class Refused(Exception):
@@ -75,11 +81,7 @@ def test_load_is_told_from_faults(error: Exception, busy: bool) -> None:
 async def test_an_answer_that_cannot_be_stored_is_a_503_and_the_retry_answers_the_recorded_decision(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(
-        database_url=database_url,
-        tokens=[ApiToken(name="writer", sha256=hash_token(WRITER), scopes=["consents:write", "consents:read"])],
-    )
-    gateway = Gateway(settings, adapters={"fake": fake_adapter()})
+    gateway = writer_gateway(database_url)
     app = create_app(gateway, run_worker=False)
     headers = auth(WRITER) | {"Idempotency-Key": "busy-2"}
     complete = gateway.store.keys.complete
@@ -94,18 +96,13 @@ async def test_an_answer_that_cannot_be_stored_is_a_503_and_the_retry_answers_th
         assert busy.status_code == 503, busy.text
         retried = await api.post("/v1/consents", json=DECISION, headers=headers)
         assert retried.status_code == 202, "the key was handed to the retry at once, not held for minutes"
-        async with gateway.store.engine.connect() as conn:
-            assert (await conn.execute(select(func.count()).select_from(decisions))).scalar_one() == 1
+        assert await recorded(gateway) == 1
 
 
 async def test_a_key_the_busy_store_would_not_release_is_released_in_the_background(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(
-        database_url=database_url,
-        tokens=[ApiToken(name="writer", sha256=hash_token(WRITER), scopes=["consents:write", "consents:read"])],
-    )
-    gateway = Gateway(settings, adapters={"fake": fake_adapter()})
+    gateway = writer_gateway(database_url)
     app = create_app(gateway, run_worker=False)
     headers = auth(WRITER) | {"Idempotency-Key": "busy-3"}
     keys = gateway.store.keys
@@ -136,5 +133,4 @@ async def test_a_key_the_busy_store_would_not_release_is_released_in_the_backgro
         await asyncio.wait_for(asyncio.gather(*idempotent._releasing), 10)
         later = await api.post("/v1/consents", json=DECISION, headers=headers)
         assert later.status_code == 202, later.text
-        async with gateway.store.engine.connect() as conn:
-            assert (await conn.execute(select(func.count()).select_from(decisions))).scalar_one() == 1
+        assert await recorded(gateway) == 1
