@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, case, exists, func, or_, select, text, update
+from sqlalchemy import Row, and_, case, exists, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from adapters.base import Ack, Projection
-from gateway.db import insert, reader, upsert
+from adapters.base import Ack, Projection, Write
+from gateway.db import reader
 from gateway.provenance import Provenance
-from gateway.tables import deliveries, delivery_attempts, provider_state
+from gateway.tables import deliveries, delivery_attempts, delivery_decisions, provider_state
 from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
 from schemas.consent import parse_timestamp
 
@@ -31,6 +32,7 @@ class Claim:
     subject_id: str
     provider: str
     reschedules: int
+    lease: str | None = None  # this claim's lease id: its outcome counts only while the lease holds
     abandoned: bool = False  # its lease ran out once too often: marked dead by the claim itself
 
 
@@ -67,6 +69,7 @@ class Held:
     acknowledged: Projection = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict)
     writes: Provenance = field(default_factory=Provenance)
+    fence: int = 0  # moved by a lapsed lease's push: an acknowledgement under an older fence is not trusted
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class Outbox:
         or the store failed it): that counts as a step on the retry ladder, so a delivery
         that keeps failing outside the provider call still ends ``dead`` (``abandoned``)
         instead of being claimed again forever.
+
+        Each claim gets a lease id of its own (``Claim.lease``): ``renew`` and ``finish`` act only
+        under it, so a worker whose lease lapsed can't extend or decide the claim another holds now.
         """
         other = deliveries.alias("other")
         in_flight = exists().where(
@@ -133,6 +139,7 @@ class Outbox:
                 )
             live = [row.id for row in found if row not in over]
             claims = [Claim(row.id, row.subject_id, provider, row.reschedules, abandoned=True) for row in over]
+            lease = str(uuid.uuid4())
             if live:
                 leased = await conn.execute(  # a new statement: sees a pair claimed since the select
                     update(deliveries)
@@ -141,32 +148,33 @@ class Outbox:
                         status=DeliveryStatus.sending.value,
                         reschedules=deliveries.c.reschedules + case((deliveries.c.id.in_(lost), 1), else_=0),
                         lease_until=now + timedelta(seconds=lease_s),
+                        lease_id=lease,
                         updated_at=now,
                     )
                     .returning(
                         deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules
                     )
                 )
-                claims += [Claim(*row) for row in leased]
+                claims += [Claim(row.id, row.subject_id, provider, row.reschedules, lease) for row in leased]
             return claims
 
-    async def renew(self, claim: Claim, now: datetime, lease_s: float) -> None:
-        """Extend a lease still held, so a slow push is never claimed a second time meanwhile."""
+    async def renew(self, claim: Claim, now: datetime, lease_s: float) -> bool:
+        """Extend a lease still held, so a slow push is never claimed a second time meanwhile. False
+        once it lapsed: the pair may have been claimed again, and the push's outcome will not count."""
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == claim.id, deliveries.c.status == DeliveryStatus.sending.value)
-                .values(lease_until=now + timedelta(seconds=lease_s))
+            result = await conn.execute(
+                update(deliveries).where(_leased(claim, now)).values(lease_until=now + timedelta(seconds=lease_s))
             )
+            return bool(result.rowcount)
 
     async def acknowledged(self, subject_id: str, provider: str) -> Held:
         """What the provider last accepted for this subject, the ids/revisions remembered, and the
         gateway's writes since."""
-        columns = (provider_state.c.acknowledged, provider_state.c.memo, provider_state.c.writes)
-        mine = (provider_state.c.subject_id == subject_id) & (provider_state.c.provider == provider)
+        table = provider_state
+        columns = (table.c.acknowledged, table.c.memo, table.c.writes, table.c.fence)
         async with self.reader.connect() as conn:
-            row = (await conn.execute(select(*columns).where(mine))).first()
-        return Held(row[0], row[1], Provenance.from_json(row[2])) if row else Held()
+            row = (await conn.execute(select(*columns).where(_pair(subject_id, provider)))).first()
+        return Held(row[0], row[1], Provenance.from_json(row[2]), row[3]) if row else Held()
 
     async def finish(
         self,
@@ -174,42 +182,33 @@ class Outbox:
         outcome: Outcome,
         now: datetime,
         ack: Ack | None = None,
-        writes: Provenance | None = None,
-    ) -> None:
+        *,
+        sent: Sequence[Mapping[str, Write]] = (),
+        fence: int = 0,
+    ) -> bool:
         """Record how a claimed delivery ended, every attempt, on success what the provider holds, and
-        the gateway's own writes there (``writes``: its provenance after this push)."""
-        pair = {"subject_id": claim.subject_id, "provider": claim.provider}
-        kept: dict[str, Any] = {} if writes is None else {"writes": writes.to_json()}
+        the gateway's own writes there (``sent``: what each push request set; ``fence``: the pair's
+        fence when the push read what the provider held).
+
+        The outcome counts only while the claim's lease holds. Once it lapsed, the pair may have been
+        claimed again and pushed meanwhile, and this push may have landed last with an older state:
+        what the provider holds is then unknown, the pair's fence moves (so the other push's
+        acknowledgement, read under the old fence, is not trusted either) and the pair is queued
+        again, so its newest state is pushed after both. Returns whether the outcome counted."""
         async with self.engine.begin() as conn:
-            if ack is not None:
-                values = pair | {"acknowledged": ack.acknowledged, "memo": ack.memo, "acknowledged_at": now} | kept
-                await upsert(conn, provider_state, [values], ["subject_id", "provider"])
-            elif kept or any(attempt.outcome != "succeeded" for attempt in outcome.attempts):
-                # A failed push may still have been applied (answer lost, or a later step of the
-                # flow failed), so what the provider holds is now unknown: the next push sends
-                # everything rather than trusting the last acknowledgement. Ids/revisions are kept.
-                statement = insert(conn, provider_state).values(
-                    pair | {"acknowledged": {}, "memo": {}, "acknowledged_at": now, "writes": {}} | kept
-                )
-                unknown: dict[str, Any] = {"acknowledged": {}} | kept
-                await conn.execute(statement.on_conflict_do_update(index_elements=list(pair), set_=unknown))
+            await _hold_pair(conn, claim)
+            result = await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))
+            held = bool(result.rowcount)
+            if not held:
+                tried = deliveries.c.attempts + len(outcome.attempts)
+                await conn.execute(update(deliveries).where(deliveries.c.id == claim.id).values(attempts=tried))
+                await _queue_again(conn, claim, now, touched=bool(outcome.attempts))
             if outcome.attempts:
                 rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
                 await conn.execute(delivery_attempts.insert(), rows)
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == claim.id)
-                .values(
-                    status=outcome.status.value,
-                    attempts=deliveries.c.attempts + len(outcome.attempts),
-                    reschedules=deliveries.c.reschedules + int(outcome.rescheduled),
-                    last_error=outcome.error,
-                    last_status_code=outcome.status_code,
-                    next_attempt_at=outcome.next_attempt_at or now,
-                    lease_until=None,
-                    updated_at=now,
-                )
-            )
+            if ack is not None or outcome.attempts:
+                await _record_held(conn, claim, outcome, now, ack if held else None, sent, fence, lapsed=not held)
+            return held
 
     # -- dead letters and the admin surface ------------------------------------------------
 
@@ -312,6 +311,106 @@ class Outbox:
         async with self.reader.connect() as conn:
             rows = await conn.execute(query)
             return {name: (int(count), _age(now, oldest)) for name, count, oldest in rows}
+
+
+def _pair(subject_id: str, provider: str) -> Any:
+    return (provider_state.c.subject_id == subject_id) & (provider_state.c.provider == provider)
+
+
+def _leased(claim: Claim, now: datetime) -> Any:
+    """The claim's row, while the lease it was claimed with still holds."""
+    return and_(
+        deliveries.c.id == claim.id,
+        deliveries.c.lease_id == claim.lease,
+        deliveries.c.status == DeliveryStatus.sending.value,
+        deliveries.c.lease_until > now,
+    )
+
+
+def _ended(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "status": outcome.status.value,
+        "attempts": deliveries.c.attempts + len(outcome.attempts),
+        "reschedules": deliveries.c.reschedules + int(outcome.rescheduled),
+        "last_error": outcome.error,
+        "last_status_code": outcome.status_code,
+        "next_attempt_at": outcome.next_attempt_at or now,
+        "lease_until": None,
+        "lease_id": None,
+        "updated_at": now,
+    }
+
+
+async def _record_held(
+    conn: AsyncConnection,
+    claim: Claim,
+    outcome: Outcome,
+    now: datetime,
+    ack: Ack | None,
+    sent: Sequence[Mapping[str, Write]],
+    fence: int,
+    *,
+    lapsed: bool,
+) -> None:
+    """What the provider holds after a push: its acknowledgement, if the push's lease held and no
+    lapsed push moved the pair's fence since it read what was held; otherwise unknown (the next push
+    sends everything), with ids/revisions kept. The gateway's writes are added to those stored now,
+    never to a copy read before the push: two pushes of one pair may end at once."""
+    row = (
+        await conn.execute(
+            select(provider_state.c.writes, provider_state.c.fence)
+            .where(_pair(claim.subject_id, claim.provider))
+            .with_for_update()
+        )
+    ).first()
+    stored, moved = (Provenance.from_json(row[0]), row[1]) if row else (Provenance(), 0)
+    trusted = ack if ack is not None and moved == fence else None
+    failed = any(attempt.outcome != "succeeded" for attempt in outcome.attempts)
+    if trusted is None and not (sent or failed or lapsed):
+        return
+    writes = stored.after_push(sent, acknowledged=trusted is not None).to_json() if sent else stored.to_json()
+    values: dict[str, Any] = {"acknowledged": {}, "writes": writes, "fence": moved + lapsed}
+    if trusted is not None:
+        values |= {"acknowledged": trusted.acknowledged, "memo": trusted.memo, "acknowledged_at": now}
+    if row is None:
+        pair = {"subject_id": claim.subject_id, "provider": claim.provider}
+        await conn.execute(provider_state.insert().values({"memo": {}, "acknowledged_at": now} | values | pair))
+    else:
+        await conn.execute(update(provider_state).where(_pair(claim.subject_id, claim.provider)).values(values))
+
+
+async def _queue_again(conn: AsyncConnection, claim: Claim, now: datetime, *, touched: bool) -> None:
+    """After an outcome that came too late to count: the claim's row back in the queue if no one
+    claimed it since; else, if this push reached the provider (``touched``), another push of the
+    pair queued behind the one now in flight (or the waiting one made due)."""
+    again = {"status": DeliveryStatus.pending.value, "lease_until": None, "lease_id": None, "next_attempt_at": now}
+    mine = and_(deliveries.c.id == claim.id, deliveries.c.lease_id == claim.lease)
+    if (await conn.execute(update(deliveries).where(mine).values(again | {"updated_at": now}))).rowcount or not touched:
+        return
+    waiting = and_(
+        deliveries.c.subject_id == claim.subject_id,
+        deliveries.c.provider == claim.provider,
+        deliveries.c.status.in_([s.value for s in JOINABLE]),
+    )
+    if (await conn.execute(update(deliveries).where(waiting).values(next_attempt_at=now))).rowcount:
+        return
+    decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
+    fresh = str(uuid.uuid4())
+    row = {"id": fresh, "subject_id": claim.subject_id, "provider": claim.provider, "attempts": 0, "reschedules": 0}
+    await conn.execute(
+        deliveries.insert().values(row | again | {"decision_id": decision, "created_at": now, "updated_at": now})
+    )
+    await conn.execute(
+        delivery_decisions.insert().from_select(["delivery_id", "decision_id"], select(literal(fresh), decision))
+    )
+
+
+async def _hold_pair(conn: AsyncConnection, claim: Claim) -> None:
+    """PostgreSQL: wait for any other finish of the same pair (two pushes of one pair end at once only
+    after a lease lapsed). SQLite has one writer at a time."""
+    if conn.dialect.name == "postgresql":
+        key = "pg_advisory_xact_lock(hashtext(current_schema() || '/' || :provider), hashtext(:subject))"
+        await conn.execute(text(f"SELECT {key}"), {"provider": claim.provider, "subject": claim.subject_id})
 
 
 async def _lock_pairs(conn: AsyncConnection, provider: str, subject_ids: set[str]) -> set[str]:

@@ -101,6 +101,7 @@ deliveries = Table(
     Column("last_status_code", Integer),
     _timestamp("next_attempt_at"),
     _timestamp("lease_until", nullable=True),
+    Column("lease_id", String(36)),  # this claim's own: an outcome counts only under the lease it was claimed with
     _timestamp("created_at"),
     _timestamp("updated_at"),
     Index("ix_deliveries_due", "provider", "status", "next_attempt_at"),
@@ -164,6 +165,8 @@ provider_state = Table(
     _timestamp("acknowledged_at"),
     # provenance: per term, the gateway's writes (state, provider time) since its last acknowledged one
     Column("writes", JSON, nullable=False, default=dict),
+    # moved by a push whose lease lapsed: an acknowledgement read before it may hide that push's write
+    Column("fence", Integer, nullable=False, default=0, server_default="0"),
 )
 
 addresses = Table(

@@ -27,7 +27,6 @@ from gateway import __version__
 from gateway.config import RetrySettings, Settings
 from gateway.metrics import Metrics
 from gateway.outbox import ABANDONED, Attempt, Claim, Held, Outcome
-from gateway.provenance import Provenance
 from gateway.ratelimit import Budget, Sleep
 from gateway.redaction import mask_values, redact
 from gateway.store import Store
@@ -59,11 +58,10 @@ class Journal:
         about the person (Intempt's error ``message`` can repeat the note the push carried)."""
         return mask_values(redact(str(error), adapter.secrets()), self.private)
 
-    def provenance(self, acknowledged: bool) -> Provenance | None:
-        """The writes to keep once the push ended (acknowledged or not); None when none was sent."""
-        if self.before is None or not self.writes:
-            return None
-        return self.before.writes.after_push(self.writes, acknowledged)
+    @property
+    def fence(self) -> int:
+        """The pair's fence when the push read what the provider held."""
+        return self.before.fence if self.before else 0
 
 
 class Lane:
@@ -240,7 +238,9 @@ class Worker:
         while True:
             await self.beat(lease_s / 3)
             try:
-                await self.store.outbox.renew(claim, self.clock(), lease_s)
+                if not await self.store.outbox.renew(claim, self.clock(), lease_s):
+                    log.warning("lease_lapsed", provider=claim.provider, delivery=claim.id, subject=claim.subject_id)
+                    return  # the outcome will not count: the pair is queued again when it is recorded
             except Exception:  # the next beat tries again; the lease is long enough for one miss
                 log.exception("lease_renewal_failed", delivery=claim.id)
 
@@ -261,7 +261,7 @@ class Worker:
             log.exception("delivery_crashed", provider=claim.provider, delivery=claim.id)
             crash = TransientError(claim.provider, f"internal error: {type(error).__name__} (see the worker log)")
             outcome = self._reschedule(claim, crash, journal)
-        await self._finish(claim, outcome, ack, journal.provenance(ack is not None))
+        await self._finish(claim, outcome, journal, ack)
 
     async def _attempt(self, lane: Lane, claim: Claim, journal: Journal) -> tuple[Outcome, Ack | None]:
         adapter, attempts = lane.adapter, journal.attempts
@@ -328,11 +328,14 @@ class Worker:
         text = journal.text(adapter, error) if error else None
         journal.attempts.append(Attempt(started, round(elapsed * 1000), outcome, status_code, text, self.identity))
 
-    async def _finish(
-        self, claim: Claim, outcome: Outcome, ack: Ack | None = None, writes: Provenance | None = None
-    ) -> None:
-        await self.store.outbox.finish(claim, outcome, self.clock(), ack, writes)
-        self._report(claim, outcome)
+    async def _finish(self, claim: Claim, outcome: Outcome, journal: Journal, ack: Ack | None = None) -> None:
+        outbox = self.store.outbox
+        if await outbox.finish(claim, outcome, self.clock(), ack, sent=journal.writes, fence=journal.fence):
+            self._report(claim, outcome)
+            return
+        self.metrics.deliveries.labels(claim.provider, "too_late").inc()
+        fields = {"provider": claim.provider, "delivery": claim.id, "subject": claim.subject_id}
+        log.warning("delivery_outcome_too_late", **fields, status=outcome.status.value, queued_again=True)
 
     def _report(self, claim: Claim, outcome: Outcome) -> None:
         """Count and log how a delivery ended: a dead letter is a warning, giving up after the
