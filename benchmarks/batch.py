@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from benchmarks.common import Bench, Database, peak_rss_mb, scalar, start_gateway, write_config
 from benchmarks.load import Load
-from gateway.tables import decisions
+from gateway.store.tables import decisions
 
 PER_REQUEST = 1000
 TARGETS = {

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.http.server import serve as serve_app
 from gateway.redaction import configure_logging
-from gateway.server import serve as serve_app
 
 
 async def accept(request: Request) -> Response:

@@ -25,9 +25,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from benchmarks import load as loadgen
 from benchmarks.payloads import TOKEN, batch_body
-from gateway.auth import hash_token
+from gateway.http.auth import hash_token
 from gateway.store import Store
-from gateway.tables import deliveries
+from gateway.store.tables import deliveries
 from schemas.api import UNDER_WAY
 from tests.processes import CLI, Process, Processes, clean_env, free_port
 

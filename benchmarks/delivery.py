@@ -29,7 +29,7 @@ from benchmarks.common import (
     write_config,
 )
 from gateway.store import Store
-from gateway.tables import deliveries
+from gateway.store.tables import deliveries
 
 LATENCY_MS = 20.0
 TARGETS = {"ratio": ">= 0.8"}

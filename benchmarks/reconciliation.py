@@ -32,8 +32,8 @@ from benchmarks.common import PROVIDERS, Bench, Database, set_latency
 from gateway.config import ReconcileSettings, Settings
 from gateway.redaction import configure_logging
 from gateway.service import Gateway
-from gateway.snapshot import subject_state
-from gateway.tables import decisions, deliveries, observations, provider_state, subject_purposes, subjects
+from gateway.store.snapshot import subject_state
+from gateway.store.tables import decisions, deliveries, observations, provider_state, subject_purposes, subjects
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TCF = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"

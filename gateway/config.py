@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from adapters import ADAPTERS, Adapter
 from adapters.errors import GatewayError
-from gateway.db import Pool
+from gateway.store.db import Pool
 from schemas.consent import DEFAULT_PURPOSES
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -11,9 +11,9 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from adapters.simulators import create_all
-from gateway.app import create_app
-from gateway.auth import hash_token
 from gateway.config import ApiToken, Settings, load_settings
+from gateway.http.app import create_app
+from gateway.http.auth import hash_token
 from gateway.redaction import configure_logging
 from gateway.service import Gateway
 

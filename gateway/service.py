@@ -10,19 +10,19 @@ from typing import Any
 import httpx
 
 from adapters.base import Adapter
-from gateway.chores import Chores
 from gateway.config import Settings, build_adapters
-from gateway.erasure import Erasures
-from gateway.expiry import Expiries
-from gateway.grouping import GroupCommit
-from gateway.idempotency import Binding
-from gateway.ledger import Pending, SubjectErased
-from gateway.metrics import Metrics
-from gateway.problems import ProblemError, bad_parameter, erased
-from gateway.ratelimit import Sleep
-from gateway.reconcile import NotAdoptable, Reconciler, RunLoop
+from gateway.delivery.metrics import Metrics
+from gateway.delivery.worker import Clock, Worker, utcnow
+from gateway.http.problems import ProblemError, bad_parameter, erased
+from gateway.lifecycle.chores import Chores
+from gateway.lifecycle.erasure import Erasures
+from gateway.lifecycle.expiry import Expiries
+from gateway.reconcile.runner import NotAdoptable, Reconciler, RunLoop
 from gateway.store import Store
-from gateway.worker import Clock, Worker, utcnow
+from gateway.store.grouping import GroupCommit
+from gateway.store.idempotency import Binding
+from gateway.store.ledger import Pending, SubjectErased
+from gateway.store.ratelimit import Sleep
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, RunOut, SubjectOut
 from schemas.consent import Decision, decision_context
 

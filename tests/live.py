@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
-from gateway.server import HEADER_TIMEOUT_S, config
+from gateway.http.server import HEADER_TIMEOUT_S, config
 
 
 @contextmanager

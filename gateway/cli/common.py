@@ -25,12 +25,12 @@ from gateway.config import (
     refuse_idle,
 )
 from gateway.demo import DEMO_DATABASE
-from gateway.ledger import SubjectErased
-from gateway.problems import ProblemError
+from gateway.http.problems import ProblemError
 from gateway.redaction import configure_logging
-from gateway.schema import SchemaError
 from gateway.service import Gateway
 from gateway.store import Store
+from gateway.store.ledger import SubjectErased
+from gateway.store.migrate import SchemaError
 
 app = typer.Typer(help="One consent decision in, applied in every SaaS tool out.", no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)  # messages hold ids and paths: never broken up

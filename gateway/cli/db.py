@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from gateway import schema
 from gateway.cli.common import ConfigOption, console, database_settings, run_with
 from gateway.store import Store
+from gateway.store import migrate as schema
 
 app = typer.Typer(help="Database schema.", no_args_is_help=True)
 

@@ -12,8 +12,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from gateway.cli.common import ConfigOption, Format, FormatOption, app, console, fail, gateway, run_with, settings
-from gateway.ledger import SubjectErased
 from gateway.service import Gateway
+from gateway.store.ledger import SubjectErased
 from schemas.api import ProviderSync, ReconciliationPage, RunOut, SyncStatus
 
 NEEDS_REPAIR = (SyncStatus.diverged, SyncStatus.failed)

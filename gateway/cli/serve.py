@@ -10,11 +10,11 @@ import typer
 
 from adapters.simulators import create_all
 from adapters.simulators.common import LOG_LIMIT
-from gateway.app import create_app, create_worker_app
 from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, gateway, settings
 from gateway.demo import demo_app, demo_token
+from gateway.http.app import create_app, create_worker_app
+from gateway.http.server import serve as serve_app
 from gateway.redaction import configure_logging
-from gateway.server import serve as serve_app
 
 TOKEN_FROM_ENV = "API token: the one in $CONSENT_GATEWAY_TOKEN (not printed)"
 

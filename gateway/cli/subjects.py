@@ -23,7 +23,7 @@ from gateway.cli.common import (
     run_with,
     settings,
 )
-from gateway.repair import future_dated, repair
+from gateway.lifecycle.repair import future_dated, repair
 
 app = typer.Typer(help="People: repair one subject's state at the providers or here.", no_args_is_help=True)
 ProviderOption = Annotated[list[str] | None, typer.Option("--provider", help="this provider (repeatable); default all")]

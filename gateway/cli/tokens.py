@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from gateway.auth import hash_token
 from gateway.cli.common import fail
 from gateway.config import SCOPES, ApiToken
+from gateway.http.auth import hash_token
 
 app = typer.Typer(help="API tokens.", no_args_is_help=True)
 Scope = StrEnum("Scope", {scope: scope for scope in SCOPES})  # type: ignore[misc]  # typer's choices

@@ -16,8 +16,8 @@ from types import TracebackType
 import httpx
 from starlette.applications import Starlette
 
-from gateway.app import create_app
 from gateway.config import ApiToken, Settings
+from gateway.http.app import create_app
 from gateway.service import Gateway
 from gateway.testing.library import ProviderCassette
 

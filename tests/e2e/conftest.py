@@ -10,11 +10,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
-from gateway.app import create_app
-from gateway.auth import hash_token
 from gateway.config import ApiToken, Settings
+from gateway.http.app import create_app
+from gateway.http.auth import hash_token
 from gateway.service import Gateway
-from gateway.tables import decisions, deliveries, subjects
+from gateway.store.tables import decisions, deliveries, subjects
 from tests.fakes import fake_adapter
 
 WRITER, READER, ADMIN = "writer-token-abcdefgh", "reader-token-abcdefgh", "admin-token-abcdefgh"

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.auth import hash_token
 from gateway.config import ApiToken, Settings
+from gateway.http.app import create_app
+from gateway.http.auth import hash_token
 from gateway.service import Gateway
 from gateway.store import Store
 from schemas.api import DeliveryOut, DeliveryStatus

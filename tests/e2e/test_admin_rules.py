@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from gateway.auth import Authenticator
+from gateway.http.auth import Authenticator
 from tests.e2e.conftest import ADMIN, DECISION, READER, auth
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

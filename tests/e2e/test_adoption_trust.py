@@ -18,13 +18,13 @@ import pytest
 from asgi_lifespan import LifespanManager
 from typer.testing import CliRunner
 
-from gateway.app import create_app
-from gateway.auth import hash_token
 from gateway.cli import app as cli_app
 from gateway.config import ApiToken
-from gateway.outbox import Outcome
-from gateway.reconcile import NotAdoptable
+from gateway.http.app import create_app
+from gateway.http.auth import hash_token
+from gateway.reconcile.runner import NotAdoptable
 from gateway.store import Store
+from gateway.store.outbox import Outcome
 from schemas.api import DeliveryStatus, SyncStatus
 from schemas.consent import PurposeState
 from tests.world import NOW, World

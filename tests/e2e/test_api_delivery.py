@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from gateway.tables import idempotency_keys
+from gateway.store.tables import idempotency_keys
 from schemas.consent import Decision
 from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth, replayable, stored_rows
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from gateway.cli import app
 from gateway.config import build_adapters, load_settings
-from gateway.outbox import Outcome
 from gateway.store import Store
+from gateway.store.outbox import Outcome
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision
 from tests.fakes import fake_adapter

@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from gateway.config import Settings
 from gateway.service import Gateway
-from gateway.tables import deliveries
+from gateway.store.tables import deliveries
 from schemas.consent import Decision
 from tests.live import served
 from tests.processes import CLI, Process, Processes, clean_env, free_port, until

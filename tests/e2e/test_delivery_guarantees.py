@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from gateway.store import Store
-from gateway.tables import deliveries
+from gateway.store.tables import deliveries
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision
 from tests.world import NOW, PROVIDERS, TCF, World

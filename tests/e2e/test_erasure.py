@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select, update
 from structlog.testing import capture_logs
 
-from gateway.ledger import SubjectErased
 from gateway.store import Store
-from gateway.tables import deliveries, delivery_attempts, metadata, observations
+from gateway.store.ledger import SubjectErased
+from gateway.store.tables import deliveries, delivery_attempts, metadata, observations
 from schemas.api import DeliveryStatus, ErasureStatus
 from schemas.consent import Decision
 from tests.conftest import upgraded
@@ -244,12 +244,12 @@ async def test_what_a_provider_echoes_is_never_logged_and_is_gone_after_erasure(
 
 
 async def test_on_sqlite_nothing_of_the_person_is_left_in_the_files(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.store.db'}"
     await upgraded(url)
     world = World(Store.from_url(url))
     try:
         await erased(world)
-        files = [tmp_path / "gateway.db", tmp_path / "gateway.db-wal"]
+        files = [tmp_path / "gateway.store.db", tmp_path / "gateway.db-wal"]
         assert EMAIL.encode() in b"".join(path.read_bytes() for path in files if path.exists())
         assert await world.gateway.erasures.step()
         on_disk = b"".join(path.read_bytes() for path in files if path.exists())

@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gateway.expiry import Expiries
+from gateway.lifecycle.expiry import Expiries
 from gateway.store import Store
-from gateway.tables import expiries
+from gateway.store.tables import expiries
 from schemas.consent import Decision
 from tests.world import NOW, TCF, World
 

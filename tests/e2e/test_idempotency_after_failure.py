@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.idempotency import IdempotencyKeys, Verdict
 from gateway.store import Store
+from gateway.store.idempotency import IdempotencyKeys, Verdict
 from tests.e2e.conftest import DECISION, READER, WRITER, auth
 
 OTHER = {**DECISION, "purposes": {"email_marketing": "denied"}}

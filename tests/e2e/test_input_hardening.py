@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.idempotency import Binding
+from gateway.store.idempotency import Binding
 from schemas.consent import Decision
 from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth, replayable, stored_rows
 

@@ -12,12 +12,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
-from gateway.app import create_app
-from gateway.auth import hash_token
 from gateway.config import ApiToken
-from gateway.reconcile import RunLoop
+from gateway.http.app import create_app
+from gateway.http.auth import hash_token
+from gateway.reconcile.runner import RunLoop
 from gateway.store import Store
-from gateway.tables import reconciliation_runs
+from gateway.store.tables import reconciliation_runs
 from schemas.api import RunOut, RunStatus, SyncStatus
 from tests.world import NOW, World
 

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.store import Store
-from gateway.tables import decisions, deliveries, delivery_attempts
+from gateway.store.tables import decisions, deliveries, delivery_attempts
 from tests.processes import CLI, Process, Processes, clean_env, free_port, until
 from tests.world import TCF
 

@@ -13,10 +13,10 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from typer.testing import CliRunner
 
-from gateway.app import create_app
-from gateway.auth import hash_token
 from gateway.cli import app as cli
 from gateway.config import SCOPES, ApiToken, Settings, load_settings
+from gateway.http.app import create_app
+from gateway.http.auth import hash_token
 from gateway.service import Gateway
 from gateway.store import Store
 from tests.e2e.conftest import DECISION, auth

@@ -14,13 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from gateway.app import create_app
-from gateway.auth import hash_token
 from gateway.config import ApiToken, Settings
-from gateway.problems import store_busy
-from gateway.routes import idempotent
+from gateway.http.app import create_app
+from gateway.http.auth import hash_token
+from gateway.http.problems import store_busy
+from gateway.http.routes import idempotent
 from gateway.service import Gateway
-from gateway.tables import decisions
+from gateway.store.tables import decisions
 from tests.e2e.conftest import DECISION, WRITER, auth
 from tests.fakes import fake_adapter
 

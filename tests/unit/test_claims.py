@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select, text
 
-from gateway.outbox import Claim, Outcome
 from gateway.store import Store
-from gateway.tables import deliveries
+from gateway.store.outbox import Claim, Outcome
+from gateway.store.tables import deliveries
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision
 from tests.fakes import fake_adapter

@@ -9,8 +9,8 @@ import pytest
 from adapters.base import Observation
 from adapters.masivo import MasivoAdapter, MasivoSettings
 from adapters.wix import WixAdapter, WixSettings
-from gateway.drift import Judgement, Known, difference, judge, status
-from gateway.provenance import Provenance
+from gateway.rules.drift import Judgement, Known, difference, judge, status
+from gateway.rules.provenance import Provenance
 from schemas.api import DeliveryStatus, SyncStatus, TermDifference
 from schemas.consent import PurposeRecord, PurposeState, Shared, SubjectState
 from tests.fakes import fake_adapter

@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from gateway import entries
-from gateway.grouping import GroupCommit
-from gateway.ledger import Pending
-from gateway.store import Store
+from gateway.store import Store, entries
+from gateway.store.grouping import GroupCommit
+from gateway.store.ledger import Pending
 from schemas.api import DecisionOut
 from schemas.consent import Decision, PurposeState
 from tests.fakes import fake_adapter

@@ -20,11 +20,11 @@ from structlog.testing import capture_logs
 
 from adapters.base import Ack
 from gateway.config import Settings
-from gateway.outbox import Attempt, Claim, Outcome
-from gateway.provenance import Provenance
+from gateway.rules.provenance import Provenance
 from gateway.service import Gateway
 from gateway.store import Store
-from gateway.tables import deliveries, provider_state
+from gateway.store.outbox import Attempt, Claim, Outcome
+from gateway.store.tables import deliveries, provider_state
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision, PurposeState
 from tests.fakes import fake_adapter

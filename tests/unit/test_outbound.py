@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.errors import PermanentError, TransientError
-from gateway.worker import USER_AGENT, Lane
+from gateway.delivery.worker import USER_AGENT, Lane
 from tests.fakes import FakeSettings, fake_adapter
 
 LIMIT = 4096

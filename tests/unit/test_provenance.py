@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gateway.provenance import KEPT, Provenance
+from gateway.rules.provenance import KEPT, Provenance
 from schemas.consent import PurposeState
 
 T1 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

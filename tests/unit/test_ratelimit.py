@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.ratelimit import Budget, RateLimit, SharedBudget
 from gateway.store import Store
+from gateway.store.ratelimit import Budget, RateLimit, SharedBudget
 
 
 class FakeTime:

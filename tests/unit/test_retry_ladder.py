@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-import gateway.worker
 from gateway.config import RetrySettings, Settings
+from gateway.delivery import worker
 from gateway.service import Gateway
 from gateway.store import Store
 from schemas.api import DeliveryOut, DeliveryStatus
@@ -36,7 +36,7 @@ class Clock:
 @pytest.fixture(autouse=True)
 def seeded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker's jitter drawn from a seeded generator: the same delays on every run."""
-    monkeypatch.setattr(gateway.worker, "random", random.Random(16))
+    monkeypatch.setattr(worker, "random", random.Random(16))
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
-from gateway import schema
-from gateway.app import create_app
 from gateway.config import Settings
-from gateway.schema import SchemaError
+from gateway.http.app import create_app
 from gateway.service import Gateway
 from gateway.store import Store
-from gateway.tables import idempotency_keys, metadata
+from gateway.store import migrate as schema
+from gateway.store.migrate import SchemaError
+from gateway.store.tables import idempotency_keys, metadata
 from tests.fakes import fake_adapter
 from tests.world import NOW
 

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.base import Projection
-from gateway.outbox import Outcome
-from gateway.snapshot import Snapshots
 from gateway.store import Store
-from gateway.tables import decisions, deliveries, subjects
+from gateway.store.outbox import Outcome
+from gateway.store.snapshot import Snapshots
+from gateway.store.tables import decisions, deliveries, subjects
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision, PurposeState, SubjectState
 from tests.fakes import FakeAdapter, fake_adapter

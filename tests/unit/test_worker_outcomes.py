@@ -13,9 +13,9 @@ from structlog.testing import capture_logs
 
 from adapters.base import Projection
 from gateway.config import Settings
-from gateway.outbox import ABANDONED
 from gateway.service import Gateway
 from gateway.store import Store
+from gateway.store.outbox import ABANDONED
 from schemas.api import DeliveryOut, DeliveryStatus
 from schemas.consent import SubjectState
 from tests.fakes import FakeAdapter, FakeSettings

@@ -1,0 +1,214 @@
+"""``/admin``: the reconciliation view as server-rendered pages, for people.
+
+A browser sends no bearer header when it navigates, so a person signs in once with an
+admin-scope token and then holds a signed, HttpOnly, SameSite=Strict session cookie
+(Starlette's session middleware, scoped to ``/admin``). Every action is a POST carrying the
+session's CSRF token. Templates autoescape; contact data is masked before it is rendered.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from gateway.http.auth import Authenticator
+from gateway.http.params import SUBJECT_ID, UUID
+from gateway.http.problems import ProblemError
+from gateway.redaction import mask_contacts
+from gateway.service import Gateway, no_subject
+from schemas.api import SyncStatus
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+TEMPLATES.env.filters["masked"] = lambda value: mask_contacts(
+    value if isinstance(value, str) else json.dumps(value, default=str)
+)
+ATTENTION = (SyncStatus.diverged, SyncStatus.failed)
+HTML_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+
+
+class Forbidden(Exception):
+    """A POST without the session's CSRF token, or a page without a signed-in admin."""
+
+
+def create_admin_app(gateway: Gateway, authenticator: Authenticator) -> Starlette:
+    settings = gateway.settings.admin
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else secrets.token_urlsafe(32)
+    pages = Pages(gateway, authenticator)
+    app = Starlette(
+        routes=[
+            Route("/", pages.dashboard, methods=["GET"]),
+            Route("/login", pages.login_form, methods=["GET"]),
+            Route("/login", pages.login, methods=["POST"]),
+            Route("/logout", pages.logout, methods=["POST"]),
+            Route("/admin.css", pages.stylesheet, methods=["GET"]),
+            Route("/runs", pages.start_run, methods=["POST"]),
+            Route("/subjects/{subject_id}", pages.subject, methods=["GET"]),
+            Route("/subjects/{subject_id}/repush", pages.repush, methods=["POST"]),
+            Route("/subjects/{subject_id}/adopt", pages.adopt, methods=["POST"]),
+            Route("/deliveries/{delivery_id}/retry", pages.retry, methods=["POST"]),
+        ],
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                secret_key=secret,
+                session_cookie="consent_gateway_admin",
+                path="/admin",
+                same_site="strict",
+                https_only=settings.secure_cookie,
+                max_age=settings.session_max_age_s,
+            )
+        ],
+        exception_handlers={Forbidden: pages.forbidden, ProblemError: pages.refused},
+    )
+    return app
+
+
+class Pages:
+    def __init__(self, gateway: Gateway, authenticator: Authenticator) -> None:
+        self.gateway = gateway
+        self.authenticator = authenticator
+
+    # -- session -------------------------------------------------------------------------
+
+    def render(self, request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        csrf = request.session.setdefault("csrf", secrets.token_urlsafe(32))
+        flash = request.session.pop("flash", None)
+        response = TEMPLATES.TemplateResponse(
+            request, name, {"csrf": csrf, "flash": flash, "statuses": list(SyncStatus), **context}, status_code=status
+        )
+        response.headers.update(HTML_HEADERS)
+        return response
+
+    async def signed_in(self, request: Request) -> bool:
+        """An open session (not signed out, not expired) whose token is still configured with
+        the admin scope."""
+        session_id = request.session.get("admin")
+        if not isinstance(session_id, str):
+            return False
+        digest = await self.gateway.store.sessions.holder(session_id, self.gateway.clock())
+        token = self.authenticator.by_digest(digest) if digest else None
+        return token is not None and "admin" in token.scopes
+
+    async def checked_form(self, request: Request) -> dict[str, str]:
+        """The POSTed form, after its CSRF token is checked against the session's."""
+        form = {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
+        expected = request.session.get("csrf")
+        if not isinstance(expected, str) or not hmac.compare_digest(form.get("csrf", ""), expected):
+            raise Forbidden("the form is stale or was not sent from this page: reload it and try again")
+        return form
+
+    async def action(self, request: Request) -> dict[str, str]:
+        if not await self.signed_in(request):
+            raise Forbidden("sign in first")
+        return await self.checked_form(request)
+
+    @staticmethod
+    def back(request: Request, message: str, to: str) -> Response:
+        request.session["flash"] = message
+        return RedirectResponse(to, 303)
+
+    async def forbidden(self, request: Request, exc: Exception) -> Response:
+        return self.render(request, "refused.html", {"title": "Not allowed", "reason": str(exc)}, 403)
+
+    async def refused(self, request: Request, exc: Exception) -> Response:
+        """What the API answers as a problem, the page shows with the same status and reason."""
+        assert isinstance(exc, ProblemError)
+        problem = exc.problem
+        return self.render(request, "refused.html", {"title": problem.title, "reason": str(exc)}, problem.status)
+
+    # -- pages ---------------------------------------------------------------------------
+
+    async def login_form(self, request: Request) -> Response:
+        return self.render(request, "login.html", {})
+
+    async def login(self, request: Request) -> Response:
+        form = await self.checked_form(request)
+        token = self.authenticator.find(form.get("token", "").strip())
+        if token is None or "admin" not in token.scopes:
+            return self.render(request, "login.html", {"error": "That is not a token with the admin scope."}, 401)
+        max_age = self.gateway.settings.admin.session_max_age_s
+        session_id = await self.gateway.store.sessions.open(token.sha256, self.gateway.clock(), max_age)
+        request.session.clear()
+        request.session.update({"admin": session_id, "csrf": secrets.token_urlsafe(32)})
+        return RedirectResponse("/admin/", 303)
+
+    async def logout(self, request: Request) -> Response:
+        await self.checked_form(request)
+        if isinstance(session_id := request.session.get("admin"), str):
+            await self.gateway.store.sessions.close(session_id)
+        request.session.clear()
+        return RedirectResponse("/admin/login", 303)
+
+    async def stylesheet(self, _request: Request) -> Response:
+        css = Path(__file__).with_name("templates").joinpath("admin.css").read_text()
+        return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+
+    async def dashboard(self, request: Request) -> Response:
+        if not await self.signed_in(request):
+            return RedirectResponse("/admin/login", 303)
+        provider = request.query_params.get("provider") or None
+        wanted = request.query_params.get("status", "")
+        statuses = {SyncStatus(wanted)} if wanted in set(SyncStatus) else set(ATTENTION)
+        if provider not in self.gateway.adapters:
+            provider = None
+        page = await self.gateway.reconciler.view(provider=provider, status=statuses, limit=200)
+        context = {"page": page, "provider": provider, "status": wanted, "providers": sorted(self.gateway.adapters)}
+        return self.render(request, "dashboard.html", context)
+
+    async def subject(self, request: Request) -> Response:
+        if not await self.signed_in(request):
+            return RedirectResponse("/admin/login", 303)
+        subject_id = str(request.path_params["subject_id"])
+        if not SUBJECT_ID.fullmatch(subject_id):
+            raise no_subject()
+        found = await self.gateway.shown_subject(subject_id)
+        history = await self.gateway.store.ledger.history(subject_id, 50)
+        return self.render(request, "subject.html", {"subject": found, "history": history})
+
+    # -- actions -------------------------------------------------------------------------
+
+    async def start_run(self, request: Request) -> Response:
+        await self.action(request)
+        run, created = await self.gateway.start_run(None, None)
+        queued = "queued" if created else "was queued already"
+        return self.back(request, f"Read-back run {run.id} {queued}: a worker carries it out.", "/admin/")
+
+    async def repush(self, request: Request) -> Response:
+        form = await self.action(request)
+        subject_id = str(request.path_params["subject_id"])
+        providers = [form["provider"]] if form.get("provider") else list(self.gateway.adapters)
+        note = f"re-pushed from the admin page to {', '.join(providers)}"
+        await self.gateway.repush(subject_id, providers, note)
+        return self.back(request, f"Pushing again to {', '.join(providers)}.", f"/admin/subjects/{subject_id}")
+
+    async def adopt(self, request: Request) -> Response:
+        form = await self.action(request)
+        subject_id, provider = str(request.path_params["subject_id"]), form.get("provider", "")
+        await self.gateway.adopt(subject_id, provider)
+        return self.back(request, f"Adopted {provider}'s state as a decision.", f"/admin/subjects/{subject_id}")
+
+    async def retry(self, request: Request) -> Response:
+        form = await self.action(request)
+        delivery_id = str(request.path_params["delivery_id"])
+        if not UUID.fullmatch(delivery_id):
+            raise ProblemError(404, "not-found", "No such delivery")
+        await self.gateway.retry(delivery_id)
+        target = f"/admin/subjects/{form['subject']}" if SUBJECT_ID.fullmatch(form.get("subject", "")) else "/admin/"
+        return self.back(request, "Retrying now.", target)

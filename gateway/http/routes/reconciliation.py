@@ -1,0 +1,143 @@
+"""``/v1/reconciliation``: where the providers' states diverge, read-back runs, and repairs (admins)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.http.auth import requires
+from gateway.http.openapi import Operation, Param, documented, path_param
+from gateway.http.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, body_model, path_id, query
+from gateway.http.problems import ProblemError, bad_parameter
+from gateway.http.responses import JSONResponse
+from gateway.http.routes.links import decision_links, run_links
+from gateway.reconcile.runner import decode_cursor
+from schemas.api import DecisionOut, ReconciliationPage, RepushIn, RunIn, RunOut, SyncStatus
+from schemas.consent import SubjectId
+
+
+class ReconciliationFilter(QueryModel):
+    provider: str | None = None
+    status: SyncStatus | None = None
+    subject: SubjectId | None = None
+    cursor: str | None = None
+    limit: Annotated[WholeNumber, Field(ge=1, le=200)] = 50
+
+
+FILTER_PARAMS = [
+    Param("provider", "query", {"type": "string"}),
+    Param("status", "query", {"enum": [s.value for s in SyncStatus]}),
+    path_param("subject", SUBJECT_ID, "query", "one subject id"),
+    Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
+]
+RUN_PARAM = [path_param("run_id", UUID)]
+SUBJECT_PARAM = path_param("subject_id", SUBJECT_ID)
+
+
+@requires("admin")
+@documented(
+    Operation(
+        "Drift rows, desired vs acknowledged vs observed, with counts per status",
+        ReconciliationPage,
+        params=FILTER_PARAMS,
+    )
+)
+async def list_rows(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    filters = query(request, ReconciliationFilter)
+    if filters.provider is not None and filters.provider not in gateway.adapters:
+        raise bad_parameter("provider", f"not a configured provider; configured: {', '.join(gateway.adapters)}")
+    if filters.cursor is not None:
+        try:
+            decode_cursor(filters.cursor)
+        except ValueError:
+            raise bad_parameter("cursor", "not a cursor this service handed out") from None
+    page = await gateway.reconciler.view(
+        provider=filters.provider,
+        status=None if filters.status is None else {filters.status},
+        subject=filters.subject,
+        cursor=filters.cursor,
+        limit=filters.limit,
+    )
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+@requires("admin")
+@documented(
+    Operation(
+        "Read the providers back now (a run); a worker carries it out. 200: the same run was queued already",
+        RunOut,
+        202,
+        body=RunIn,
+        body_optional=True,
+        also=(200,),
+        links=run_links("$response.body#"),
+    )
+)
+async def start_run(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    wanted = await body_model(request, RunIn, gateway.settings.max_body_bytes)
+    run, created = await gateway.start_run(wanted.providers, wanted.subjects)
+    status = 202 if created else 200  # 200: the same run was queued already, and is joined
+    return JSONResponse(run.model_dump(mode="json"), status, {"Location": f"/v1/reconciliation/runs/{run.id}"})
+
+
+@requires("admin")
+@documented(Operation("A run's progress and counts", RunOut, params=RUN_PARAM, links=run_links("$response.body#")))
+async def get_run(request: Request) -> Response:
+    run = await request.app.state.gateway.store.runs.get(path_id(request, "run_id", UUID, "run"))
+    if run is None:
+        raise ProblemError(404, "not-found", "No such run")
+    return JSONResponse(run.model_dump(mode="json"))
+
+
+@requires("admin")
+@documented(
+    Operation(
+        "Push the subject to providers again now, whatever they acknowledged (a repair)",
+        DecisionOut,
+        202,
+        body=RepushIn,
+        body_optional=True,
+        params=[SUBJECT_PARAM],
+        links=decision_links("$response.body#"),
+    )
+)
+async def repush(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
+    wanted = await body_model(request, RepushIn, gateway.settings.max_body_bytes)
+    note = wanted.note or f"re-pushed by an admin to {', '.join(sorted(wanted.providers or gateway.adapters))}"
+    entry = await gateway.repush(subject_id, wanted.providers, note)
+    return JSONResponse(entry.model_dump(mode="json"), 202)
+
+
+@requires("admin")
+@documented(
+    Operation(
+        "Adopt what a provider was last read to hold as the person's decision now",
+        DecisionOut,
+        201,
+        params=[SUBJECT_PARAM, Param("provider", "path", {"type": "string"})],
+        links=decision_links("$response.body#"),
+    )
+)
+async def adopt(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
+    entry = await gateway.adopt(subject_id, str(request.path_params["provider"]))
+    return JSONResponse(entry.model_dump(mode="json"), 201)
+
+
+routes = [
+    Route("/v1/reconciliation", list_rows, methods=["GET"]),
+    Route("/v1/reconciliation/runs", start_run, methods=["POST"]),
+    Route("/v1/reconciliation/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/v1/subjects/{subject_id}/repush", repush, methods=["POST"]),
+    Route("/v1/subjects/{subject_id}/providers/{provider}/adopt", adopt, methods=["POST"]),
+]

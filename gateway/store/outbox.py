@@ -1,0 +1,474 @@
+"""The outbox: deliveries claimed under leases, their attempts, dead letters and replay."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, case, exists, func, literal, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.base import Ack, Projection, Write
+from gateway.rules.provenance import Provenance
+from gateway.store.db import reader
+from gateway.store.tables import deliveries, delivery_attempts, delivery_decisions, provider_state
+from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
+from schemas.consent import parse_timestamp
+
+JOINABLE = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a newer decision joins it
+STATUSES = {status.value: status for status in DeliveryStatus}
+ABANDONED = "gave up: the outcome of its attempts was never recorded (the worker stopped or the store failed)"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery leased to one worker until its lease runs out."""
+
+    id: str
+    subject_id: str
+    provider: str
+    reschedules: int
+    lease: str | None = None  # this claim's lease id: its outcome counts only while the lease holds
+    abandoned: bool = False  # its lease ran out once too often: marked dead by the claim itself
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One request tried at a provider, for the dead-letter record."""
+
+    started_at: datetime
+    duration_ms: int
+    outcome: str  # succeeded | transient | permanent
+    status_code: int | None = None
+    error: str | None = None
+    worker: str | None = None  # host:pid of the worker that made it
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a claimed delivery ended, as the worker reports it."""
+
+    status: DeliveryStatus
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+    status_code: int | None = None
+    next_attempt_at: datetime | None = None
+    rescheduled: bool = False
+    exhausted: bool = False  # dead because the retry ladder ran out, not because the provider refused
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the gateway knows a provider holds for a subject: the projection it last acknowledged, the
+    ids and revisions remembered for the next push, and the gateway's own writes since."""
+
+    acknowledged: Projection = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict)
+    writes: Provenance = field(default_factory=Provenance)
+    fence: int = 0  # moved by a lapsed lease's push: an acknowledgement under an older fence is not trusted
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class Outbox:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.reader = reader(engine)
+
+    async def claim(
+        self, provider: str, limit: int, now: datetime, lease_s: float, *, ladder_steps: int
+    ) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries of one provider, expired leases included.
+
+        A subject×provider pair with a delivery in flight is passed over, so two pushes
+        for one subject never race at a provider. Claimers never wait on each other: rows
+        another claimer (or a recording transaction) holds are skipped, and on PostgreSQL
+        each pair is held with a transaction-scoped advisory lock while the in-flight check
+        is made again in a fresh statement, so two workers can't both claim rows of one pair.
+        (SQLite has one writer at a time: its claims are serial anyway.)
+
+        One batch holds at most one row of a pair (its first due): the worker pushes a batch
+        concurrently, and a lapsed ``sending`` row beside a newer pending one would otherwise race.
+
+        A lease that ran out means the attempt's outcome was never recorded (the worker died,
+        or the store failed it): that counts as a step on the retry ladder, so a delivery
+        that keeps failing outside the provider call still ends ``dead`` (``abandoned``)
+        instead of being claimed again forever.
+
+        Each claim gets a lease id of its own (``Claim.lease``): ``renew`` and ``finish`` act only
+        under it, so a worker whose lease lapsed can't extend or decide the claim another holds now.
+        """
+        other = deliveries.alias("other")
+        in_flight = exists().where(
+            other.c.subject_id == deliveries.c.subject_id,
+            other.c.provider == deliveries.c.provider,
+            other.c.status == DeliveryStatus.sending.value,
+            other.c.lease_until > now,
+        )
+        due = or_(
+            and_(deliveries.c.status.in_([s.value for s in JOINABLE]), deliveries.c.next_attempt_at <= now),
+            and_(deliveries.c.status == DeliveryStatus.sending.value, deliveries.c.lease_until <= now),
+        )
+        candidates = (
+            select(deliveries.c.id, deliveries.c.subject_id, deliveries.c.status, deliveries.c.reschedules)
+            .where(deliveries.c.provider == provider, due, ~in_flight)
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        async with self.engine.begin() as conn:
+            found = _one_per_pair((await conn.execute(candidates)).all())
+            if conn.dialect.name == "postgresql":
+                held = await _lock_pairs(conn, provider, {row.subject_id for row in found})
+                found = [row for row in found if row.subject_id in held]
+            lost = {row.id for row in found if row.status == DeliveryStatus.sending.value}
+            over = [row for row in found if row.id in lost and row.reschedules >= ladder_steps]
+            if over:
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_([row.id for row in over]))
+                    .values(status=DeliveryStatus.dead.value, last_error=ABANDONED, lease_until=None, updated_at=now)
+                )
+            live = [row.id for row in found if row not in over]
+            claims = [Claim(row.id, row.subject_id, provider, row.reschedules, abandoned=True) for row in over]
+            lease = str(uuid.uuid4())
+            if live:
+                leased = await conn.execute(  # a new statement: sees a pair claimed since the select
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(live), ~in_flight)
+                    .values(
+                        status=DeliveryStatus.sending.value,
+                        reschedules=deliveries.c.reschedules + case((deliveries.c.id.in_(lost), 1), else_=0),
+                        lease_until=now + timedelta(seconds=lease_s),
+                        lease_id=lease,
+                        updated_at=now,
+                    )
+                    .returning(
+                        deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules
+                    )
+                )
+                claims += [Claim(row.id, row.subject_id, provider, row.reschedules, lease) for row in leased]
+            return claims
+
+    async def renew(self, claim: Claim, now: datetime, lease_s: float) -> bool:
+        """Extend a lease still held, so a slow push is never claimed a second time meanwhile. False
+        once it lapsed: the pair may have been claimed again, and the push's outcome will not count."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(deliveries).where(_leased(claim, now)).values(lease_until=now + timedelta(seconds=lease_s))
+            )
+            return bool(result.rowcount)
+
+    async def acknowledged(self, subject_id: str, provider: str) -> Held:
+        """What the provider last accepted for this subject, the ids/revisions remembered, and the
+        gateway's writes since."""
+        table = provider_state
+        columns = (table.c.acknowledged, table.c.memo, table.c.writes, table.c.fence)
+        async with self.reader.connect() as conn:
+            row = (await conn.execute(select(*columns).where(_pair(subject_id, provider)))).first()
+        return Held(row[0], row[1], Provenance.from_json(row[2]), row[3]) if row else Held()
+
+    async def finish(
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        now: datetime,
+        ack: Ack | None = None,
+        *,
+        sent: Sequence[Mapping[str, Write]] = (),
+        fence: int = 0,
+    ) -> bool:
+        """Record how a claimed delivery ended, every attempt, on success what the provider holds, and
+        the gateway's own writes there (``sent``: what each push request set; ``fence``: the pair's
+        fence when the push read what the provider held).
+
+        The outcome counts only while the claim's lease holds. Once it lapsed, the pair may have been
+        claimed again and pushed meanwhile, and this push may have landed last with an older state:
+        what the provider holds is then unknown, the pair's fence moves (so the other push's
+        acknowledgement, read under the old fence, is not trusted either) and the pair is queued
+        again, so its newest state is pushed after both. Returns whether the outcome counted."""
+        async with self.engine.begin() as conn:
+            await _hold_pair(conn, claim)
+            result = await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))
+            held = bool(result.rowcount)
+            if not held:
+                tried = deliveries.c.attempts + len(outcome.attempts)
+                await conn.execute(update(deliveries).where(deliveries.c.id == claim.id).values(attempts=tried))
+                await _queue_again(conn, claim, now, touched=bool(outcome.attempts))
+            if outcome.attempts:
+                rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
+                await conn.execute(delivery_attempts.insert(), rows)
+            if ack is not None or outcome.attempts:
+                await _record_held(conn, claim, outcome, now, ack if held else None, sent, fence, lapsed=not held)
+            return held
+
+    # -- dead letters and the admin surface ------------------------------------------------
+
+    async def get(self, delivery_id: str) -> DeliveryOut | None:
+        async with self.reader.connect() as conn:
+            row = (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id))).mappings().first()
+            if row is None:
+                return None
+            attempts = await conn.execute(
+                select(delivery_attempts)
+                .where(delivery_attempts.c.delivery_id == delivery_id)
+                .order_by(delivery_attempts.c.id)
+            )
+            return delivery_out(row, [AttemptOut.model_validate(dict(a)) for a in attempts.mappings()])
+
+    async def providers(self) -> list[str]:
+        """Every provider that has deliveries here."""
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(select(deliveries.c.provider).distinct().order_by(deliveries.c.provider))
+            return [row[0] for row in rows]
+
+    async def list(
+        self,
+        *,
+        provider: str | None = None,
+        status: DeliveryStatus | None = None,
+        subject_id: str | None = None,
+        since: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Newest first, filtered; ``cursor`` continues where the previous page ended."""
+        query = select(deliveries).order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc()).limit(limit + 1)
+        for column, value in (
+            (deliveries.c.provider, provider),
+            (deliveries.c.status, status.value if status else None),
+            (deliveries.c.subject_id, subject_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(deliveries.c.created_at >= since)
+        if cursor is not None:
+            created_at, delivery_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    deliveries.c.created_at < created_at,
+                    and_(deliveries.c.created_at == created_at, deliveries.c.id < delivery_id),
+                )
+            )
+        async with self.reader.connect() as conn:
+            rows = list((await conn.execute(query)).mappings())
+        items = [delivery_out(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, encode_cursor(items[-1]) if more else None)
+
+    async def replay(
+        self,
+        now: datetime,
+        *,
+        delivery_id: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """Put dead deliveries back in the queue (one by id, or all of a provider since a time).
+
+        The worker sends the subject's newest state when it gets to them, never the stale payload.
+        """
+        query = update(deliveries).where(deliveries.c.status == DeliveryStatus.dead.value)
+        if delivery_id is not None:
+            query = query.where(deliveries.c.id == delivery_id)
+        if provider is not None:
+            query = query.where(deliveries.c.provider == provider)
+        if since is not None:
+            query = query.where(deliveries.c.updated_at >= since)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                query.values(status=DeliveryStatus.pending.value, reschedules=0, next_attempt_at=now, updated_at=now)
+            )
+            return int(result.rowcount)
+
+    async def retry_now(self, delivery_id: str, now: datetime) -> bool:
+        """Make a waiting (pending or retrying) delivery due now; False when it is not waiting."""
+        waiting = deliveries.c.status.in_([s.value for s in JOINABLE])
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id, waiting)
+                .values(next_attempt_at=now, updated_at=now)
+            )
+            return bool(result.rowcount)
+
+    async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
+        """Per provider: deliveries due now, and the age in seconds of the oldest of them."""
+        query = (
+            select(deliveries.c.provider, func.count(), func.min(deliveries.c.next_attempt_at))
+            .where(deliveries.c.status.in_([s.value for s in JOINABLE]), deliveries.c.next_attempt_at <= now)
+            .group_by(deliveries.c.provider)
+        )
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(query)
+            return {name: (int(count), _age(now, oldest)) for name, count, oldest in rows}
+
+
+def _pair(subject_id: str, provider: str) -> Any:
+    return (provider_state.c.subject_id == subject_id) & (provider_state.c.provider == provider)
+
+
+def _leased(claim: Claim, now: datetime) -> Any:
+    """The claim's row, while the lease it was claimed with still holds."""
+    return and_(
+        deliveries.c.id == claim.id,
+        deliveries.c.lease_id == claim.lease,
+        deliveries.c.status == DeliveryStatus.sending.value,
+        deliveries.c.lease_until > now,
+    )
+
+
+def _ended(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "status": outcome.status.value,
+        "attempts": deliveries.c.attempts + len(outcome.attempts),
+        "reschedules": deliveries.c.reschedules + int(outcome.rescheduled),
+        "last_error": outcome.error,
+        "last_status_code": outcome.status_code,
+        "next_attempt_at": outcome.next_attempt_at or now,
+        "lease_until": None,
+        "lease_id": None,
+        "updated_at": now,
+    }
+
+
+async def _record_held(
+    conn: AsyncConnection,
+    claim: Claim,
+    outcome: Outcome,
+    now: datetime,
+    ack: Ack | None,
+    sent: Sequence[Mapping[str, Write]],
+    fence: int,
+    *,
+    lapsed: bool,
+) -> None:
+    """What the provider holds after a push: its acknowledgement, if the push's lease held and no
+    lapsed push moved the pair's fence since it read what was held; otherwise unknown (the next push
+    sends everything), with ids/revisions kept. The gateway's writes are added to those stored now,
+    never to a copy read before the push: two pushes of one pair may end at once."""
+    row = (
+        await conn.execute(
+            select(provider_state.c.writes, provider_state.c.fence)
+            .where(_pair(claim.subject_id, claim.provider))
+            .with_for_update()
+        )
+    ).first()
+    stored, moved = (Provenance.from_json(row[0]), row[1]) if row else (Provenance(), 0)
+    trusted = ack if ack is not None and moved == fence else None
+    failed = any(attempt.outcome != "succeeded" for attempt in outcome.attempts)
+    if trusted is None and not (sent or failed or lapsed):
+        return
+    writes = stored.after_push(sent, acknowledged=trusted is not None).to_json() if sent else stored.to_json()
+    values: dict[str, Any] = {"acknowledged": {}, "writes": writes, "fence": moved + lapsed}
+    if trusted is not None:
+        values |= {"acknowledged": trusted.acknowledged, "memo": trusted.memo, "acknowledged_at": now}
+    if row is None:
+        pair = {"subject_id": claim.subject_id, "provider": claim.provider}
+        await conn.execute(provider_state.insert().values({"memo": {}, "acknowledged_at": now} | values | pair))
+    else:
+        await conn.execute(update(provider_state).where(_pair(claim.subject_id, claim.provider)).values(values))
+
+
+async def _queue_again(conn: AsyncConnection, claim: Claim, now: datetime, *, touched: bool) -> None:
+    """After an outcome that came too late to count: the claim's row back in the queue if no one
+    claimed it since; else, if this push reached the provider (``touched``), another push of the
+    pair queued behind the one now in flight (or the waiting one made due)."""
+    again = {"status": DeliveryStatus.pending.value, "lease_until": None, "lease_id": None, "next_attempt_at": now}
+    mine = and_(deliveries.c.id == claim.id, deliveries.c.lease_id == claim.lease)
+    if (await conn.execute(update(deliveries).where(mine).values(again | {"updated_at": now}))).rowcount or not touched:
+        return
+    waiting = and_(
+        deliveries.c.subject_id == claim.subject_id,
+        deliveries.c.provider == claim.provider,
+        deliveries.c.status.in_([s.value for s in JOINABLE]),
+    )
+    if (await conn.execute(update(deliveries).where(waiting).values(next_attempt_at=now))).rowcount:
+        return
+    decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
+    fresh = str(uuid.uuid4())
+    row = {"id": fresh, "subject_id": claim.subject_id, "provider": claim.provider, "attempts": 0, "reschedules": 0}
+    await conn.execute(
+        deliveries.insert().values(row | again | {"decision_id": decision, "created_at": now, "updated_at": now})
+    )
+    await conn.execute(
+        delivery_decisions.insert().from_select(["delivery_id", "decision_id"], select(literal(fresh), decision))
+    )
+
+
+async def _hold_pair(conn: AsyncConnection, claim: Claim) -> None:
+    """PostgreSQL: wait for any other finish of the same pair (two pushes of one pair end at once only
+    after a lease lapsed). SQLite has one writer at a time."""
+    if conn.dialect.name == "postgresql":
+        key = "pg_advisory_xact_lock(hashtext(current_schema() || '/' || :provider), hashtext(:subject))"
+        await conn.execute(text(f"SELECT {key}"), {"provider": claim.provider, "subject": claim.subject_id})
+
+
+async def _lock_pairs(conn: AsyncConnection, provider: str, subject_ids: set[str]) -> set[str]:
+    """The subjects whose (subject, provider) pair this transaction now holds; a pair another
+    claimer holds is skipped, never waited for. Released at commit."""
+    if not subject_ids:
+        return set()
+    query = text(
+        "SELECT s FROM unnest(CAST(:subjects AS text[])) AS s"
+        # keyed by schema too: advisory locks are database-wide, and two gateways (or test
+        # sessions) in schemas of one database must not pass over each other's pairs
+        " WHERE pg_try_advisory_xact_lock(hashtext(current_schema() || '/' || :provider), hashtext(s))"
+    )
+    rows = await conn.execute(query, {"subjects": sorted(subject_ids), "provider": provider})
+    return {row[0] for row in rows}
+
+
+def _age(now: datetime, oldest: Any) -> float:
+    if oldest is None:
+        return 0.0
+    if isinstance(oldest, str):  # SQLite hands aggregates back untyped
+        oldest = datetime.fromisoformat(oldest)
+    moment: datetime = oldest if oldest.tzinfo is not None else oldest.replace(tzinfo=now.tzinfo)
+    return max(0.0, (now - moment).total_seconds())
+
+
+def encode_cursor(last: DeliveryOut) -> str:
+    return base64.urlsafe_b64encode(f"{last.created_at.isoformat()}|{last.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError for a cursor this service did not hand out."""
+    created_at, _, delivery_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+    return parse_timestamp(created_at), delivery_id
+
+
+def _one_per_pair(rows: Sequence[Row[Any, Any, Any, Any]]) -> list[Row[Any, Any, Any, Any]]:
+    """The first row of each subject (one provider per claim), in the given order."""
+    first: dict[str, Row[Any, Any, Any, Any]] = {}
+    for row in rows:
+        first.setdefault(row.subject_id, row)
+    return list(first.values())
+
+
+def delivery_out(row: Mapping[Any, Any], attempts: list[AttemptOut] | None = None) -> DeliveryOut:
+    """A stored delivery as the API shows it; built without validation (the store's own rows)."""
+    status = STATUSES[row["status"]]
+    return DeliveryOut.model_construct(
+        id=row["id"],
+        decision_id=row["decision_id"],
+        subject_id=row["subject_id"],
+        provider=row["provider"],
+        status=status,
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        last_status_code=row["last_status_code"],
+        next_attempt_at=None if status.final else row["next_attempt_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        attempt_log=attempts,
+    )
