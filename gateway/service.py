@@ -49,10 +49,8 @@ class Gateway:
         self.recorder = GroupCommit(self.store.ledger, self.adapters, clock, self.worker.wake)
         self.reconciler = Reconciler(self.store, self.adapters, settings, clock)
         self.runs = RunLoop(self.reconciler, self.worker)
-        self.expiries = Expiries(self.store.engine, self.adapters, clock, self.worker.wake)
-        self.erasures = Erasures(
-            self.store.engine, self.store.ledger, self.adapters, settings.purposes, clock, self.worker.wake
-        )
+        self.expiries = Expiries(self.store, self.adapters, clock, self.worker.wake)
+        self.erasures = Erasures(self.store, self.adapters, settings.purposes, clock, self.worker.wake)
         self.chores = Chores([self.runs.step, self.expiries.step, self.erasures.step], settings.reconcile.poll_s, sleep)
 
     async def start(self, *, run_worker: bool | None = None, migrate: bool = False) -> None:

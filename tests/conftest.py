@@ -45,7 +45,7 @@ DROP_VERSION = "DROP TABLE IF EXISTS alembic_version"
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The same tests run against both stores."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.store.db'}"
+        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
     else:
         if POSTGRES_SKIP:
             if os.environ.get("CONSENT_GATEWAY_REQUIRE_POSTGRES"):

@@ -24,7 +24,7 @@ def upgrade(config: ConfigOption = None) -> None:
 def current(config: ConfigOption = None) -> None:
     """The revision the database is at, and the one this version needs."""
     store = Store.from_url(database_settings(config).database_url)
-    at = run_with(store, lambda: schema.current(store.engine))
+    at = run_with(store, store.current)
     wanted = schema.head()
     state = "up to date" if at == wanted else f"behind: {schema.UPGRADE_HINT}"
     print(f"{at or 'no schema'} (this version needs {wanted}; {state})")

@@ -23,7 +23,6 @@ from gateway.cli.common import (
     run_with,
     settings,
 )
-from gateway.lifecycle.repair import future_dated, repair
 
 app = typer.Typer(help="People: repair one subject's state at the providers or here.", no_args_is_help=True)
 ProviderOption = Annotated[list[str] | None, typer.Option("--provider", help="this provider (repeatable); default all")]
@@ -90,13 +89,13 @@ def subjects_future_dated(
 
     async def run() -> list[dict[str, str]]:
         now = datetime.now(UTC)
-        found = await future_dated(store.ledger, now, skew)
+        found = await store.future_dates.find(now, skew)
         rows = [
             {"subject": f.subject_id, "purpose": f.purpose, "occurred_at": f.occurred_at.isoformat(), "repair": ""}
             for f in found
         ]
         for subject_id in sorted({f.subject_id for f in found}) if fix else ():
-            entry = await repair(store.ledger, subject_id, built, now, skew)
+            entry = await store.future_dates.repair(subject_id, built, now, skew)
             for row in rows:
                 if row["subject"] == subject_id:
                     row["repair"] = entry.id if entry else "nothing to change"

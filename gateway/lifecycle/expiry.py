@@ -1,10 +1,8 @@
 """Consent that ends: when a decision's ``expires_at`` passes, the purposes it set turn denied.
 
-A decision with ``expires_at`` that won purposes is scheduled in ``expiries`` in the same
-transaction that records it. A worker chore claims due rows by their index (``FOR UPDATE SKIP
-LOCKED`` on PostgreSQL, so each expiry is applied by one worker), and in ONE transaction writes a
-ledger entry of source ``expiry`` denying the purposes that decision still holds, queues the
-pushes, and deletes the rows. A purpose a newer decision replaced is left alone.
+A worker chore has the store apply due expiries (``gateway.store.expiries``): for each, a ledger
+entry of source ``expiry`` denying the purposes that decision still holds, with its pushes, in the
+transaction that removes the expiry. A purpose a newer decision replaced is left alone.
 """
 
 from __future__ import annotations
@@ -15,13 +13,11 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Adapter
-from gateway.store.entries import Entry, Plan, lock_subjects, write
+from gateway.store import Store
+from gateway.store.entries import Entry, Plan
 from gateway.store.snapshot import EPOCH, subject_state
-from gateway.store.tables import expiries
 from schemas.consent import PurposeState, SubjectState, merge, own_decision
 
 log = structlog.get_logger("consent_gateway.expiry")
@@ -32,35 +28,21 @@ BATCH = 100
 class Expiries:
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: Store,
         adapters: Mapping[str, Adapter],
         clock: Callable[[], datetime],
         wake: Callable[[], None],
     ) -> None:
-        self.engine = engine
+        self.store = store
         self.adapters = adapters
         self.clock = clock
         self.wake = wake
 
     async def step(self) -> bool:
         """Apply up to BATCH due expiries; whether any was due."""
-        now = self.clock()
-        async with self.engine.begin() as conn:
-            claim = (
-                select(expiries)
-                .where(expiries.c.due_at <= now)
-                .order_by(expiries.c.due_at)
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
-            )
-            due = (await conn.execute(claim)).mappings().all()
-            if not due:
-                return False
-            locked = await lock_subjects(conn, [row["subject_id"] for row in due], now)
-            plans = self._plans(due, locked)
-            if plans:
-                await write(conn, plans, now)
-            await conn.execute(delete(expiries).where(expiries.c.decision_id.in_([row["decision_id"] for row in due])))
+        plans = await self.store.expiries.apply_due(self.clock(), BATCH, self._plans)
+        if plans is None:
+            return False
         for plan in plans:
             log.info("consent_expired", subject=plan.after.subject_id, purposes=plan.entry.effective)
         self.wake()

@@ -27,7 +27,7 @@ from gateway.redaction import redact
 from gateway.rules.drift import Judgement, Known, difference, judge, status
 from gateway.store import Store
 from gateway.store.observations import Read
-from gateway.store.snapshot import Chunk, Snapshots
+from gateway.store.snapshot import Chunk
 from schemas.api import DecisionOut, DeliveryOut, ProviderSync, ReconciliationPage, RunOut, RunStatus, SyncStatus
 from schemas.consent import PurposeState, SubjectState, decision_context, own_decision
 
@@ -115,7 +115,7 @@ class Reconciler:
         self.adapters = adapters
         self.settings = settings
         self.clock = clock
-        self.snapshots = Snapshots(store.engine)
+        self.snapshots = store.snapshots
 
     def observable(self) -> list[str]:
         return [name for name, adapter in self.adapters.items() if isinstance(adapter, Observable)]

@@ -11,12 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store import migrate as schema
 from gateway.store.db import Pool, create_engine
+from gateway.store.erasures import ErasureRecords
+from gateway.store.expiries import ExpiryQueue
 from gateway.store.idempotency import IdempotencyKeys
 from gateway.store.ledger import Ledger
 from gateway.store.observations import Observations, Runs
 from gateway.store.outbox import Outbox
 from gateway.store.ratelimit import Admission, Budget, RateLimit, SharedAdmission, SharedBudget, Sleep
+from gateway.store.repairs import FutureDates
 from gateway.store.sessions import AdminSessions
+from gateway.store.snapshot import Snapshots
 
 
 class Store:
@@ -28,6 +32,10 @@ class Store:
         self.observations = Observations(engine)
         self.runs = Runs(engine)
         self.sessions = AdminSessions(engine)
+        self.snapshots = Snapshots(engine)
+        self.erasures = ErasureRecords(engine, self.ledger)
+        self.expiries = ExpiryQueue(engine)
+        self.future_dates = FutureDates(self.ledger)
 
     @classmethod
     def from_url(cls, url: str, pool: Pool | None = None) -> Store:
@@ -36,6 +44,10 @@ class Store:
     async def upgrade(self) -> tuple[str | None, str]:
         """Migrate the schema to the newest revision (alembic); returns (from, to)."""
         return await schema.upgrade(self.engine)
+
+    async def current(self) -> str | None:
+        """The schema's revision here (None: no schema yet)."""
+        return await schema.current(self.engine)
 
     async def require_current(self) -> None:
         """SchemaError naming the fix unless the schema is at the newest revision."""

@@ -85,7 +85,7 @@ class Adoption(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.folder = tempfile.TemporaryDirectory()
-        self.store = Store.from_url(f"sqlite+aiosqlite:///{Path(self.folder.name) / 'gateway.store.db'}")
+        self.store = Store.from_url(f"sqlite+aiosqlite:///{Path(self.folder.name) / 'gateway.db'}")
         self.world = World(self.store, retry={"attempts": 2, "ladder_s": [60, 600]})
         self.world.gateway.settings.reconcile.chunk = 10
         self.skew = timedelta(seconds=self.world.gateway.settings.max_clock_skew_s)

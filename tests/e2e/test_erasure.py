@@ -244,12 +244,12 @@ async def test_what_a_provider_echoes_is_never_logged_and_is_gone_after_erasure(
 
 
 async def test_on_sqlite_nothing_of_the_person_is_left_in_the_files(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.store.db'}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
     await upgraded(url)
     world = World(Store.from_url(url))
     try:
         await erased(world)
-        files = [tmp_path / "gateway.store.db", tmp_path / "gateway.db-wal"]
+        files = [tmp_path / "gateway.db", tmp_path / "gateway.db-wal"]
         assert EMAIL.encode() in b"".join(path.read_bytes() for path in files if path.exists())
         assert await world.gateway.erasures.step()
         on_disk = b"".join(path.read_bytes() for path in files if path.exists())

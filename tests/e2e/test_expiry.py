@@ -79,7 +79,7 @@ async def test_with_several_workers_each_expiry_is_applied_once(world: World, da
         await world.gateway.record(Decision.model_validate(body, strict=False))
     world.now = NOW + timedelta(hours=2)
     stores = [Store.from_url(database_url) for _ in range(3)]
-    workers = [Expiries(s.engine, world.gateway.adapters, lambda: world.now, lambda: None) for s in stores]
+    workers = [Expiries(s, world.gateway.adapters, lambda: world.now, lambda: None) for s in stores]
     try:
         await asyncio.gather(*(worker.step() for worker in workers))
         await asyncio.gather(*(worker.step() for worker in workers))

@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from adapters.base import Projection
 from gateway.store import Store
 from gateway.store.outbox import Outcome
-from gateway.store.snapshot import Snapshots
 from gateway.store.tables import decisions, deliveries, subjects
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision, PurposeState, SubjectState
@@ -114,7 +113,7 @@ async def test_the_subject_view_shows_each_providers_newest_delivery(store: Stor
             await store.outbox.finish(claim, Outcome(DeliveryStatus.succeeded), now)
         now += timedelta(minutes=1)
     assert await count(store, deliveries) == 4, "fake: three sent one by one; other: one, coalesced"
-    newest = await Snapshots(store.engine).last_deliveries(["cust-1"])
+    newest = await store.snapshots.last_deliveries(["cust-1"])
     latest = {d.provider: d.id for d in recorded.deliveries}
     fake, other = newest[("cust-1", "fake")], newest[("cust-1", "other")]
     assert (fake.id, fake.status) == (latest["fake"], DeliveryStatus.succeeded)
