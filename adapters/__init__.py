@@ -1,15 +1,11 @@
-"""Provider adapters behind one contract (``adapters.base.Adapter``), and their registry.
+"""Provider adapters behind one contract (``adapters.base.Adapter``).
 
-Adding a provider = one adapter module, one wire-schema module, one simulator, one line here.
+Which providers exist is the registry's business (``adapters.registry``): each provider's package
+names its adapter, simulator and demo settings in a ``consent_gateway.providers`` entry point.
 """
 
 from __future__ import annotations
 
 from adapters.base import Adapter
-from adapters.intempt import IntemptAdapter
-from adapters.masivo import MasivoAdapter
-from adapters.wix import WixAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {adapter.name: adapter for adapter in (MasivoAdapter, WixAdapter, IntemptAdapter)}
-
-__all__ = ["ADAPTERS", "Adapter"]
+__all__ = ["Adapter"]

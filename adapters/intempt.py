@@ -8,6 +8,7 @@ key rides in the ``apiKey`` query parameter; the timestamp unit is disputed (see
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Generator, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from adapters.base import (
     validation_reason,
 )
 from adapters.errors import LocalValidationError
+from adapters.registry import Provider
 from schemas.consent import PurposeState, SubjectState, most_restrictive
 from schemas.intempt import ConsentData, ErrorBody, TimestampUnit, epoch
 
@@ -160,3 +162,15 @@ class IntemptAdapter(Adapter):
         except ValidationError:
             return super().error_text(response)
         return f"{body.error}: {body.message}"
+
+
+PROVIDER = Provider(
+    IntemptAdapter,
+    simulator="adapters.simulators.intempt:create_app",
+    demo=lambda base_url: {
+        "base_url": base_url,
+        "api_key": f"demo.{secrets.token_hex(16)}",
+        "org": "demo-organization",
+        "project": "demo-project",
+    },
+)

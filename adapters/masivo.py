@@ -10,6 +10,7 @@ consent-string pattern (``consent_string_pattern``); ``{error, details}`` error 
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -32,6 +33,7 @@ from adapters.base import (
     validation_reason,
 )
 from adapters.errors import LocalValidationError, PermanentError, TransientError
+from adapters.registry import Provider
 from schemas import tcf
 from schemas.consent import PurposeState, SubjectState, most_restrictive
 from schemas.masivo import (
@@ -338,3 +340,10 @@ def _path_segment(value: str) -> str:
     """Quote an id for a path; an id of only dots would otherwise resolve as ``.``/``..``."""
     quoted = quote(value, safe="")
     return quoted if quoted.strip(".") else quoted.replace(".", "%2E")
+
+
+PROVIDER = Provider(
+    MasivoAdapter,
+    simulator="adapters.simulators.masivo:create_app",
+    demo=lambda base_url: {"base_url": base_url, "api_key": secrets.token_hex(16)},
+)

@@ -13,6 +13,7 @@ Create is never used: it "always sets CONFIRMED", and a second Create for one ad
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Collection, Generator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, TypeVar
@@ -36,6 +37,7 @@ from adapters.base import (
     validation_reason,
 )
 from adapters.errors import LocalValidationError, PermanentError, TransientError
+from adapters.registry import Provider
 from schemas.consent import PurposeState, SubjectState, most_restrictive
 from schemas.wix import (
     MAX_PAGE,
@@ -411,3 +413,11 @@ def _address(state: SubjectState, field: str) -> str | None:
 
 def _consent_path(consent_id: str) -> str:
     return f"{CONSENTS}/{quote(consent_id, safe='')}"
+
+
+PROVIDER = Provider(
+    WixAdapter,
+    simulator="adapters.simulators.wix:create_app",
+    demo=lambda base_url: {"base_url": base_url, "api_key": secrets.token_hex(16), "site_id": "demo-site"},
+    cassette_headers=frozenset({"wix-site-id"}),  # which site's consents a request reads or writes
+)

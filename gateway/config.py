@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from adapters import ADAPTERS, Adapter
+from adapters import Adapter
 from adapters.errors import GatewayError
+from adapters.registry import providers
 from gateway.store.db import Pool
 from schemas.consent import DEFAULT_PURPOSES
 
@@ -231,9 +232,9 @@ def build_adapters(settings: Settings) -> dict[str, Adapter]:
     """One adapter per enabled provider, each validated by its own Settings model."""
     adapters: dict[str, Adapter] = {}
     for name, raw in settings.providers.items():
-        adapter_cls = ADAPTERS.get(name)
-        if adapter_cls is None:
-            raise ConfigError(f"providers.{name}: unknown provider; known: {', '.join(ADAPTERS)}")
+        if name not in providers():
+            raise ConfigError(f"providers.{name}: unknown provider; known: {', '.join(providers())}")
+        adapter_cls = providers()[name].adapter
         try:
             provider_settings = adapter_cls.Settings.model_validate(raw)
         except ValidationError as error:

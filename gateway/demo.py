@@ -10,7 +10,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from adapters.simulators import create_all
+from adapters.registry import providers, simulators_app
 from gateway.config import ApiToken, Settings, load_settings
 from gateway.http.app import create_app
 from gateway.http.auth import hash_token
@@ -29,23 +29,15 @@ def demo_token() -> tuple[str, bool]:
 
 def demo_settings(base_url: str, token: str) -> Settings:
     """Settings for the demo; provider credentials are throwaway values the simulators accept."""
-    simulators = f"{base_url}/simulators"
-    providers: dict[str, dict[str, Any]] = {
-        "masivo": {"base_url": f"{simulators}/masivo", "api_key": secrets.token_hex(16)},
-        "wix": {"base_url": f"{simulators}/wix", "api_key": secrets.token_hex(16), "site_id": "demo-site"},
-        "intempt": {
-            "base_url": f"{simulators}/intempt",
-            "api_key": f"demo.{secrets.token_hex(16)}",
-            "org": "demo-organization",
-            "project": "demo-project",
-        },
+    # every installed provider, on its simulator, over plain http on whatever host the demo binds
+    configured: dict[str, dict[str, Any]] = {
+        name: provider.demo(f"{base_url}/simulators/{name}") | {"allow_http": True}
+        for name, provider in providers().items()
     }
-    for provider in providers.values():
-        provider["allow_http"] = True  # the simulators, on whatever host the demo binds
     return load_settings(
         database_url=DEMO_DATABASE,
         tokens=[ApiToken(name="demo", sha256=hash_token(token))],
-        providers=providers,
+        providers=configured,
         admin={"secure_cookie": False},  # the demo serves plain http on loopback
         reconcile={"poll_s": 0.5},
     )
@@ -56,4 +48,4 @@ def demo_app(host: str, port: int, token: str, settings: Settings | None = None)
     (``settings``: the demo's, changed by a test)."""
     gateway = Gateway(settings or demo_settings(f"http://{host}:{port}", token))
     configure_logging([token, *gateway.secrets()])
-    return create_app(gateway, extra_routes=[Mount("/simulators", app=create_all())], migrate=True)
+    return create_app(gateway, extra_routes=[Mount("/simulators", app=simulators_app())], migrate=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from adapters.simulators import create_all
+from adapters.registry import simulators_app
 from gateway.config import Settings
 from gateway.service import Gateway
 from gateway.store import Store
@@ -66,7 +66,7 @@ class World:
         """``wrap_transport(provider, asgi)`` may put e.g. a fault-injecting transport in front of a
         provider's simulator (the worker's side only; ``control`` stays direct); ``retry`` replaces
         the retry settings below; ``providers`` adds settings to a provider's (e.g. its drift_policy)."""
-        self.simulators = create_all()
+        self.simulators = simulators_app()
         transport = httpx.ASGITransport(app=self.simulators)
         self.control = httpx.AsyncClient(transport=transport, base_url="http://sim")
         self.sleeps = Sleeps()

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters import ADAPTERS
+from adapters.registry import providers
 from gateway.cli.common import (
     ConfigOption,
     Format,
@@ -123,6 +123,6 @@ async def known_provider(store: Store, provider: str | None) -> None:
     """A --provider no delivery was ever made to is a typo, not an empty answer."""
     if provider is None:
         return
-    known = sorted({*ADAPTERS, *await store.outbox.providers()})
+    known = sorted({*providers(), *await store.outbox.providers()})
     if provider not in known:
         fail(f"--provider: unknown provider {provider!r}; known: {', '.join(known)}", 2)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from adapters.simulators import create_all
+from adapters.registry import providers, simulators_app
 from adapters.simulators.common import LOG_LIMIT
 from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, gateway, settings
 from gateway.demo import demo_app, demo_token
@@ -34,7 +34,8 @@ def serve(
         host = "127.0.0.1"  # the demo's token may be printed: never expose it beyond loopback
         token, generated = demo_token()
         served = demo_app(host, port, token)
-        console.print(f"[bold]demo[/]: simulators at http://{host}:{port}/simulators/{{masivo,wix,intempt}}")
+        names = ",".join(providers())
+        console.print(f"[bold]demo[/]: simulators at http://{host}:{port}/simulators/{{{names}}}")
         console.print(f"API token (shown once): [green]{token}[/]" if generated else TOKEN_FROM_ENV)
     else:
         served = create_app(gateway(settings(config), api=True), run_worker=None if with_worker else False)
@@ -76,8 +77,8 @@ def simulate(
     port: PortOption = 8010,
     log_limit: Annotated[int, typer.Option(min=1, help="requests each simulator keeps for /_inspect")] = LOG_LIMIT,
 ) -> None:
-    """Run the three provider simulators on one port: /masivo, /wix, /intempt. Logs are the
+    """Run every provider's simulator on one port, at /<provider> (/masivo, /wix, /intempt). Logs are the
     gateway's JSON lines, scrubbed the same way (Intempt's apiKey and Wix's get-by email travel
     in query strings)."""
     configure_logging()
-    serve_app(create_all(log_limit=log_limit), host, port)
+    serve_app(simulators_app(log_limit=log_limit), host, port)

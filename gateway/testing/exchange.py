@@ -4,15 +4,24 @@ so both see a request the same way."""
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Any
 
 import httpx
 
+from adapters.registry import providers
 from gateway.testing.cassette import RecordedRequest, RecordedResponse
 
-REQUEST_HEADERS = frozenset({"content-type", "authorization", "proxy-authorization", "x-api-key", "wix-site-id"})
+REQUEST_HEADERS = frozenset({"content-type", "authorization", "proxy-authorization", "x-api-key"})
 RESPONSE_HEADERS = frozenset({"content-type", "retry-after", "location", "etag"})
 """Only headers that change what a client does; the rest (dates, servers, lengths) is noise."""
+
+
+@cache
+def request_headers() -> frozenset[str]:
+    """The request headers a cassette keeps: content type and credentials (scrubbed), and those each
+    registered provider says change what it does (``Provider.cassette_headers``)."""
+    return REQUEST_HEADERS.union(*(provider.cassette_headers for provider in providers().values()))
 
 
 def relative_path(url: httpx.URL, base_url: str) -> str:
@@ -43,7 +52,7 @@ def recorded_request(request: httpx.Request, base_url: str) -> RecordedRequest:
         method=request.method,
         path=relative_path(request.url, base_url),
         query=list(request.url.params.multi_items()),
-        headers=_kept(request.headers, REQUEST_HEADERS),
+        headers=_kept(request.headers, request_headers()),
         body=body,
         text=text,
     )

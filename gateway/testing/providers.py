@@ -17,9 +17,8 @@ import httpx
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from adapters import ADAPTERS
 from adapters.base import Adapter, ProviderSettings
-from adapters.simulators import SIMULATORS
+from adapters.registry import provider as registered
 
 ENV_PREFIX = "CONSENT_GATEWAY_RECORD_"
 UNRECORDED = frozenset({"base_url"})  # where the provider was is no part of what it answered
@@ -27,9 +26,9 @@ UNRECORDED = frozenset({"base_url"})  # where the provider was is no part of wha
 
 def adapter_class(provider: str) -> type[Adapter]:
     try:
-        return ADAPTERS[provider]
-    except KeyError:
-        raise ValueError(f"unknown provider {provider!r}; known: {', '.join(ADAPTERS)}") from None
+        return registered(provider).adapter
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
 
 
 def secret_fields(provider: str) -> list[str]:
@@ -100,5 +99,5 @@ class Ticks:
 
 def simulator(provider: str) -> tuple[Starlette, httpx.AsyncBaseTransport]:
     """A fresh simulator of ``provider`` on a ticking clock, and an in-process transport to it."""
-    app = SIMULATORS[provider](clock=Ticks())
+    app = registered(provider).simulator_app(clock=Ticks())
     return app, httpx.ASGITransport(app=app)

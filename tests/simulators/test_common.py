@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from adapters.simulators import SIMULATORS, create_all
+from adapters.registry import provider, providers, simulators_app
 from adapters.simulators.common import REDACTED, Faults, basic_credentials
 from adapters.simulators.intempt import DEFAULT_CATEGORIES
 from adapters.simulators.wix import BASE_PATH as WIX
@@ -35,7 +35,7 @@ CALLS: dict[str, dict[str, Any]] = {
 
 
 def make(name: str, make_client: ClientFactory, **faults: Any) -> httpx.AsyncClient:
-    return make_client(SIMULATORS[name](Faults(**faults)))
+    return make_client(provider(name).simulator_app(Faults(**faults)))
 
 
 # --- Faults ------------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def test_faults_reject_out_of_range_settings(fields: dict[str, Any]) -> None:
         Faults(**fields)
 
 
-@pytest.mark.parametrize("name", list(SIMULATORS))
+@pytest.mark.parametrize("name", list(providers()))
 async def test_no_faults_by_default(make_client: ClientFactory, name: str) -> None:
     assert (await make(name, make_client).request(**CALLS[name])).status_code == 200
 
@@ -112,7 +112,7 @@ async def test_timeout_hangs_then_answers_504(make_client: ClientFactory) -> Non
 async def test_a_hanging_request_outlasts_a_client_timeout_and_stays_unanswered_in_the_log(
     make_client: ClientFactory,
 ) -> None:
-    app = SIMULATORS["intempt"](Faults(timeout_rate=1, hang_s=5))
+    app = provider("intempt").simulator_app(Faults(timeout_rate=1, hang_s=5))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(make_client(app).request(**CALLS["intempt"]), timeout=0.05)
     assert [entry["status"] for entry in (await make_client(app).get("/_inspect")).json()["requests"]] == [None]
@@ -232,7 +232,7 @@ def test_basic_credentials(credentials: str, expected: tuple[str, str] | None) -
 
 # --- mounting ----------------------------------------------------------------------------------------
 async def test_create_all_mounts_each_simulator(make_client: ClientFactory) -> None:
-    client = make_client(create_all(Faults(latency_ms=1)))
+    client = make_client(simulators_app(Faults(latency_ms=1)))
     for name, call in CALLS.items():
         response = await client.request(**{**call, "url": f"/{name}{call['url']}"})
         assert response.status_code == 200, (name, response.text)
