@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 
 from adapters.base import Adapter
+from gateway.clock import Clock, utcnow
 from gateway.config import Settings, build_adapters
 from gateway.delivery.metrics import Metrics
-from gateway.delivery.worker import Clock, Worker, utcnow
+from gateway.delivery.worker import Worker
 from gateway.http.problems import ProblemError, bad_parameter, erased
 from gateway.lifecycle.chores import Chores
 from gateway.lifecycle.erasure import Erasures
@@ -23,7 +24,7 @@ from gateway.store.grouping import GroupCommit
 from gateway.store.idempotency import Binding
 from gateway.store.ledger import Pending, SubjectErased
 from gateway.store.ratelimit import Sleep
-from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, RunOut, SubjectOut
+from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, ErasureOut, RunOut, SubjectOut
 from schemas.consent import Decision, decision_context
 
 
@@ -162,6 +163,20 @@ class Gateway:
             raise ProblemError(409, "nothing-to-adopt", "Nothing to adopt", detail)
         self.worker.wake()
         return entry
+
+    async def erase(self, subject_id: str, requested_by: str) -> tuple[ErasureOut, bool]:
+        """Erase the person: removal at every provider, then their data out of the store. The erasure,
+        and whether this call started it (an erased subject answers its latest erasure again)."""
+        found = await self.erasures.request(subject_id, requested_by)
+        if found is None:
+            raise no_subject()
+        return found
+
+    async def erasure(self, erasure_id: str) -> ErasureOut:
+        found = await self.erasures.get(erasure_id)
+        if found is None:
+            raise ProblemError(404, "not-found", "No such erasure")
+        return found
 
     async def retry(self, delivery_id: str) -> DeliveryOut:
         """Try a pending or retrying delivery now instead of at its ladder step."""

@@ -64,10 +64,7 @@ def erase(
     built = gateway(settings(config), api=None)
     if not built.adapters:  # the removals would be queued nowhere, and the scrub would follow at once
         fail("no provider is configured: an erasure needs every provider that may hold the person (--config)", 2)
-    found = run_with(built.store, lambda: built.erasures.request(subject_id, f"cli:{getpass.getuser()}"))
-    if found is None:
-        fail(f"no subject {subject_id}")
-    erasure, started = found
+    erasure, started = run_with(built.store, lambda: built.erase(subject_id, f"cli:{getpass.getuser()}"))
     removals = ", ".join(f"{d.provider} {d.status}" for d in erasure.deliveries)
     console.print(
         f"erasure {erasure.id} ({'started' if started else 'requested before'}): {erasure.status}; {removals}"

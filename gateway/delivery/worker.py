@@ -11,10 +11,9 @@ import os
 import random
 import socket
 import time
-from collections import defaultdict
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import httpx
@@ -24,6 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from adapters.base import Ack, Adapter, TooLarge, Write, drive, expected, sender, writes_of
 from adapters.errors import PermanentError, ProviderError, TransientError
 from gateway import __version__
+from gateway.clock import Clock, utcnow
 from gateway.config import RetrySettings, Settings
 from gateway.delivery.metrics import Metrics
 from gateway.redaction import mask_values, redact
@@ -36,11 +36,6 @@ USER_AGENT = f"consent-gateway/{__version__}"
 
 log = structlog.get_logger("consent_gateway.worker")
 T = TypeVar("T")
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -203,9 +198,9 @@ class Worker:
             for claim in [claim for claim in claims if claim.abandoned]:
                 self._report(claim, Outcome(DeliveryStatus.dead, error=ABANDONED, exhausted=True))
             claims = [claim for claim in claims if not claim.abandoned]
-            for pair in _by_pair(claims):
+            for claim in claims:  # one per subject × provider pair: the claim never leases two
                 lane.active += 1
-                task = asyncio.create_task(self._deliver_in_order(lane, pair))
+                task = asyncio.create_task(self._deliver_leased(lane, claim))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             started += len(claims)
@@ -216,17 +211,14 @@ class Worker:
         while await self.dispatch() or self._tasks:
             await asyncio.gather(*list(self._tasks))
 
-    async def _deliver_in_order(self, lane: Lane, pair: list[Claim]) -> None:
+    async def _deliver_leased(self, lane: Lane, claim: Claim) -> None:
+        heartbeat = asyncio.create_task(self._keep_leased(claim))
         try:
-            for claim in pair:
-                heartbeat = asyncio.create_task(self._keep_leased(claim))
-                try:
-                    await self.deliver(lane, claim)
-                finally:
-                    heartbeat.cancel()
+            await self.deliver(lane, claim)
         except Exception:  # the row keeps its lease and is claimed again when it runs out
-            log.exception("delivery_not_recorded", provider=lane.adapter.name, subject=pair[0].subject_id)
+            log.exception("delivery_not_recorded", provider=lane.adapter.name, subject=claim.subject_id)
         finally:
+            heartbeat.cancel()
             lane.active -= 1
             self.wake()
             async with self._changed:
@@ -408,11 +400,3 @@ def _retry_now(error: BaseException, retry: RetrySettings) -> bool:
     if not isinstance(error, TransientError):
         return False
     return error.retry_after is None or error.retry_after <= retry.max_s
-
-
-def _by_pair(claims: list[Claim]) -> list[list[Claim]]:
-    """Claims grouped per subject×provider, delivered one after another within a group."""
-    pairs: dict[tuple[str, str], list[Claim]] = defaultdict(list)
-    for claim in claims:
-        pairs[(claim.subject_id, claim.provider)].append(claim)
-    return list(pairs.values())

@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from starlette.requests import Request
 
 from gateway.http.problems import ProblemError, invalid
+from gateway.http.state import gateway_of
 from schemas.problem import FieldError
 
 DIGITS = re.compile(r"[0-9]{1,9}")
@@ -95,7 +96,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     if DIGITS.fullmatch(declared) and int(declared) > limit:
         raise too_large(limit)
     chunks, size = [], 0
-    timeout = request.app.state.gateway.settings.body_timeout_s
+    timeout = gateway_of(request).settings.body_timeout_s
     try:
         async with asyncio.timeout(timeout):
             async for chunk in request.stream():

@@ -22,6 +22,7 @@ import structlog
 
 from adapters.base import Adapter, Observable, Observation, Projection
 from adapters.errors import GatewayError, ProviderError
+from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.redaction import redact
 from gateway.rules.drift import Judgement, Known, difference, judge, status
@@ -33,7 +34,6 @@ from schemas.consent import PurposeState, SubjectState, decision_context, own_de
 
 log = structlog.get_logger("consent_gateway.reconcile")
 T = TypeVar("T")
-Clock = Callable[[], datetime]
 Progress = Callable[[RunOut], None]
 
 

@@ -31,6 +31,7 @@ from gateway.http.problems import ProblemError, erased, invalid
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.idempotent import KEY_PARAM, Bind, idempotent
 from gateway.http.routes.links import decision_links
+from gateway.http.state import gateway_of
 from gateway.store.ledger import SubjectErased
 from schemas.api import BatchEnvelope, BatchIn, BatchOut, BatchResult, DecisionOut
 from schemas.consent import Decision
@@ -70,7 +71,7 @@ class WaitQuery(QueryModel):
     )
 )
 async def create_consent(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     wait = query(request, WaitQuery).wait
     require_json(request)
     raw = await read_body(request, gateway.settings.max_body_bytes)
@@ -104,7 +105,7 @@ async def create_consent(request: Request) -> Response:
     )
 )
 async def create_consents_batch(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     query(request, QueryModel)
     require_json(request)
     raw = await read_body(request, gateway.settings.max_batch_body_bytes)
@@ -184,7 +185,7 @@ def _decision(gateway: Any, parsed: Parsed, raw: bytes, prefix: str = "") -> Dec
     )
 )
 async def get_consent(request: Request) -> Response:
-    found = await request.app.state.gateway.store.ledger.decision(path_id(request, "decision_id", UUID, "decision"))
+    found = await gateway_of(request).store.ledger.decision(path_id(request, "decision_id", UUID, "decision"))
     if found is None:
         raise ProblemError(404, "not-found", "No such decision")
     return JSONResponse(found.model_dump(mode="json"))

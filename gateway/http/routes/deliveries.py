@@ -15,6 +15,7 @@ from gateway.http.params import UUID, QueryModel, WholeNumber, path_id, query
 from gateway.http.problems import bad_parameter
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import delivery_links
+from gateway.http.state import gateway_of
 from gateway.store.outbox import decode_cursor
 from schemas.api import DeliveryOut, DeliveryPage, DeliveryStatus
 from schemas.consent import RFC3339_PATTERN, Timestamp
@@ -53,7 +54,7 @@ LINKS = delivery_links("$response.body#")
     )
 )
 async def list_deliveries(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     filters = query(request, DeliveryFilter)
     if filters.provider is not None and filters.provider not in gateway.adapters:
         raise bad_parameter("provider", f"not a configured provider; configured: {', '.join(gateway.adapters)}")
@@ -80,7 +81,7 @@ async def list_deliveries(request: Request) -> Response:
     )
 )
 async def get_delivery(request: Request) -> Response:
-    found = await request.app.state.gateway.delivery(path_id(request, "delivery_id", UUID, "delivery"))
+    found = await gateway_of(request).delivery(path_id(request, "delivery_id", UUID, "delivery"))
     return JSONResponse(found.model_dump(mode="json"))
 
 
@@ -91,7 +92,7 @@ async def get_delivery(request: Request) -> Response:
     )
 )
 async def replay_delivery(request: Request) -> Response:
-    replayed = await request.app.state.gateway.replay(path_id(request, "delivery_id", UUID, "delivery"))
+    replayed = await gateway_of(request).replay(path_id(request, "delivery_id", UUID, "delivery"))
     return JSONResponse(replayed.model_dump(mode="json"), 202)
 
 
@@ -106,7 +107,7 @@ async def replay_delivery(request: Request) -> Response:
     )
 )
 async def retry_delivery(request: Request) -> Response:
-    retried = await request.app.state.gateway.retry(path_id(request, "delivery_id", UUID, "delivery"))
+    retried = await gateway_of(request).retry(path_id(request, "delivery_id", UUID, "delivery"))
     return JSONResponse(retried.model_dump(mode="json"), 202)
 
 

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from gateway.http.openapi import Param
 from gateway.http.problems import ProblemError, bad_parameter
 from gateway.http.responses import JSONResponse
+from gateway.http.state import gateway_of
 from gateway.store.idempotency import Binding, IdempotencyKeys, Verdict, kept, rebuilt
 
 log = structlog.get_logger("consent_gateway.api")
@@ -47,7 +48,7 @@ async def idempotent(request: Request, canonical_body: Callable[[], str], produc
     if not 0 < len(key) <= 255:
         message = "must be 1 to 255 characters"
         raise bad_parameter(HEADER, message)
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     settings = gateway.settings
     keys = gateway.store.keys
     scope = request.state.principal.name
@@ -56,6 +57,7 @@ async def idempotent(request: Request, canonical_body: Callable[[], str], produc
         scope, key, digest, gateway.clock(), settings.idempotency_ttl_s, settings.idempotency_stale_s
     )
     if lookup.verdict is Verdict.replay:
+        assert lookup.status is not None, "a stored answer has its status"
         answer = await rebuilt(lookup.body, gateway.store.ledger)
         return JSONResponse(answer, lookup.status, {"Idempotent-Replayed": "true"})
     if lookup.verdict is Verdict.mismatch:

@@ -12,6 +12,7 @@ from gateway.http import openapi
 from gateway.http.openapi import Operation, documented
 from gateway.http.problems import TYPE_BASE, respond
 from gateway.http.responses import JSONResponse
+from gateway.http.state import gateway_of
 from gateway.store.migrate import SchemaError
 from schemas.api import Health
 from schemas.consent import EARLIEST
@@ -25,7 +26,7 @@ async def healthz(_request: Request) -> Response:
 
 @documented(Operation("Readiness: the store answers and its schema is current; else 503 saying which", Health))
 async def readyz(request: Request) -> Response:
-    store = request.app.state.gateway.store
+    store = gateway_of(request).store
     try:
         await store.ping()
     except Exception as error:  # whatever the driver raises: its text may name hosts or users
@@ -43,7 +44,7 @@ def _not_ready(field: str, message: str) -> Response:
 
 
 async def openapi_json(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     settings = gateway.settings
     deployment = openapi.Deployment(
         vocabulary={
@@ -59,7 +60,7 @@ async def openapi_json(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """Prometheus text format; queue depth and the oldest due delivery's age are read at scrape time."""
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     stats = await gateway.store.outbox.queue_stats(gateway.clock())
     for provider in gateway.adapters:
         depth, age = stats.get(provider, (0, 0.0))

@@ -15,6 +15,7 @@ from gateway.http.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, body_
 from gateway.http.problems import ProblemError, bad_parameter
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import decision_links, run_links
+from gateway.http.state import gateway_of
 from gateway.reconcile.runner import decode_cursor
 from schemas.api import DecisionOut, ReconciliationPage, RepushIn, RunIn, RunOut, SyncStatus
 from schemas.consent import SubjectId
@@ -48,7 +49,7 @@ SUBJECT_PARAM = path_param("subject_id", SUBJECT_ID)
     )
 )
 async def list_rows(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     filters = query(request, ReconciliationFilter)
     if filters.provider is not None and filters.provider not in gateway.adapters:
         raise bad_parameter("provider", f"not a configured provider; configured: {', '.join(gateway.adapters)}")
@@ -80,7 +81,7 @@ async def list_rows(request: Request) -> Response:
     )
 )
 async def start_run(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     wanted = await body_model(request, RunIn, gateway.settings.max_body_bytes)
     run, created = await gateway.start_run(wanted.providers, wanted.subjects)
     status = 202 if created else 200  # 200: the same run was queued already, and is joined
@@ -90,7 +91,7 @@ async def start_run(request: Request) -> Response:
 @requires("admin")
 @documented(Operation("A run's progress and counts", RunOut, params=RUN_PARAM, links=run_links("$response.body#")))
 async def get_run(request: Request) -> Response:
-    run = await request.app.state.gateway.store.runs.get(path_id(request, "run_id", UUID, "run"))
+    run = await gateway_of(request).store.runs.get(path_id(request, "run_id", UUID, "run"))
     if run is None:
         raise ProblemError(404, "not-found", "No such run")
     return JSONResponse(run.model_dump(mode="json"))
@@ -109,7 +110,7 @@ async def get_run(request: Request) -> Response:
     )
 )
 async def repush(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
     wanted = await body_model(request, RepushIn, gateway.settings.max_body_bytes)
     note = wanted.note or f"re-pushed by an admin to {', '.join(sorted(wanted.providers or gateway.adapters))}"
@@ -128,7 +129,7 @@ async def repush(request: Request) -> Response:
     )
 )
 async def adopt(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
     entry = await gateway.adopt(subject_id, str(request.path_params["provider"]))
     return JSONResponse(entry.model_dump(mode="json"), 201)

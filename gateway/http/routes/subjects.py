@@ -15,6 +15,7 @@ from gateway.http.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, path_
 from gateway.http.problems import ProblemError, erased
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import decision_links, erasure_links, subject_links
+from gateway.http.state import gateway_of
 from schemas.api import ErasureOut, HistoryOut, SubjectOut
 
 MAX_HISTORY = 200
@@ -34,7 +35,7 @@ class HistoryQuery(QueryModel):
     )
 )
 async def get_subject(request: Request) -> Response:
-    found = await request.app.state.gateway.shown_subject(path_id(request, "subject_id", SUBJECT_ID, "subject"))
+    found = await gateway_of(request).shown_subject(path_id(request, "subject_id", SUBJECT_ID, "subject"))
     return JSONResponse(found.model_dump(mode="json"))
 
 
@@ -52,9 +53,7 @@ async def get_subject(request: Request) -> Response:
 )
 async def get_history(request: Request) -> Response:
     limit = query(request, HistoryQuery).limit
-    items = await request.app.state.gateway.store.ledger.history(
-        path_id(request, "subject_id", SUBJECT_ID, "subject"), limit
-    )
+    items = await gateway_of(request).store.ledger.history(path_id(request, "subject_id", SUBJECT_ID, "subject"), limit)
     if not items:
         raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
     if items[0].decision.source == "erasure":  # the newest entry: nothing was recorded since (re-created)
@@ -75,12 +74,9 @@ async def get_history(request: Request) -> Response:
 )
 async def erase_subject(request: Request) -> Response:
     """202 with a new erasure; 200 with the subject's erasure when it was erased already."""
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
-    found = await gateway.erasures.request(subject_id, f"token:{request.state.principal.name}")
-    if found is None:
-        raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
-    erasure, started = found
+    erasure, started = await gateway.erase(subject_id, f"token:{request.state.principal.name}")
     headers = {"Location": f"/v1/erasures/{erasure.id}"}
     return JSONResponse(erasure.model_dump(mode="json"), 202 if started else 200, headers)
 
@@ -95,9 +91,7 @@ async def erase_subject(request: Request) -> Response:
     )
 )
 async def get_erasure(request: Request) -> Response:
-    found = await request.app.state.gateway.erasures.get(path_id(request, "erasure_id", UUID, "erasure"))
-    if found is None:
-        raise ProblemError(404, "not-found", "No such erasure")
+    found = await gateway_of(request).erasure(path_id(request, "erasure_id", UUID, "erasure"))
     return JSONResponse(found.model_dump(mode="json"))
 
 
