@@ -35,11 +35,11 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 class Process:
     """One child process; stdout and stderr go to one log file so a failure can show its tail."""
 
-    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None) -> None:
         self.name = name
         self.log = log
         self._file = log.open("wb")
-        self.popen = subprocess.Popen(args, env=dict(env), stdout=self._file, stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen(args, env=dict(env), cwd=cwd, stdout=self._file, stderr=subprocess.STDOUT)
         self.started = time.monotonic()
 
     @property
@@ -85,8 +85,8 @@ class Processes:
         self.logdir = logdir
         self.all: list[Process] = []
 
-    def start(self, name: str, args: list[str], env: Mapping[str, str]) -> Process:
-        process = Process(name, args, env, self.logdir / f"{name}-{len(self.all)}.log")
+    def start(self, name: str, args: list[str], env: Mapping[str, str], cwd: Path | None = None) -> Process:
+        process = Process(name, args, env, self.logdir / f"{name}-{len(self.all)}.log", cwd)
         self.all.append(process)
         return process
 

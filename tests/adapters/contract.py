@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -78,6 +79,7 @@ class AdapterContract:
     provider: ClassVar[str]
     purposes: ClassVar[tuple[str, str]]
     settings: ClassVar[Mapping[str, Any]] = {}
+    cassettes: ClassVar[Path] = SHIPPED  # a provider shipped as its own package ships its cassettes too
     fault_path: ClassVar[str | None] = None
     scenario_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {"timeout": {"timeout_s": 0.05}}
 
@@ -91,7 +93,7 @@ class AdapterContract:
         if scenario == "read_back" and not issubclass(providers.adapter_class(self.provider), Observable):
             pytest.skip(f"{self.provider} has no read API")
         simulated = request.param == "simulator"
-        cassette = CassetteLibrary(SHIPPED, "all" if simulated else "none").open(
+        cassette = CassetteLibrary(self.cassettes, "all" if simulated else "none").open(
             name,
             settings={**self.settings, **self.scenario_settings.get(scenario, {})},
             description=" ".join((function.__doc__ or "").split()),
@@ -108,7 +110,7 @@ class AdapterContract:
         recorded = cassette.finish()
         if recorded is None:
             return
-        path = SHIPPED / f"{name}.json"
+        path = self.cassettes / f"{name}.json"
         if request.config.getoption("gw_record") != "none":
             recorded.dump(path)
             return
