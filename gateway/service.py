@@ -116,6 +116,21 @@ class Gateway:
             raise erased(f"erased at {found.state.erased_at.isoformat()}", "subject_id", 410)
         return found
 
+    async def history(self, subject_id: str, limit: int) -> list[DecisionOut]:
+        """The subject's ledger, newest first: 404 unknown, 410 erased (unless re-created since)."""
+        items = await self.store.ledger.history(subject_id, limit)
+        if not items:
+            raise no_subject()
+        if items[0].decision.source == "erasure":  # the newest entry: nothing was recorded since (re-created)
+            raise erased(f"erased at {items[0].received_at.isoformat()}", "subject_id", 410)
+        return items
+
+    async def decision(self, decision_id: str) -> DecisionOut:
+        found = await self.store.ledger.decision(decision_id)
+        if found is None:
+            raise ProblemError(404, "not-found", "No such decision")
+        return found
+
     async def start_run(self, providers: Collection[str] | None, subjects: list[str] | None) -> tuple[RunOut, bool]:
         """Queue a read-back run, or join the same one already queued (False)."""
         readable = self.reconciler.observable()

@@ -31,6 +31,12 @@ def path_param(name: str, pattern: re.Pattern[str], where: str = "path", descrip
     return Param(name, where, {"type": "string", "pattern": f"^{pattern.pattern}$"}, description)
 
 
+PAGE_PARAMS = [  # ``params.PageQuery``, as the document shows it
+    Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
+]
+
+
 @dataclass(frozen=True)
 class Link:
     """An id a response returns, fed to the operation that takes it (OpenAPI links: clients and

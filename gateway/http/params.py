@@ -13,7 +13,7 @@ from collections import Counter
 from itertools import accumulate
 from typing import Annotated, Any, NamedTuple, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from gateway.http.problems import ProblemError, invalid
@@ -53,6 +53,13 @@ class QueryModel(BaseModel):
     """A route's query parameters; an unknown parameter is refused, not ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class PageQuery(QueryModel):
+    """A list's page: where the previous page ended (its ``next_cursor``), and how many items."""
+
+    cursor: str | None = None
+    limit: Annotated[WholeNumber, Field(ge=1, le=200)] = 50
 
 
 def query(request: Request, model: type[Query]) -> Query:

@@ -185,9 +185,7 @@ def _decision(gateway: Any, parsed: Parsed, raw: bytes, prefix: str = "") -> Dec
     )
 )
 async def get_consent(request: Request) -> Response:
-    found = await gateway_of(request).store.ledger.decision(path_id(request, "decision_id", UUID, "decision"))
-    if found is None:
-        raise ProblemError(404, "not-found", "No such decision")
+    found = await gateway_of(request).decision(path_id(request, "decision_id", UUID, "decision"))
     return JSONResponse(found.model_dump(mode="json"))
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.http.auth import requires
-from gateway.http.openapi import Operation, Param, documented, path_param
-from gateway.http.params import UUID, QueryModel, WholeNumber, path_id, query
+from gateway.http.openapi import PAGE_PARAMS, Operation, Param, documented, path_param
+from gateway.http.params import UUID, PageQuery, path_id, query
 from gateway.http.problems import bad_parameter
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import delivery_links
@@ -21,13 +18,11 @@ from schemas.api import DeliveryOut, DeliveryPage, DeliveryStatus
 from schemas.consent import RFC3339_PATTERN, Timestamp
 
 
-class DeliveryFilter(QueryModel):
+class DeliveryFilter(PageQuery):
     provider: str | None = None
     status: DeliveryStatus | None = None
     subject: str | None = None
     since: Timestamp | None = None
-    cursor: str | None = None
-    limit: Annotated[WholeNumber, Field(ge=1, le=200)] = 50
 
 
 FILTER_PARAMS = [
@@ -37,8 +32,7 @@ FILTER_PARAMS = [
     Param(
         "since", "query", {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}, "created at or after"
     ),
-    Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
-    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
+    *PAGE_PARAMS,
 ]
 ID_PARAM = [path_param("delivery_id", UUID)]
 LINKS = delivery_links("$response.body#")

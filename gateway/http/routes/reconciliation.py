@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.http.auth import requires
-from gateway.http.openapi import Operation, Param, documented, path_param
-from gateway.http.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, body_model, path_id, query
+from gateway.http.openapi import PAGE_PARAMS, Operation, Param, documented, path_param
+from gateway.http.params import SUBJECT_ID, UUID, PageQuery, body_model, path_id, query
 from gateway.http.problems import ProblemError, bad_parameter
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import decision_links, run_links
@@ -21,20 +18,17 @@ from schemas.api import DecisionOut, ReconciliationPage, RepushIn, RunIn, RunOut
 from schemas.consent import SubjectId
 
 
-class ReconciliationFilter(QueryModel):
+class ReconciliationFilter(PageQuery):
     provider: str | None = None
     status: SyncStatus | None = None
     subject: SubjectId | None = None
-    cursor: str | None = None
-    limit: Annotated[WholeNumber, Field(ge=1, le=200)] = 50
 
 
 FILTER_PARAMS = [
     Param("provider", "query", {"type": "string"}),
     Param("status", "query", {"enum": [s.value for s in SyncStatus]}),
     path_param("subject", SUBJECT_ID, "query", "one subject id"),
-    Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
-    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
+    *PAGE_PARAMS,
 ]
 RUN_PARAM = [path_param("run_id", UUID)]
 SUBJECT_PARAM = path_param("subject_id", SUBJECT_ID)

@@ -12,7 +12,6 @@ from starlette.routing import Route
 from gateway.http.auth import requires
 from gateway.http.openapi import Operation, Param, documented, path_param
 from gateway.http.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, path_id, query
-from gateway.http.problems import ProblemError, erased
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import decision_links, erasure_links, subject_links
 from gateway.http.state import gateway_of
@@ -53,11 +52,7 @@ async def get_subject(request: Request) -> Response:
 )
 async def get_history(request: Request) -> Response:
     limit = query(request, HistoryQuery).limit
-    items = await gateway_of(request).store.ledger.history(path_id(request, "subject_id", SUBJECT_ID, "subject"), limit)
-    if not items:
-        raise ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
-    if items[0].decision.source == "erasure":  # the newest entry: nothing was recorded since (re-created)
-        raise erased(f"erased at {items[0].received_at.isoformat()}", "subject_id", 410)
+    items = await gateway_of(request).history(path_id(request, "subject_id", SUBJECT_ID, "subject"), limit)
     return JSONResponse(HistoryOut(items=items).model_dump(mode="json"))
 
 
