@@ -11,11 +11,12 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from starlette.applications import Starlette
 
-from adapters.base import Ack, Projection, drive, sender
-from adapters.errors import LocalValidationError, PermanentError, ProviderError, TransientError
+from adapters.base import Ack, Projection
+from adapters.errors import LocalValidationError, PermanentError, TransientError
 from adapters.intempt import IntemptAdapter, IntemptSettings
 from adapters.simulators import intempt as intempt_simulator
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
+from tests.adapters.canned import Canned, Classified, assert_classified, run
 from tests.adapters.contract import AdapterContract, Scenario
 
 API_KEY = "pk_0123.s3cr3t-0123456789"
@@ -42,27 +43,11 @@ def adapter() -> IntemptAdapter:
     return make_adapter()
 
 
-class FakeIntempt:
-    """A MockTransport handler recording requests and answering ``{}`` unless told otherwise."""
-
-    def __init__(self, *answers: httpx.Response) -> None:
-        self.requests: list[httpx.Request] = []
-        self.answers = list(answers)
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.answers.pop(0) if self.answers else httpx.Response(200, json={})
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(request.content) for request in self.requests]
+FakeIntempt = Canned  # answers ``{}`` unless told otherwise
 
 
-async def push(
-    adapter: IntemptAdapter, state: SubjectState, fake: FakeIntempt, previous: Projection | None = None
-) -> Ack:
-    transport = httpx.MockTransport(fake)
-    async with httpx.AsyncClient(base_url=BASE_URL, transport=transport, auth=adapter.auth()) as client:
-        return await drive(adapter.push(state, previous or {}, {}), sender(client))
+async def push(adapter: IntemptAdapter, state: SubjectState, fake: Canned, previous: Projection | None = None) -> Ack:
+    return await run(adapter, adapter.push(state, previous or {}, {}), fake, BASE_URL)
 
 
 def test_projection_per_category(adapter: IntemptAdapter) -> None:
@@ -194,7 +179,7 @@ def test_rules_fail_before_any_request(adapter: IntemptAdapter) -> None:
 
 
 @pytest.mark.parametrize(
-    ("answer", "error", "text", "retry_after"),
+    "expected",
     [
         (
             httpx.Response(400, json={"error": "Invalid request", "message": "Required field 'action' is missing"}),
@@ -212,18 +197,9 @@ def test_rules_fail_before_any_request(adapter: IntemptAdapter) -> None:
         (httpx.Response(408), TransientError, "Request Timeout", None),
     ],
 )
-async def test_error_classification(
-    adapter: IntemptAdapter,
-    answer: httpx.Response,
-    error: type[ProviderError],
-    text: str,
-    retry_after: float | None,
-) -> None:
-    with pytest.raises(error) as raised:
-        await push(adapter, subject({"email_marketing": "granted"}), FakeIntempt(answer))
-    assert type(raised.value) is error and text in str(raised.value)
-    assert getattr(raised.value, "retry_after", None) == retry_after
-    assert API_KEY not in str(raised.value) and API_KEY not in repr(raised.value)
+async def test_error_classification(adapter: IntemptAdapter, expected: Classified) -> None:
+    attempt = push(adapter, subject({"email_marketing": "granted"}), FakeIntempt(expected[0]))
+    await assert_classified(attempt, expected, API_KEY)
 
 
 def test_no_secret_in_reprs(adapter: IntemptAdapter) -> None:
@@ -269,9 +245,7 @@ SIM_BASE = "https://intempt.sim"
 async def sim_push(
     simulator: Starlette, adapter: IntemptAdapter, state: SubjectState, previous: Projection | None = None
 ) -> Ack:
-    transport = httpx.ASGITransport(app=simulator)
-    async with httpx.AsyncClient(transport=transport, base_url=SIM_BASE, auth=adapter.auth()) as client:
-        return await drive(adapter.push(state, previous or {}, {}), sender(client))
+    return await run(adapter, adapter.push(state, previous or {}, {}), simulator, SIM_BASE)
 
 
 async def inspect(simulator: Starlette) -> Any:

@@ -13,13 +13,14 @@ from pydantic import SecretStr, ValidationError
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from adapters.base import Ack, drive, sender, writes_of
+from adapters.base import Ack, writes_of
 from adapters.errors import LocalValidationError, PermanentError, ProviderError, TransientError
 from adapters.masivo import MasivoAdapter, MasivoAuth, MasivoSettings
 from adapters.simulators import masivo as masivo_simulator
 from schemas import tcf
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
 from schemas.masivo import NO_CONSENT_STRING
+from tests.adapters.canned import Canned, Classified, assert_classified, run
 from tests.adapters.contract import AdapterContract, Scenario
 
 EXAMPLE = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
@@ -42,26 +43,26 @@ def adapter() -> MasivoAdapter:
     return MasivoAdapter(MasivoSettings(api_key=SecretStr(API_KEY), base_url=BASE_URL))
 
 
-class FakeMasivo:
-    """A MockTransport handler: numbered JWTs from authorize, scripted answers for the API."""
+class FakeMasivo(Canned):
+    """Numbered JWTs from authorize, scripted answers for the API, then the consent echoed back."""
 
     def __init__(self, *answers: httpx.Response, authorize: httpx.Response | None = None) -> None:
-        self.requests: list[httpx.Request] = []
+        super().__init__(*answers)
         self.bearers: list[str] = []  # as sent: a resent request is the same object with a new header
-        self.answers = list(answers)
         self.authorize = authorize
         self.tokens = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/auth/authorize"):
+            self.bearers.append(request.headers["authorization"])
+            return super().__call__(request)
         self.requests.append(request)
-        if request.url.path.endswith("/auth/authorize"):
-            if self.authorize is not None:
-                return self.authorize
-            self.tokens += 1
-            return httpx.Response(200, json={"data": f"eyJ.jwt-secret-{self.tokens}"})
-        self.bearers.append(request.headers["authorization"])
-        if self.answers:
-            return self.answers.pop(0)
+        if self.authorize is not None:
+            return self.authorize
+        self.tokens += 1
+        return httpx.Response(200, json={"data": f"eyJ.jwt-secret-{self.tokens}"})
+
+    def otherwise(self, request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"data": {"consent": json.loads(request.content)["consent"]}})
 
     def api(self) -> list[httpx.Request]:
@@ -69,9 +70,7 @@ class FakeMasivo:
 
 
 async def push(adapter: MasivoAdapter, state: SubjectState, fake: FakeMasivo, auth: httpx.Auth | None = None) -> Ack:
-    transport = httpx.MockTransport(fake)
-    async with httpx.AsyncClient(base_url=BASE_URL, transport=transport, auth=auth or adapter.auth()) as client:
-        return await drive(adapter.push(state, {}, {}), sender(client))
+    return await run(adapter, adapter.push(state, {}, {}), fake, BASE_URL, auth)
 
 
 def test_projection_is_the_full_purpose_set(adapter: MasivoAdapter) -> None:
@@ -294,7 +293,7 @@ async def test_failed_token_exchange(
 
 
 @pytest.mark.parametrize(
-    ("answer", "error", "text", "retry_after"),
+    "expected",
     [
         (
             httpx.Response(422, json={"error": "Invalid consent data", "details": "consent_string must match ^CO"}),
@@ -325,17 +324,9 @@ async def test_failed_token_exchange(
         (httpx.Response(500, text="<html>oops</html>"), TransientError, "<html>oops</html>", None),
     ],
 )
-async def test_error_classification(
-    adapter: MasivoAdapter,
-    answer: httpx.Response,
-    error: type[ProviderError],
-    text: str,
-    retry_after: float | None,
-) -> None:
-    with pytest.raises(error) as raised:
-        await push(adapter, subject({"email_marketing": "granted"}), FakeMasivo(answer))
-    assert type(raised.value) is error and text in str(raised.value)
-    assert getattr(raised.value, "retry_after", None) == retry_after
+async def test_error_classification(adapter: MasivoAdapter, expected: Classified) -> None:
+    attempt = push(adapter, subject({"email_marketing": "granted"}), FakeMasivo(expected[0]))
+    await assert_classified(attempt, expected)
 
 
 FAILURES: list[Callable[[], FakeMasivo]] = [
@@ -398,9 +389,7 @@ def simulator() -> Starlette:
 
 
 async def sim_push(simulator: Starlette, adapter: MasivoAdapter, state: SubjectState, auth: httpx.Auth) -> Ack:
-    transport = httpx.ASGITransport(app=simulator)
-    async with httpx.AsyncClient(transport=transport, base_url=SIM_BASE, auth=auth) as client:
-        return await drive(adapter.push(state, {}, {}), sender(client))
+    return await run(adapter, adapter.push(state, {}, {}), simulator, SIM_BASE, auth)
 
 
 async def sim_call(simulator: Starlette, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -486,9 +475,7 @@ class TestMasivoContract(AdapterContract):
 
 
 async def read(adapter: MasivoAdapter, fake: FakeMasivo) -> Any:
-    transport = httpx.MockTransport(fake)
-    async with httpx.AsyncClient(base_url=BASE_URL, transport=transport, auth=adapter.auth()) as client:
-        return await drive(adapter.read([subject({"email_marketing": "granted"})]), sender(client))
+    return await run(adapter, adapter.read([subject({"email_marketing": "granted"})]), fake, BASE_URL)
 
 
 async def test_the_documented_all_true_default_reads_back_as_nothing_held(adapter: MasivoAdapter) -> None:

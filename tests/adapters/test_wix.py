@@ -17,6 +17,7 @@ from adapters.simulators.common import Faults
 from adapters.simulators.wix import create_app
 from adapters.wix import CONSENTS, WixAdapter, WixSettings
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
+from tests.adapters.canned import Canned, run
 from tests.adapters.contract import AdapterContract, Scenario
 
 API_KEY = "IST.wix-api-key-that-must-never-leak"
@@ -67,20 +68,11 @@ def answer(status: int, body: Any = None) -> httpx.Response:
     return httpx.Response(status, json=body) if body is not None else httpx.Response(status)
 
 
-class FakeWix:
-    """Answers with canned responses, in order, and records what it was sent."""
+class FakeWix(Canned):
+    """Answers only what it is scripted to: a request past the script is a test's mistake."""
 
-    def __init__(self, *responses: httpx.Response) -> None:
-        self.responses = list(responses)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.responses.pop(0)
-
-    @property
-    def calls(self) -> list[tuple[str, str]]:
-        return [(request.method, request.url.path) for request in self.requests]
+    def otherwise(self, request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"no answer scripted for {request.method} {request.url.path}")
 
     def sent(self, index: int) -> Any:
         return json.loads(self.requests[index].content)
@@ -93,9 +85,7 @@ async def push(
     previous: Projection | None = None,
     memo: Mapping[str, Any] | None = None,
 ) -> Ack:
-    transport = httpx.MockTransport(wix)
-    async with httpx.AsyncClient(transport=transport, base_url=BASE, auth=adapter.auth()) as client:
-        return await drive(adapter.push(state, previous or {}, memo or {}), sender(client))
+    return await run(adapter, adapter.push(state, previous or {}, memo or {}), wix, BASE)
 
 
 GET_BY = f"{CONSENTS}/get-by"
