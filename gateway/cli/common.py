@@ -116,6 +116,11 @@ def adapters(configured: Settings) -> dict[str, Adapter]:
         fail(f"config: {error}", 2)
 
 
+def store_gateway(configured: DatabaseSettings) -> Gateway:
+    """The gateway for actions on the store alone (retry, replay): no provider, so no secret needed."""
+    return Gateway(Settings(database_url=configured.database_url), store=open_store(configured), adapters={})
+
+
 def gateway(configured: Settings, *, api: bool | None) -> Gateway:
     """The gateway on the configured store; ``api``: refuse a server with nothing to do (None: a tool)."""
     built = adapters(configured)

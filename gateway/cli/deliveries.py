@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -21,6 +21,7 @@ from gateway.cli.common import (
     fail,
     open_store,
     run_with,
+    store_gateway,
 )
 from gateway.store import Store
 from schemas.api import DeliveryOut, DeliveryStatus
@@ -77,23 +78,16 @@ def replay(
     """Queue dead deliveries again; each sends the subject's newest state."""
     if (delivery_id is None) == (provider is None):
         fail("name one delivery id, or --provider (and optionally --since)", 2)
-    store = open_store(database_settings(config))
+    built = store_gateway(database_settings(config))
 
-    async def run() -> int | str:
-        await known_provider(store, provider)
+    async def run() -> int:
         if delivery_id is not None:
-            found = await store.outbox.get(delivery_id)
-            if found is None:
-                return f"no delivery {delivery_id}"
-            if found.status is not DeliveryStatus.dead:
-                return f"delivery {delivery_id} is {found.status.value}: only dead deliveries can be replayed"
-        return await store.outbox.replay(
-            datetime.now(UTC), delivery_id=delivery_id, provider=provider, since=aware(since)
-        )
+            await built.replay(delivery_id)
+            return 1
+        await known_provider(built.store, provider)
+        return await built.store.outbox.replay(built.clock(), provider=provider, since=aware(since))
 
-    result = run_with(store, run)
-    if isinstance(result, str):
-        fail(result)
+    result = run_with(built.store, run)
     console.print(f"replayed {result} dead deliver{'y' if result == 1 else 'ies'}")
 
 
@@ -103,19 +97,8 @@ def retry(
     config: ConfigOption = None,
 ) -> None:
     """Make a waiting delivery due now instead of at its retry-ladder step."""
-    store = open_store(database_settings(config))
-
-    async def run() -> str | None:
-        found = await store.outbox.get(delivery_id)
-        if found is None:
-            return f"no delivery {delivery_id}"
-        if not await store.outbox.retry_now(delivery_id, datetime.now(UTC)):
-            return f"delivery {delivery_id} is {found.status.value}: only pending or retrying ones wait for a retry"
-        return None
-
-    problem = run_with(store, run)
-    if problem:
-        fail(problem)
+    built = store_gateway(database_settings(config))
+    run_with(built.store, lambda: built.retry(delivery_id))
     console.print(f"delivery {delivery_id} is due now; a running worker takes it up")
 
 
