@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from gateway.store import Store
 from gateway.store.tables import decisions, deliveries, delivery_attempts
@@ -50,10 +50,20 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[Store]:
+    """The deployment's store, once no other copy of this test runs on the same PostgreSQL: its pools
+    are sized to leave room for a second suite beside it (README sizes pools to max_connections), not
+    for a second deployment of five processes, which two suites on one server would otherwise start
+    at the same moment."""
     if not database_url.startswith("postgresql"):
         pytest.skip("several API processes and workers share one PostgreSQL; SQLite is single-instance")
     store = Store.from_url(database_url)
-    yield store
+    key = {"key": "consent-gateway scale-out test"}
+    async with store.engine.connect() as turn:  # a session-level lock, database-wide
+        await turn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), key)
+        try:
+            yield store
+        finally:
+            await turn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
     await store.close()
 
 
@@ -178,6 +188,7 @@ async def post_all(apis: list[str], posted: list[dict[str, Any]], on_half: Any) 
                 except httpx.TransportError:
                     if time.monotonic() > give_up:
                         raise
+                    await asyncio.sleep(1.0)  # a dropped connection: not straight back at a busy server
                     continue
                 busy = response.status_code == 503 or "idempotency-key-in-progress" in response.text
                 if not busy or time.monotonic() > give_up:
