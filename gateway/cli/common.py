@@ -63,7 +63,9 @@ def run_with(store: Store, work: Callable[[], Awaitable[T]]) -> T:
     except SubjectErased as refused:
         fail(str(refused))
     except ProblemError as refused:  # the gateway's own rules, as the API answers them
-        fail(f"{refused.problem.title}: {refused}", 2 if refused.problem.status == 422 else 1)
+        problem = refused.problem
+        said = problem.title if problem.detail is None else f"{problem.title}: {problem.detail}"
+        fail(said, 2 if problem.status == 422 else 1)
 
 
 def aware(moment: datetime | None) -> datetime | None:
