@@ -32,6 +32,7 @@ def path_param(name: str, pattern: re.Pattern[str], where: str = "path", descrip
 
 
 PAGE_PARAMS = [  # ``params.PageQuery``, as the document shows it
+    Param("provider", "query", {"type": "string"}),
     Param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
     Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
 ]

@@ -10,13 +10,14 @@ import asyncio
 import json
 import re
 from collections import Counter
+from collections.abc import Callable, Collection
 from itertools import accumulate
 from typing import Annotated, Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from gateway.http.problems import ProblemError, invalid
+from gateway.http.problems import ProblemError, bad_parameter, invalid
 from gateway.http.state import gateway_of
 from schemas.problem import FieldError
 
@@ -56,10 +57,29 @@ class QueryModel(BaseModel):
 
 
 class PageQuery(QueryModel):
-    """A list's page: where the previous page ended (its ``next_cursor``), and how many items."""
+    """A list's page, maybe of one provider's items: where the previous page ended (its
+    ``next_cursor``), and how many items."""
 
+    provider: str | None = None
     cursor: str | None = None
     limit: Annotated[WholeNumber, Field(ge=1, le=200)] = 50
+
+
+Page = TypeVar("Page", bound=PageQuery)
+
+
+def page_query(request: Request, model: type[Page], providers: Collection[str], decode: Callable[[str], Any]) -> Page:
+    """A list route's query: a 400 naming ``provider`` when it is not configured, ``cursor`` when
+    ``decode`` refuses it (a cursor this service never handed out)."""
+    filters = query(request, model)
+    if filters.provider is not None and filters.provider not in providers:
+        raise bad_parameter("provider", f"not a configured provider; configured: {', '.join(providers)}")
+    if filters.cursor is not None:
+        try:
+            decode(filters.cursor)
+        except ValueError:
+            raise bad_parameter("cursor", "not a cursor this service handed out") from None
+    return filters
 
 
 def query(request: Request, model: type[Query]) -> Query:

@@ -8,8 +8,7 @@ from starlette.routing import Route
 
 from gateway.http.auth import requires
 from gateway.http.openapi import PAGE_PARAMS, Operation, Param, documented, path_param
-from gateway.http.params import UUID, PageQuery, path_id, query
-from gateway.http.problems import bad_parameter
+from gateway.http.params import UUID, PageQuery, page_query, path_id
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import delivery_links
 from gateway.http.state import gateway_of
@@ -19,14 +18,12 @@ from schemas.consent import RFC3339_PATTERN, Timestamp
 
 
 class DeliveryFilter(PageQuery):
-    provider: str | None = None
     status: DeliveryStatus | None = None
     subject: str | None = None
     since: Timestamp | None = None
 
 
 FILTER_PARAMS = [
-    Param("provider", "query", {"type": "string"}),
     Param("status", "query", {"enum": [s.value for s in DeliveryStatus]}),
     Param("subject", "query", {"type": "string"}, "subject id"),
     Param(
@@ -49,14 +46,7 @@ LINKS = delivery_links("$response.body#")
 )
 async def list_deliveries(request: Request) -> Response:
     gateway = gateway_of(request)
-    filters = query(request, DeliveryFilter)
-    if filters.provider is not None and filters.provider not in gateway.adapters:
-        raise bad_parameter("provider", f"not a configured provider; configured: {', '.join(gateway.adapters)}")
-    if filters.cursor is not None:
-        try:
-            decode_cursor(filters.cursor)
-        except ValueError:
-            raise bad_parameter("cursor", "not a cursor this service handed out") from None
+    filters = page_query(request, DeliveryFilter, gateway.adapters, decode_cursor)
     page = await gateway.store.outbox.list(
         provider=filters.provider,
         status=filters.status,

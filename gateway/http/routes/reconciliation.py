@@ -8,8 +8,8 @@ from starlette.routing import Route
 
 from gateway.http.auth import requires
 from gateway.http.openapi import PAGE_PARAMS, Operation, Param, documented, path_param
-from gateway.http.params import SUBJECT_ID, UUID, PageQuery, body_model, path_id, query
-from gateway.http.problems import ProblemError, bad_parameter
+from gateway.http.params import SUBJECT_ID, UUID, PageQuery, body_model, page_query, path_id
+from gateway.http.problems import ProblemError
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import decision_links, run_links
 from gateway.http.state import gateway_of
@@ -19,13 +19,11 @@ from schemas.consent import SubjectId
 
 
 class ReconciliationFilter(PageQuery):
-    provider: str | None = None
     status: SyncStatus | None = None
     subject: SubjectId | None = None
 
 
 FILTER_PARAMS = [
-    Param("provider", "query", {"type": "string"}),
     Param("status", "query", {"enum": [s.value for s in SyncStatus]}),
     path_param("subject", SUBJECT_ID, "query", "one subject id"),
     *PAGE_PARAMS,
@@ -44,14 +42,7 @@ SUBJECT_PARAM = path_param("subject_id", SUBJECT_ID)
 )
 async def list_rows(request: Request) -> Response:
     gateway = gateway_of(request)
-    filters = query(request, ReconciliationFilter)
-    if filters.provider is not None and filters.provider not in gateway.adapters:
-        raise bad_parameter("provider", f"not a configured provider; configured: {', '.join(gateway.adapters)}")
-    if filters.cursor is not None:
-        try:
-            decode_cursor(filters.cursor)
-        except ValueError:
-            raise bad_parameter("cursor", "not a cursor this service handed out") from None
+    filters = page_query(request, ReconciliationFilter, gateway.adapters, decode_cursor)
     page = await gateway.reconciler.view(
         provider=filters.provider,
         status=None if filters.status is None else {filters.status},
