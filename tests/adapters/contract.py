@@ -45,6 +45,9 @@ class Scenario:
         flow = self.adapter.push(state, ack.acknowledged if ack else {}, ack.memo if ack else {})
         return await drive(flow, sender(client or self.client))
 
+    async def erase(self, state: SubjectState, ack: Ack) -> Ack:
+        return await drive(self.adapter.erase(state, ack.memo), sender(self.client))
+
     async def read(self, states: Sequence[SubjectState]) -> dict[str, Observation]:
         assert isinstance(self.adapter, Observable)
         return await drive(self.adapter.read(states), sender(self.client))
@@ -164,6 +167,26 @@ class AdapterContract:
         await world.push(state)
         observed = await world.read([state])
         assert observed[state.subject_id].held == world.adapter.project(state)
+
+    async def test_erase(self, world: Scenario) -> None:
+        """A push, then the person's erasure: the provider holds nothing of theirs, or every purpose denied."""
+        state = self.state()
+        erased = await world.erase(state, await world.push(state))
+        record = PurposeRecord(state=PurposeState.denied, occurred_at=WHEN)
+        denied = world.adapter.project(
+            state.model_copy(update={"purposes": dict.fromkeys(world.adapter.settings.purposes, record)})
+        )
+        assert erased.acknowledged in ({}, denied), erased.acknowledged
+        if isinstance(world.adapter, Observable):
+            observed = await world.read([state])
+            assert observed[state.subject_id].held in ({}, denied)
+
+    async def test_no_contact_data(self, world: Scenario) -> None:
+        """A subject with neither email nor phone: what cannot exist at the provider is left out, the rest is pushed."""
+        state = self.state(email=None, phone=None)
+        ack = await world.push(state)
+        assert ack.acknowledged == world.adapter.project(state)
+        assert not set(world.adapter.not_applicable(state)) & set(ack.acknowledged)
 
     async def test_rate_limited_429(self, world: Scenario) -> None:
         """The provider answers 429 with Retry-After: 30; the push is retried later, when it says."""
