@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from gateway.http.auth import hash_token
 from gateway.service import Gateway
 from gateway.store.tables import decisions, deliveries, subjects
 from tests.fakes import fake_adapter
+from tests.processes import Processes
 
 WRITER, READER, ADMIN = "writer-token-abcdefgh", "reader-token-abcdefgh", "admin-token-abcdefgh"
 DECISION: dict[str, Any] = {
@@ -24,6 +26,16 @@ DECISION: dict[str, Any] = {
     "occurred_at": "2026-11-23T10:00:00Z",
     "source": "web",
 }
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Every process a test starts is killed when it ends, whatever the outcome."""
+    running = Processes(tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()
 
 
 def auth(token: str) -> dict[str, str]:

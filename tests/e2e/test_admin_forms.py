@@ -3,7 +3,6 @@ wrote is escaped, and no page may be framed."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,13 +16,13 @@ from gateway.service import Gateway
 from gateway.store import Store
 from schemas.api import DeliveryOut, DeliveryStatus
 from schemas.consent import Decision
+from tests.e2e.pages import csrf, sign_in
 from tests.fakes import fake_adapter
 from tests.world import Sleeps
 
 ADMIN = "admin-page-token-abcdefgh"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SCRIPT = "<script>alert(1)</script>"
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 class Admin:
@@ -34,14 +33,10 @@ class Admin:
         self.gateway = gateway
 
     async def csrf(self, path: str) -> str:
-        page = await self.client.get(path)
-        assert page.status_code == 200, page.text
-        [token] = set(CSRF.findall(page.text))
-        return token
+        return await csrf(self.client, path)
 
     async def sign_in(self) -> None:
-        form = {"token": ADMIN, "csrf": await self.csrf("/admin/login")}
-        assert (await self.client.post("/admin/login", data=form)).status_code == 303
+        await sign_in(self.client, ADMIN)
 
     async def retrying(self) -> DeliveryOut:
         """A decision whose delivery failed once and now waits ten minutes for its retry."""

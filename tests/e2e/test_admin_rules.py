@@ -3,7 +3,6 @@ session that signing out (or removing its token) ends on the server."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,8 +10,7 @@ import pytest
 
 from gateway.http.auth import Authenticator
 from tests.e2e.conftest import ADMIN, DECISION, READER, auth
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+from tests.e2e.pages import csrf, sign_in
 
 
 @pytest.fixture
@@ -22,17 +20,8 @@ async def browser(client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]
         yield https
 
 
-async def csrf(client: httpx.AsyncClient, path: str) -> str:
-    page = await client.get(path)
-    [token] = set(CSRF.findall(page.text))
-    return token
-
-
 async def signed_in(client: httpx.AsyncClient) -> str:
-    """Signs in with the admin token; the session cookie as it stands now."""
-    form = {"token": ADMIN, "csrf": await csrf(client, "/admin/login")}
-    assert (await client.post("/admin/login", data=form)).status_code == 303
-    return client.cookies["consent_gateway_admin"]
+    return await sign_in(client, ADMIN)
 
 
 async def erased_subject(client: httpx.AsyncClient) -> None:

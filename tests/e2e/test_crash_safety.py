@@ -121,16 +121,6 @@ def gated(simulators: httpx.AsyncClient, passes: Mapping[str, int] | None = None
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    """Every process a test starts is killed when it ends, whatever the outcome."""
-    running = Processes(tmp_path)
-    try:
-        yield running
-    finally:
-        running.close()
-
-
-@pytest.fixture
 async def simulators(processes: Processes) -> AsyncIterator[httpx.AsyncClient]:
     """A client on `consent-gateway simulate` running in its own process."""
     base = await processes.simulators()

@@ -47,15 +47,6 @@ def test_it_passes_the_shared_adapter_contract(installed: dict[str, str]) -> Non
     assert "17 passed" in run.stdout, run.stdout[-2000:]
 
 
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    running = Processes(tmp_path)
-    try:
-        yield running
-    finally:
-        running.close()
-
-
 async def test_it_is_in_the_demo_receives_decisions_and_is_read_back(
     installed: dict[str, str], processes: Processes, tmp_path: Path
 ) -> None:

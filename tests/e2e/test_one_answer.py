@@ -5,7 +5,6 @@ unknown or waiting subject or delivery, tried through all three on one store."""
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from gateway.http.app import create_app
 from gateway.http.auth import hash_token
 from gateway.service import Gateway
 from tests.e2e.conftest import DECISION, auth
+from tests.e2e.pages import csrf, sign_in
 
 ADMIN = "one-answer-admin-token-0123456789"
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 NO_DELIVERY = str(uuid.UUID(int=7))
 
 
@@ -103,8 +102,7 @@ class Surfaces:
         if action.page is None:
             return None
         path, form = action.page
-        page = await self.browser.get("/admin/")
-        [token] = set(CSRF.findall(page.text))
+        token = await csrf(self.browser, "/admin/")
         return await self.browser.post(self.filled(path), data=form | {"csrf": token})
 
     async def through_cli(self, action: Action) -> tuple[int, str]:
@@ -147,9 +145,7 @@ api_key = "masivo-key-0123456789"
                 assert (await api.post("/v1/consents", json=decision, headers=auth(ADMIN))).status_code == 202
             waiting = (await api.get("/v1/deliveries?subject=cust-7", headers=auth(ADMIN))).json()["items"][0]["id"]
             assert (await api.delete("/v1/subjects/cust-42", headers=auth(ADMIN))).status_code == 202
-            login = await browser.get("/admin/login")
-            [token] = set(CSRF.findall(login.text))
-            assert (await browser.post("/admin/login", data={"token": ADMIN, "csrf": token})).status_code == 303
+            await sign_in(browser, ADMIN)
             yield Surfaces(config, api, browser, waiting)
 
 

@@ -13,7 +13,7 @@ import random
 import signal
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,6 @@ OPEN = ("pending", "retrying", "sending")
 PATIENCE_S = 300.0  # a client's retries of one decision: a key the busy store could not release is freed within ~30 s
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    running = Processes(tmp_path)
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 @pytest.fixture

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-import pytest
 
 from tests.processes import Processes
 
 API_KEY = "pfx.simulate-secret-0123456789"
 EMAIL, PHONE = "leak.check@example.com", "+14155550199"
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(tmp_path)
-    yield started
-    started.close()
 
 
 async def test_the_simulators_log_no_api_key_and_no_contact_data(processes: Processes) -> None:
