@@ -7,6 +7,7 @@ decisions and is read back by a run."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,9 +29,10 @@ pytestmark = pytest.mark.installs
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """An environment in which the Acme package is installed (into a directory of its own on the path)."""
-    target = tmp_path_factory.mktemp("acme-installed")
+    target, source = tmp_path_factory.mktemp("acme-installed"), tmp_path_factory.mktemp("acme") / "source"
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"]
-    subprocess.run([*pip, "--target", str(target), str(PLUGIN)], check=True, capture_output=True)
+    subprocess.run([*pip, "--target", str(target), str(source)], check=True, capture_output=True)  # builds in a copy
     assert (target / "acme_consent-1.0.0.dist-info" / "entry_points.txt").is_file()
     yield clean_env({"PYTHONPATH": os.pathsep.join([str(target), str(CHECKOUT)])})
 
