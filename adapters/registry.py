@@ -52,18 +52,28 @@ class Provider:
 
 
 class RegistryError(RuntimeError):
-    """An installed entry point that is not a provider: the gateway refuses to start with it."""
+    """No provider is installed, or an entry point is not one: the gateway refuses to start."""
+
+
+MISSING = (
+    "no provider is installed: the package's entry points are missing (an install made before they existed, "
+    "or a checkout that was never installed); install it again: pip install -e ."
+)
 
 
 @cache
 def providers() -> Mapping[str, Provider]:
-    """Every installed provider, by name (sorted)."""
+    """Every installed provider, by name (sorted). None at all means the gateway's own metadata is
+    missing (the three it ships register themselves): a RegistryError, not a gateway that silently
+    delivers nowhere."""
     found: dict[str, Provider] = {}
     for point in entry_points(group=GROUP):
         provider = point.load()
         if not isinstance(provider, Provider) or provider.name != point.name:
             raise RegistryError(f"entry point {point.name} = {point.value!r} is not the Provider named {point.name!r}")
         found[point.name] = provider
+    if not found:
+        raise RegistryError(MISSING)
     return dict(sorted(found.items()))
 
 

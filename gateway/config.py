@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from adapters import Adapter
 from adapters.errors import GatewayError
-from adapters.registry import providers
+from adapters.registry import RegistryError, providers
 from gateway.store.db import Pool
 from schemas.consent import DEFAULT_PURPOSES
 
@@ -232,9 +232,13 @@ def build_adapters(settings: Settings) -> dict[str, Adapter]:
     """One adapter per enabled provider, each validated by its own Settings model."""
     adapters: dict[str, Adapter] = {}
     for name, raw in settings.providers.items():
-        if name not in providers():
-            raise ConfigError(f"providers.{name}: unknown provider; known: {', '.join(providers())}")
-        adapter_cls = providers()[name].adapter
+        try:
+            known = providers()
+        except RegistryError as error:
+            raise ConfigError(str(error)) from None
+        if name not in known:
+            raise ConfigError(f"providers.{name}: unknown provider; known: {', '.join(known)}")
+        adapter_cls = known[name].adapter
         try:
             provider_settings = adapter_cls.Settings.model_validate(raw)
         except ValidationError as error:

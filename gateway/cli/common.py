@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -15,6 +15,7 @@ from rich.markup import escape
 from sqlalchemy import make_url
 
 from adapters import Adapter
+from adapters.registry import Provider, RegistryError, providers
 from gateway.config import (
     ConfigError,
     DatabaseSettings,
@@ -109,6 +110,14 @@ def open_store(configured: DatabaseSettings) -> Store:
     except SchemaError as error:
         fail(str(error))
     return store
+
+
+def registered() -> Mapping[str, Provider]:
+    """The installed providers; none is a broken install, said in one line with its fix."""
+    try:
+        return providers()
+    except RegistryError as error:
+        fail(str(error), 2)
 
 
 def adapters(configured: Settings) -> dict[str, Adapter]:

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from adapters.registry import providers, simulators_app
+from adapters.registry import simulators_app
 from adapters.simulators.common import LOG_LIMIT
-from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, gateway, settings
+from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, gateway, registered, settings
 from gateway.demo import demo_app, demo_token
 from gateway.http.app import create_app, create_worker_app
 from gateway.http.server import serve as serve_app
@@ -32,9 +32,9 @@ def serve(
     """Run the API (and, unless --no-worker, the delivery worker)."""
     if demo:
         host = "127.0.0.1"  # the demo's token may be printed: never expose it beyond loopback
+        names = ",".join(registered())
         token, generated = demo_token()
         served = demo_app(host, port, token)
-        names = ",".join(providers())
         console.print(f"[bold]demo[/]: simulators at http://{host}:{port}/simulators/{{{names}}}")
         console.print(f"API token (shown once): [green]{token}[/]" if generated else TOKEN_FROM_ENV)
     else:
@@ -80,5 +80,6 @@ def simulate(
     """Run every provider's simulator on one port, at /<provider> (/masivo, /wix, /intempt). Logs are the
     gateway's JSON lines, scrubbed the same way (Intempt's apiKey and Wix's get-by email travel
     in query strings)."""
+    registered()
     configure_logging()
     serve_app(simulators_app(log_limit=log_limit), host, port)
