@@ -28,7 +28,7 @@ from gateway.config import RetrySettings, Settings
 from gateway.delivery.metrics import Metrics
 from gateway.redaction import mask_values, redact
 from gateway.store import Store
-from gateway.store.outbox import ABANDONED, Attempt, Claim, Held, Outcome
+from gateway.store.outbox import ABANDONED, Attempt, Claim, Outcome
 from gateway.store.ratelimit import Budget, Sleep
 from schemas.api import DeliveryStatus
 
@@ -40,23 +40,18 @@ T = TypeVar("T")
 
 @dataclass
 class Journal:
-    """What one delivery did: what the provider was known to hold before, each request tried, and
-    what each push request set there (the gateway's own writes: ``gateway.provenance``)."""
+    """What one delivery did: each request tried, what each push request set there (the gateway's own
+    writes: ``gateway.rules.provenance``), and the pair's fence when it read what the provider held."""
 
     attempts: list[Attempt] = field(default_factory=list)
     writes: list[dict[str, Write]] = field(default_factory=list)
-    before: Held | None = None
+    fence: int = 0
     private: tuple[str, ...] = ()  # the subject's own texts: a provider echoing them back is no news
 
     def text(self, adapter: Adapter, error: ProviderError) -> str:
         """An error as it may be stored and logged: no secret, and none of what the push sent
         about the person (Intempt's error ``message`` can repeat the note the push carried)."""
         return mask_values(redact(str(error), adapter.secrets()), self.private)
-
-    @property
-    def fence(self) -> int:
-        """The pair's fence when the push read what the provider held."""
-        return self.before.fence if self.before else 0
 
 
 class Lane:
@@ -259,7 +254,8 @@ class Worker:
         adapter, attempts = lane.adapter, journal.attempts
         state = await self.store.ledger.subject_state(claim.subject_id, addressed=bool(adapter.addressed()))
         journal.private = state.private() if state else ()
-        held = journal.before = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
+        held = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
+        journal.fence = held.fence
         if state is None or (state.erased_at is None and adapter.project(state) == held.acknowledged):
             return Outcome(DeliveryStatus.skipped), None
         try:
@@ -326,14 +322,14 @@ class Worker:
             self._report(claim, outcome)
             return
         self.metrics.deliveries.labels(claim.provider, "too_late").inc()
-        fields = {"provider": claim.provider, "delivery": claim.id, "subject": claim.subject_id}
+        fields = _logged(claim)
         log.warning("delivery_outcome_too_late", **fields, status=outcome.status.value, queued_again=True)
 
     def _report(self, claim: Claim, outcome: Outcome) -> None:
         """Count and log how a delivery ended: a dead letter is a warning, giving up after the
         ladder (or after lost outcomes) an error, so an operator's alerting sees both."""
         self.metrics.deliveries.labels(claim.provider, outcome.status.value).inc()
-        fields = {"provider": claim.provider, "delivery": claim.id, "subject": claim.subject_id}
+        fields = _logged(claim)
         if outcome.status is not DeliveryStatus.dead:
             log.info("delivery_finished", **fields, status=outcome.status.value, attempts=len(outcome.attempts))
             return
@@ -384,6 +380,11 @@ class BackoffHonouringRetryAfter:
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
         return max(wait, retry_after) if retry_after is not None else wait
+
+
+def _logged(claim: Claim) -> dict[str, str]:
+    """What a delivery's log lines say of it."""
+    return {"provider": claim.provider, "delivery": claim.id, "subject": claim.subject_id}
 
 
 def _classified(adapter: Adapter, response: httpx.Response) -> ProviderError | None:

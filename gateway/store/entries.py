@@ -21,7 +21,7 @@ from adapters.base import Adapter, Projection
 from gateway.rules.provenance import Provenance
 from gateway.store import addresses
 from gateway.store.db import insert, upsert
-from gateway.store.outbox import JOINABLE, delivery_out
+from gateway.store.outbox import WAITING, delivery_out
 from gateway.store.snapshot import EPOCH
 from gateway.store.tables import (
     decisions,
@@ -255,7 +255,7 @@ async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) 
             .where(
                 deliveries.c.subject_id.in_(sorted({subject for subject, _ in pairs})),
                 deliveries.c.provider.in_(sorted({provider for _, provider in pairs})),
-                deliveries.c.status.in_([s.value for s in JOINABLE]),
+                WAITING,
             )
             .order_by(deliveries.c.id)
             .with_for_update()

@@ -20,6 +20,11 @@ from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
 from schemas.consent import parse_timestamp
 
 JOINABLE = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a newer decision joins it
+WAITING = deliveries.c.status.in_([status.value for status in JOINABLE])  # a delivery row that is JOINABLE
+PAIR_LOCK = "hashtext(current_schema() || '/' || :provider), hashtext({subject})"
+"""The advisory lock key of a subject × provider pair (PostgreSQL), keyed by schema too: advisory locks
+are database-wide, and two gateways (or test sessions) in schemas of one database must not pass over
+each other's pairs."""
 STATUSES = {status.value: status for status in DeliveryStatus}
 ABANDONED = "gave up: the outcome of its attempts was never recorded (the worker stopped or the store failed)"
 
@@ -114,7 +119,7 @@ class Outbox:
             other.c.lease_until > now,
         )
         due = or_(
-            and_(deliveries.c.status.in_([s.value for s in JOINABLE]), deliveries.c.next_attempt_at <= now),
+            and_(WAITING, deliveries.c.next_attempt_at <= now),
             and_(deliveries.c.status == DeliveryStatus.sending.value, deliveries.c.lease_until <= now),
         )
         candidates = (
@@ -292,11 +297,10 @@ class Outbox:
 
     async def retry_now(self, delivery_id: str, now: datetime) -> bool:
         """Make a waiting (pending or retrying) delivery due now; False when it is not waiting."""
-        waiting = deliveries.c.status.in_([s.value for s in JOINABLE])
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id == delivery_id, waiting)
+                .where(deliveries.c.id == delivery_id, WAITING)
                 .values(next_attempt_at=now, updated_at=now)
             )
             return bool(result.rowcount)
@@ -305,7 +309,7 @@ class Outbox:
         """Per provider: deliveries due now, and the age in seconds of the oldest of them."""
         query = (
             select(deliveries.c.provider, func.count(), func.min(deliveries.c.next_attempt_at))
-            .where(deliveries.c.status.in_([s.value for s in JOINABLE]), deliveries.c.next_attempt_at <= now)
+            .where(WAITING, deliveries.c.next_attempt_at <= now)
             .group_by(deliveries.c.provider)
         )
         async with self.reader.connect() as conn:
@@ -387,11 +391,7 @@ async def _queue_again(conn: AsyncConnection, claim: Claim, now: datetime, *, to
     mine = and_(deliveries.c.id == claim.id, deliveries.c.lease_id == claim.lease)
     if (await conn.execute(update(deliveries).where(mine).values(again | {"updated_at": now}))).rowcount or not touched:
         return
-    waiting = and_(
-        deliveries.c.subject_id == claim.subject_id,
-        deliveries.c.provider == claim.provider,
-        deliveries.c.status.in_([s.value for s in JOINABLE]),
-    )
+    waiting = and_(deliveries.c.subject_id == claim.subject_id, deliveries.c.provider == claim.provider, WAITING)
     if (await conn.execute(update(deliveries).where(waiting).values(next_attempt_at=now))).rowcount:
         return
     decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
@@ -409,8 +409,8 @@ async def _hold_pair(conn: AsyncConnection, claim: Claim) -> None:
     """PostgreSQL: wait for any other finish of the same pair (two pushes of one pair end at once only
     after a lease lapsed). SQLite has one writer at a time."""
     if conn.dialect.name == "postgresql":
-        key = "pg_advisory_xact_lock(hashtext(current_schema() || '/' || :provider), hashtext(:subject))"
-        await conn.execute(text(f"SELECT {key}"), {"provider": claim.provider, "subject": claim.subject_id})
+        lock = text(f"SELECT pg_advisory_xact_lock({PAIR_LOCK.format(subject=':subject')})")
+        await conn.execute(lock, {"provider": claim.provider, "subject": claim.subject_id})
 
 
 async def _lock_pairs(conn: AsyncConnection, provider: str, subject_ids: set[str]) -> set[str]:
@@ -420,9 +420,7 @@ async def _lock_pairs(conn: AsyncConnection, provider: str, subject_ids: set[str
         return set()
     query = text(
         "SELECT s FROM unnest(CAST(:subjects AS text[])) AS s"
-        # keyed by schema too: advisory locks are database-wide, and two gateways (or test
-        # sessions) in schemas of one database must not pass over each other's pairs
-        " WHERE pg_try_advisory_xact_lock(hashtext(current_schema() || '/' || :provider), hashtext(s))"
+        f" WHERE pg_try_advisory_xact_lock({PAIR_LOCK.format(subject='s')})"
     )
     rows = await conn.execute(query, {"subjects": sorted(subject_ids), "provider": provider})
     return {row[0] for row in rows}
