@@ -14,7 +14,7 @@ from gateway.clock import Clock, utcnow
 from gateway.config import Settings, build_adapters
 from gateway.delivery.metrics import Metrics
 from gateway.delivery.worker import Worker
-from gateway.http.problems import ProblemError, bad_parameter, erased
+from gateway.http.problems import ProblemError, bad_parameter, erased, not_found
 from gateway.lifecycle.chores import Chores
 from gateway.lifecycle.erasure import Erasures
 from gateway.lifecycle.expiry import Expiries
@@ -128,7 +128,7 @@ class Gateway:
     async def decision(self, decision_id: str) -> DecisionOut:
         found = await self.store.ledger.decision(decision_id)
         if found is None:
-            raise ProblemError(404, "not-found", "No such decision")
+            raise not_found("decision")
         return found
 
     async def start_run(self, providers: Collection[str] | None, subjects: list[str] | None) -> tuple[RunOut, bool]:
@@ -162,7 +162,7 @@ class Gateway:
     async def adopt(self, subject_id: str, provider: str) -> DecisionOut:
         """Adopt what ``provider`` was last read to hold as the person's decision now."""
         if provider not in self.adapters:
-            raise ProblemError(404, "not-found", "No such provider", f"configured: {', '.join(self.adapters)}")
+            raise not_found("provider", f"configured: {', '.join(self.adapters)}")
         if await self.store.ledger.subject_state(subject_id) is None:
             raise no_subject()
         try:
@@ -190,7 +190,7 @@ class Gateway:
     async def erasure(self, erasure_id: str) -> ErasureOut:
         found = await self.erasures.get(erasure_id)
         if found is None:
-            raise ProblemError(404, "not-found", "No such erasure")
+            raise not_found("erasure")
         return found
 
     async def retry(self, delivery_id: str) -> DeliveryOut:
@@ -214,9 +214,9 @@ class Gateway:
     async def delivery(self, delivery_id: str) -> DeliveryOut:
         found = await self.store.outbox.get(delivery_id)
         if found is None:
-            raise ProblemError(404, "not-found", "No such delivery")
+            raise not_found("delivery")
         return found
 
 
 def no_subject() -> ProblemError:
-    return ProblemError(404, "not-found", "No such subject", "no decision has been recorded for it")
+    return not_found("subject", "no decision has been recorded for it")

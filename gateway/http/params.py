@@ -17,7 +17,7 @@ from typing import Annotated, Any, NamedTuple, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from gateway.http.problems import ProblemError, bad_parameter, invalid
+from gateway.http.problems import ProblemError, bad_parameter, invalid, not_found
 from gateway.http.state import gateway_of
 from schemas.problem import FieldError
 
@@ -99,7 +99,7 @@ def path_id(request: Request, name: str, pattern: re.Pattern[str], what: str) ->
     """A path id, or 404 when it cannot name anything here (never sent on to the store)."""
     value = str(request.path_params[name])
     if not pattern.fullmatch(value):
-        raise ProblemError(404, "not-found", f"No such {what}")
+        raise not_found(what)
     return value
 
 

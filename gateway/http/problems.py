@@ -60,6 +60,11 @@ def bad_parameter(field: str, message: str, status: int = 400) -> ProblemError:
     return ProblemError(status, "validation-error", "The request is not valid", f"{field}: {message}", errors)
 
 
+def not_found(what: str, detail: str | None = None) -> ProblemError:
+    """A 404 for a ``what`` (subject, delivery, run…) this gateway does not have."""
+    return ProblemError(404, "not-found", f"No such {what}", detail)
+
+
 def erased(detail: str, field: str = "subject.id", status: int = 409) -> ProblemError:
     """A decision, adoption or read for a subject that was erased (gateway.erasure)."""
     return ProblemError(status, "subject-erased", "Subject erased", detail, [FieldError(field=field, message=detail)])

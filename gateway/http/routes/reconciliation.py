@@ -9,7 +9,7 @@ from starlette.routing import Route
 from gateway.http.auth import requires
 from gateway.http.openapi import PAGE_PARAMS, Operation, Param, documented, path_param
 from gateway.http.params import SUBJECT_ID, UUID, PageQuery, body_model, page_query, path_id
-from gateway.http.problems import ProblemError
+from gateway.http.problems import not_found
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import decision_links, run_links
 from gateway.http.state import gateway_of
@@ -78,7 +78,7 @@ async def start_run(request: Request) -> Response:
 async def get_run(request: Request) -> Response:
     run = await gateway_of(request).store.runs.get(path_id(request, "run_id", UUID, "run"))
     if run is None:
-        raise ProblemError(404, "not-found", "No such run")
+        raise not_found("run")
     return JSONResponse(run.model_dump(mode="json"))
 
 
