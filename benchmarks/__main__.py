@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import batch, delivery, fanout, ingest, reconciliation, workers
-from benchmarks.common import DEFAULT_POSTGRES, KEYS, Bench, Database, start_simulators, unreachable
+from benchmarks.common import DEFAULT_POSTGRES, Bench, Database, start_simulators, unreachable
 from benchmarks.load import GENERATORS, describe, generator_name
 from gateway.redaction import configure_logging
 
@@ -133,7 +133,6 @@ def compared(results: dict[str, Any]) -> dict[str, Any]:
 
 def run(argv: list[str]) -> None:
     args = parse(argv)
-    os.environ.update(KEYS)  # the in-process settings (naive fan-out, reconciliation) read them too
     configure_logging(level=logging.WARNING)
     print(json.dumps(asyncio.run(main(args)), indent=2))
 

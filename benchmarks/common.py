@@ -23,6 +23,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from adapters.registry import providers
 from benchmarks import load as loadgen
 from benchmarks.payloads import TOKEN, batch_body
 from gateway.http.auth import hash_token
@@ -31,9 +32,8 @@ from gateway.store.tables import deliveries
 from schemas.api import UNDER_WAY
 from tests.processes import CLI, Process, Processes, clean_env, free_port
 
-PROVIDERS = ("masivo", "wix", "intempt")
-KEYS = {"BENCH_MASIVO": "masivo-key-0123456789", "BENCH_WIX": "wix-key-0123456789"}
-KEYS["BENCH_INTEMPT"] = "pfx.intempt-0123456789"
+PROVIDERS = tuple(providers())  # every installed provider, as the gateway finds them
+NOWHERE = "http://127.0.0.1:9"  # a port nothing listens on: the base URL of a provider a part never calls
 PROTECTED = frozenset({"postgres", "test", "template0", "template1"})  # never dropped by the harness
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/consent_gateway_bench"
 
@@ -82,7 +82,7 @@ async def start_server(
     process = None
     for _ in range(3):
         port = free_port()
-        process = procs.start(name, command(port), clean_env(KEYS))
+        process = procs.start(name, command(port), clean_env())
         url = f"http://127.0.0.1:{port}"
         if await answers(url + ready, process, timeout):
             return Server(process, url)
@@ -149,35 +149,21 @@ def longest_chain(requests: list[dict[str, Any]]) -> int:
 # -- the gateway ----------------------------------------------------------------------------------
 
 
+def provider_settings(simulators: Mapping[str, str], **common: Any) -> dict[str, dict[str, Any]]:
+    """Every installed provider's demo settings (the registry's, throwaway credentials) at its
+    simulator, plus ``common`` (settings every provider has, e.g. ``concurrency``)."""
+    return {name: entry.demo(f"{simulators.get(name, NOWHERE)}/{name}") | common for name, entry in providers().items()}
+
+
 def write_config(path: Path, database_url: str, simulators: Mapping[str, str], concurrency: int = 4) -> Path:
     """A config for `serve` and `worker`: production defaults, except no request budget (else Wix's
-    200/min would be the only thing measured) and no HTTP port for `worker` (several run at once)."""
-    sims = {provider: simulators.get(provider, "http://127.0.0.1:9") for provider in PROVIDERS}
-    path.write_text(f"""\
-database_url = {json.dumps(database_url)}
-[[tokens]]
-name = "bench"
-sha256 = "{hash_token(TOKEN)}"
-[worker]
-http_port = 0
-[providers.masivo]
-base_url = "{sims["masivo"]}/masivo"
-api_key = "${{BENCH_MASIVO}}"
-concurrency = {concurrency}
-[providers.wix]
-base_url = "{sims["wix"]}/wix"
-api_key = "${{BENCH_WIX}}"
-site_id = "bench"
-concurrency = {concurrency}
-rate_per_minute = 0.0
-[providers.intempt]
-base_url = "{sims["intempt"]}/intempt"
-api_key = "${{BENCH_INTEMPT}}"
-org = "o"
-project = "p"
-timestamp_unit = "s"
-concurrency = {concurrency}
-""")
+    200/min would be the only thing measured) and no HTTP port for `worker` (several run at once).
+    TOML's strings, numbers and booleans are written as JSON writes them."""
+    lines = [f"database_url = {json.dumps(database_url)}", "[[tokens]]", 'name = "bench"']
+    lines += [f'sha256 = "{hash_token(TOKEN)}"', "[worker]", "http_port = 0"]
+    for name, values in provider_settings(simulators, concurrency=concurrency, rate_per_minute=0.0).items():
+        lines += [f"[providers.{name}]", *(f"{key} = {json.dumps(value)}" for key, value in values.items())]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -190,7 +176,7 @@ async def start_gateway(procs: Processes, config: Path, *, worker: bool) -> Serv
 
 
 def start_workers(procs: Processes, config: Path, count: int) -> list[Process]:
-    return [procs.start("worker", [CLI, "worker", "--config", str(config)], clean_env(KEYS)) for _ in range(count)]
+    return [procs.start("worker", [CLI, "worker", "--config", str(config)], clean_env()) for _ in range(count)]
 
 
 def client(base: str) -> httpx.AsyncClient:

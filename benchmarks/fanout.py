@@ -1,6 +1,6 @@
 """``fanout``: how long one decision takes to be final at every provider, against the least it
-can take. Providers answer after 50/80/120 ms (Masivo/Wix/Intempt); decisions are sent one at a
-time to `serve` (API and worker in one process), each for a new subject.
+can take. Each provider answers after its own latency (50, 85, 120 ms… in name order: intempt,
+masivo, wix); decisions are sent one at a time to `serve` (API and worker in one process), each for a new subject.
 
 The limit is the slowest provider's chain: the requests its flow must make one after another
 (read from the simulators' request logs for one decision: the most requests that did not
@@ -35,7 +35,7 @@ from benchmarks.payloads import decision
 from gateway.config import build_adapters, load_settings
 from schemas.consent import SubjectState
 
-LATENCY_MS = {"masivo": 50.0, "wix": 80.0, "intempt": 120.0}
+LATENCY_MS = {provider: 50.0 + 35.0 * index for index, provider in enumerate(PROVIDERS)}  # one slowest
 TARGETS = {"p50_ratio": "<= 1.15", "p99_ratio": "<= 1.5", "sequential_ratio": "none (the naive comparison)"}
 
 

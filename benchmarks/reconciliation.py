@@ -4,10 +4,10 @@ simulators at 20 ms, each measured against its limit.
 - ``view``: every row of the drift view (subjects x 3 providers, with counts) computed from a
   store holding ``--view-subjects`` subjects, in a fresh process: seconds and peak RSS. Targets
   <= 10 s and <= 200 MB at 100,000 subjects (300,000 rows: >= 30,000 rows/s at any size).
-- ``readback``: a run over ``--read-subjects`` subjects, one provider at a time. Masivo reads one
-  customer per request, so its limit is ``concurrency / latency`` requests a second; Wix pages
-  100 subjects per query per channel under its request budget, so its limit is
-  ``rate_per_minute / 60``. Target >= 0.8 of each.
+- ``readback``: a run over ``--read-subjects`` subjects, one observable provider at a time. Its
+  limit is ``concurrency / latency`` requests a second, or its request budget
+  (``rate_per_minute / 60``) where that is lower: Masivo reads one customer per request, with no
+  budget; Wix pages 100 subjects per query per channel under its 200/min. Target >= 0.8 of each.
 
 The subjects are written in bulk as if decided and delivered. ``python -m benchmarks.reconciliation
 --view-only URL`` is the fresh process the view is timed in.
@@ -23,12 +23,15 @@ import resource
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert
 
-from benchmarks.common import PROVIDERS, Bench, Database, set_latency
+from adapters.base import Observable
+from adapters.registry import providers
+from benchmarks.common import PROVIDERS, Bench, Database, provider_settings, set_latency
 from gateway.config import ReconcileSettings, Settings
 from gateway.redaction import configure_logging
 from gateway.service import Gateway
@@ -40,9 +43,7 @@ TCF = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
 PURPOSES = {"email_marketing": "granted", "sms_marketing": "denied", "push_notifications": "granted"}
 LATENCY_MS = 20.0
 CONCURRENCY = 4  # per provider: the default setting
-WIX_PER_MINUTE = 200.0  # Wix's documented budget
 CHUNK = 500
-NOWHERE = dict.fromkeys(PROVIDERS, "http://127.0.0.1:9")  # the view calls no provider
 TARGETS = {
     "view.seconds": "<= 10 at 100,000 subjects",
     "view.rows_per_s": ">= 30000 (300,000 rows in 10 s)",
@@ -51,34 +52,11 @@ TARGETS = {
 }
 
 
-def settings(database_url: str, simulators: dict[str, str]) -> Settings:
-    return Settings(
-        database_url=database_url,
-        providers={
-            "masivo": {
-                "base_url": f"{simulators['masivo']}/masivo",
-                "api_key": "masivo-key-0123456789",
-                "concurrency": CONCURRENCY,
-                "drift_policy": "report_only",
-            },
-            "wix": {
-                "base_url": f"{simulators['wix']}/wix",
-                "api_key": "wix-key-0123456789",
-                "site_id": "bench",
-                "concurrency": CONCURRENCY,
-                "rate_per_minute": WIX_PER_MINUTE,
-                "drift_policy": "report_only",
-            },
-            "intempt": {
-                "base_url": f"{simulators['intempt']}/intempt",
-                "api_key": "pfx.intempt-0123456789",
-                "org": "o",
-                "project": "p",
-                "timestamp_unit": "s",
-            },
-        },
-        reconcile=ReconcileSettings(chunk=CHUNK),
-    )
+def settings(database_url: str, simulators: Mapping[str, str]) -> Settings:
+    """Every provider at its simulator, reporting drift rather than repairing it (a run reads; it
+    queues no pushes), each at its default request budget (Wix's documented 200/min)."""
+    chosen = provider_settings(simulators, concurrency=CONCURRENCY, drift_policy="report_only")
+    return Settings(database_url=database_url, providers=chosen, reconcile=ReconcileSettings(chunk=CHUNK))
 
 
 async def populate(gateway: Gateway, count: int) -> None:
@@ -143,7 +121,7 @@ def _rows(gateway: Gateway, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
                     "acknowledged_at": NOW,
                 }
             )
-            if name != "intempt":
+            if isinstance(adapter, Observable):
                 rows["observations"].append(
                     {
                         "subject_id": subject_id,
@@ -179,7 +157,7 @@ async def run(bench: Bench, db: Database) -> dict[str, Any]:
 
 async def view_only(database_url: str) -> dict[str, Any]:
     """In a fresh process: the whole drift view, timed, with this process's peak RSS."""
-    gateway = Gateway(settings(database_url, NOWHERE))
+    gateway = Gateway(settings(database_url, {}))
     began = time.perf_counter()
     page = await gateway.reconciler.view(limit=50)
     elapsed = time.perf_counter() - began
@@ -196,7 +174,7 @@ async def view_only(database_url: str) -> dict[str, Any]:
 async def view(bench: Bench, db: Database) -> dict[str, Any]:
     count = bench.args.view_subjects
     url = await db.fresh("view")
-    gateway = Gateway(settings(url, NOWHERE))
+    gateway = Gateway(settings(url, {}))
     began = time.perf_counter()
     await populate(gateway, count)
     populated = time.perf_counter() - began
@@ -214,7 +192,7 @@ async def readback(bench: Bench, db: Database) -> dict[str, Any]:
     count = bench.args.read_subjects
     await set_latency(bench.simulators, dict.fromkeys(PROVIDERS, LATENCY_MS))
     results: dict[str, Any] = {"subjects": count, "latency_ms": LATENCY_MS}
-    for provider in ("masivo", "wix"):
+    for provider in [name for name, entry in providers().items() if issubclass(entry.adapter, Observable)]:
         gateway = Gateway(settings(await db.fresh(f"readback-{provider}"), bench.simulators))
         try:
             await populate(gateway, count)
@@ -238,12 +216,11 @@ async def _one_run(gateway: Gateway, provider: str) -> dict[str, Any]:
     began = time.perf_counter()
     finished = await gateway.reconciler.execute(claimed, gateway.worker)
     elapsed = time.perf_counter() - began
-    if provider == "masivo":
-        limit = CONCURRENCY / (LATENCY_MS / 1000)
-        what = f"concurrency {CONCURRENCY} / latency {LATENCY_MS:g} ms"
-    else:
-        limit = WIX_PER_MINUTE / 60
-        what = f"request budget {WIX_PER_MINUTE:g}/min"
+    lane = gateway.adapters[provider].settings
+    limit = CONCURRENCY / (LATENCY_MS / 1000)
+    what = f"concurrency {CONCURRENCY} / latency {LATENCY_MS:g} ms"
+    if lane.rate_per_minute and lane.rate_per_minute / 60 < limit:
+        limit, what = lane.rate_per_minute / 60, f"request budget {lane.rate_per_minute:g}/min"
     return {
         "rows_read": finished.counts[provider]["read"],
         "requests": requests,

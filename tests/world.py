@@ -1,4 +1,4 @@
-"""A gateway wired to the three provider simulators in-process, with a clock tests move."""
+"""A gateway wired to every installed provider's simulator in-process, with a clock tests move."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from adapters.registry import providers as registered
 from adapters.registry import simulators_app
 from gateway.config import Settings
 from gateway.service import Gateway
@@ -19,7 +20,13 @@ from schemas.consent import Decision
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TCF = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
-PROVIDERS = ("masivo", "wix", "intempt")
+PROVIDERS = tuple(registered())
+# Every provider runs on its demo settings (the registry's); these are the names and keys the tests read back.
+FIXED: dict[str, dict[str, Any]] = {
+    "masivo": {"api_key": "masivo-key-0123456789"},
+    "wix": {"api_key": "wix-key-0123456789", "site_id": "site"},
+    "intempt": {"api_key": "pfx.intempt-secret-0123456789", "org": "acme", "project": "web", "timestamp_unit": "s"},
+}
 # A TCF v2 string as CMPs write them since mid-2024: "CQ…", two segments.
 CMP_STRING_2024 = tcf.encode(
     tcf.CoreString(
@@ -53,7 +60,7 @@ class Sleeps:
 
 
 class World:
-    """A gateway wired to the three simulators in-process, with a clock the test moves."""
+    """A gateway wired to every provider's simulator in-process, with a clock the test moves."""
 
     def __init__(
         self,
@@ -71,20 +78,13 @@ class World:
         self.control = httpx.AsyncClient(transport=transport, base_url="http://sim")
         self.sleeps = Sleeps()
         self.now = NOW
-        configured: dict[str, dict[str, Any]] = {
-            "masivo": {"base_url": "https://sim/masivo", "api_key": "masivo-key-0123456789"},
-            "wix": {"base_url": "https://sim/wix", "api_key": "wix-key-0123456789", "site_id": "site"},
-            "intempt": {
-                "base_url": "https://sim/intempt",
-                "api_key": "pfx.intempt-secret-0123456789",
-                "org": "acme",
-                "project": "web",
-                "timestamp_unit": "s",
-            },
+        configured = {
+            name: entry.demo(f"https://sim/{name}")
+            | FIXED.get(name, {})
+            | {"timeout_s": 0.2}
+            | dict((providers or {}).get(name, {}))
+            for name, entry in registered().items()
         }
-        for name, settings in configured.items():
-            settings["timeout_s"] = 0.2
-            settings.update((providers or {}).get(name, {}))
         retry_settings = dict(retry) if retry is not None else {"attempts": 4, "ladder_s": [60, 600, 3600]}
         settings = Settings(providers=configured, retry=retry_settings)
         self.gateway = Gateway(
