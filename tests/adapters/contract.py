@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from adapters.base import Ack, Adapter, Observable, Observation, drive, sender
-from adapters.errors import ProviderError, TransientError
+from adapters.errors import PermanentError, ProviderError, TransientError
 from gateway.testing import providers
 from gateway.testing.library import SHIPPED, CassetteLibrary, ProviderCassette
 from gateway.testing.plugin import passed
@@ -201,6 +201,11 @@ class AdapterContract:
         await world.faults(error_rate=0)
         state = self.state()
         assert (await world.push(state)).acknowledged == world.adapter.project(state)
+
+    async def test_rejected_400(self, world: Scenario) -> None:
+        """The provider rejects the push (400): a permanent error, never retried, naming no secret."""
+        await world.faults(error_rate=1, status=400, path=self.fault_path)
+        await self.fails(world, PermanentError, 400)
 
     async def test_timeout(self, world: Scenario) -> None:
         """The provider never answers; the client gives up after its timeout."""

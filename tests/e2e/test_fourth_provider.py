@@ -46,7 +46,7 @@ def test_it_passes_the_shared_adapter_contract(installed: dict[str, str]) -> Non
         text=True,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert "17 passed" in run.stdout, run.stdout[-2000:]
+    assert "19 passed" in run.stdout, run.stdout[-2000:]
 
 
 async def test_it_is_in_the_demo_receives_decisions_and_is_read_back(

@@ -57,4 +57,4 @@ def test_every_shipped_cassette_is_recorded_by_a_contract_scenario() -> None:
     }
     scenarios.discard("intempt/read_back")  # skipped: Intempt has no read API
     assert shipped == scenarios
-    assert len(shipped) == 34
+    assert len(shipped) == 37
