@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from gateway.http.auth import Authenticator
-from gateway.http.params import SUBJECT_ID, UUID, path_id
+from gateway.http.params import SUBJECT_ID, UUID_TEXT, path_id
 from gateway.http.problems import ProblemError
 from gateway.redaction import mask_contacts
 from gateway.service import Gateway, no_subject
@@ -206,6 +206,6 @@ class Pages:
 
     async def retry(self, request: Request) -> Response:
         form = await self.action(request)
-        await self.gateway.retry(path_id(request, "delivery_id", UUID, "delivery"))
+        await self.gateway.retry(path_id(request, "delivery_id", UUID_TEXT, "delivery"))
         target = f"/admin/subjects/{form['subject']}" if SUBJECT_ID.fullmatch(form.get("subject", "")) else "/admin/"
         return self.back(request, "Retrying now.", target)

@@ -18,12 +18,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from starlette.requests import Request
 
 from gateway.http.problems import ProblemError, bad_parameter, invalid, not_found
-from gateway.http.state import gateway_of
 from schemas.problem import FieldError
 
 DIGITS = re.compile(r"[0-9]{1,9}")
 DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SUBJECT_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,200}")  # as schemas.consent.SubjectId
 JSON_MEDIA = re.compile(r"application/([a-z0-9.+-]+\+)?json", re.IGNORECASE)
 JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -47,7 +46,7 @@ def _decimal(value: Any) -> Any:
 
 
 WholeNumber = Annotated[int, BeforeValidator(_digits)]
-Decimal = Annotated[float, BeforeValidator(_decimal)]
+PlainDecimal = Annotated[float, BeforeValidator(_decimal)]
 
 
 class QueryModel(BaseModel):
@@ -116,23 +115,22 @@ def require_json(request: Request) -> None:
         )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refusing more than ``limit`` bytes whether or not Content-Length says so, and a
-    body still arriving after ``body_timeout_s`` (a client trickling bytes holds a socket)."""
+    body still arriving after ``timeout_s`` (a client trickling bytes holds a socket)."""
     declared = request.headers.get("content-length", "")
     if DIGITS.fullmatch(declared) and int(declared) > limit:
         raise too_large(limit)
     chunks, size = [], 0
-    timeout = gateway_of(request).settings.body_timeout_s
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout_s):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
                     raise too_large(limit)
                 chunks.append(chunk)
     except TimeoutError:
-        detail = f"the body did not arrive within {timeout:g} s"
+        detail = f"the body did not arrive within {timeout_s:g} s"
         raise ProblemError(
             408, "body-too-slow", "Request body too slow", detail, [FieldError(field="body", message=detail)]
         ) from None
@@ -214,9 +212,9 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-async def body_model(request: Request, model: type[Model], limit: int) -> Model:
+async def body_model(request: Request, model: type[Model], limit: int, timeout_s: float) -> Model:
     """A small JSON body as ``model``; an empty body means every field's default."""
-    raw = await read_body(request, limit)
+    raw = await read_body(request, limit, timeout_s)
     if not raw:  # no body: every default (whitespace alone is a body, and not JSON)
         return model()
     require_json(request)

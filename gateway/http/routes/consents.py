@@ -16,9 +16,9 @@ from starlette.routing import Route
 from gateway.http.auth import requires
 from gateway.http.openapi import Operation, Param, documented, path_param
 from gateway.http.params import (
-    UUID,
-    Decimal,
+    UUID_TEXT,
     Parsed,
+    PlainDecimal,
     QueryModel,
     parse_json,
     path_id,
@@ -47,7 +47,7 @@ WAIT_PARAM = Param(
 
 
 class WaitQuery(QueryModel):
-    wait: Annotated[Decimal, Field(ge=0, le=MAX_WAIT_S)] = 0.0
+    wait: Annotated[PlainDecimal, Field(ge=0, le=MAX_WAIT_S)] = 0.0
 
     @field_validator("wait", mode="before")
     @classmethod
@@ -74,7 +74,7 @@ async def create_consent(request: Request) -> Response:
     gateway = gateway_of(request)
     wait = query(request, WaitQuery).wait
     require_json(request)
-    raw = await read_body(request, gateway.settings.max_body_bytes)
+    raw = await read_body(request, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s)
     decision = _decision(gateway, parse_json(raw), raw)
 
     async def produce(bind: Bind) -> tuple[int, bytes]:
@@ -108,7 +108,7 @@ async def create_consents_batch(request: Request) -> Response:
     gateway = gateway_of(request)
     query(request, QueryModel)
     require_json(request)
-    raw = await read_body(request, gateway.settings.max_batch_body_bytes)
+    raw = await read_body(request, gateway.settings.max_batch_body_bytes, gateway.settings.body_timeout_s)
     parsed = parse_json(raw)
     if parsed.repeats:
         refuse_repeated_keys(parsed.value, deep=False)  # the envelope; each item is checked on its own
@@ -180,12 +180,12 @@ def _decision(gateway: Any, parsed: Parsed, raw: bytes, prefix: str = "") -> Dec
     Operation(
         "One decision and the status of each provider delivery",
         DecisionOut,
-        params=[path_param("decision_id", UUID)],
+        params=[path_param("decision_id", UUID_TEXT)],
         links=decision_links("$response.body#"),
     )
 )
 async def get_consent(request: Request) -> Response:
-    found = await gateway_of(request).decision(path_id(request, "decision_id", UUID, "decision"))
+    found = await gateway_of(request).decision(path_id(request, "decision_id", UUID_TEXT, "decision"))
     return JSONResponse(found.model_dump(mode="json"))
 
 

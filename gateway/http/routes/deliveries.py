@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from gateway.http.auth import requires
 from gateway.http.openapi import PAGE_PARAMS, Operation, Param, documented, path_param
-from gateway.http.params import UUID, PageQuery, page_query, path_id
+from gateway.http.params import UUID_TEXT, PageQuery, page_query, path_id
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import delivery_links
 from gateway.http.state import gateway_of
@@ -31,7 +31,7 @@ FILTER_PARAMS = [
     ),
     *PAGE_PARAMS,
 ]
-ID_PARAM = [path_param("delivery_id", UUID)]
+ID_PARAM = [path_param("delivery_id", UUID_TEXT)]
 LINKS = delivery_links("$response.body#")
 
 
@@ -65,7 +65,7 @@ async def list_deliveries(request: Request) -> Response:
     )
 )
 async def get_delivery(request: Request) -> Response:
-    found = await gateway_of(request).delivery(path_id(request, "delivery_id", UUID, "delivery"))
+    found = await gateway_of(request).delivery(path_id(request, "delivery_id", UUID_TEXT, "delivery"))
     return JSONResponse(found.model_dump(mode="json"))
 
 
@@ -76,7 +76,7 @@ async def get_delivery(request: Request) -> Response:
     )
 )
 async def replay_delivery(request: Request) -> Response:
-    replayed = await gateway_of(request).replay(path_id(request, "delivery_id", UUID, "delivery"))
+    replayed = await gateway_of(request).replay(path_id(request, "delivery_id", UUID_TEXT, "delivery"))
     return JSONResponse(replayed.model_dump(mode="json"), 202)
 
 
@@ -91,7 +91,7 @@ async def replay_delivery(request: Request) -> Response:
     )
 )
 async def retry_delivery(request: Request) -> Response:
-    retried = await gateway_of(request).retry(path_id(request, "delivery_id", UUID, "delivery"))
+    retried = await gateway_of(request).retry(path_id(request, "delivery_id", UUID_TEXT, "delivery"))
     return JSONResponse(retried.model_dump(mode="json"), 202)
 
 

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from gateway.http.auth import requires
 from gateway.http.openapi import PAGE_PARAMS, Operation, Param, documented, path_param
-from gateway.http.params import SUBJECT_ID, UUID, PageQuery, body_model, page_query, path_id
+from gateway.http.params import SUBJECT_ID, UUID_TEXT, PageQuery, body_model, page_query, path_id
 from gateway.http.problems import not_found
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import decision_links, run_links
@@ -28,7 +28,7 @@ FILTER_PARAMS = [
     path_param("subject", SUBJECT_ID, "query", "one subject id"),
     *PAGE_PARAMS,
 ]
-RUN_PARAM = [path_param("run_id", UUID)]
+RUN_PARAM = [path_param("run_id", UUID_TEXT)]
 SUBJECT_PARAM = path_param("subject_id", SUBJECT_ID)
 
 
@@ -67,7 +67,7 @@ async def list_rows(request: Request) -> Response:
 )
 async def start_run(request: Request) -> Response:
     gateway = gateway_of(request)
-    wanted = await body_model(request, RunIn, gateway.settings.max_body_bytes)
+    wanted = await body_model(request, RunIn, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s)
     run, created = await gateway.start_run(wanted.providers, wanted.subjects)
     status = 202 if created else 200  # 200: the same run was queued already, and is joined
     return JSONResponse(run.model_dump(mode="json"), status, {"Location": f"/v1/reconciliation/runs/{run.id}"})
@@ -76,7 +76,7 @@ async def start_run(request: Request) -> Response:
 @requires("admin")
 @documented(Operation("A run's progress and counts", RunOut, params=RUN_PARAM, links=run_links("$response.body#")))
 async def get_run(request: Request) -> Response:
-    run = await gateway_of(request).store.runs.get(path_id(request, "run_id", UUID, "run"))
+    run = await gateway_of(request).store.runs.get(path_id(request, "run_id", UUID_TEXT, "run"))
     if run is None:
         raise not_found("run")
     return JSONResponse(run.model_dump(mode="json"))
@@ -97,7 +97,7 @@ async def get_run(request: Request) -> Response:
 async def repush(request: Request) -> Response:
     gateway = gateway_of(request)
     subject_id = path_id(request, "subject_id", SUBJECT_ID, "subject")
-    wanted = await body_model(request, RepushIn, gateway.settings.max_body_bytes)
+    wanted = await body_model(request, RepushIn, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s)
     note = wanted.note or f"re-pushed by an admin to {', '.join(sorted(wanted.providers or gateway.adapters))}"
     entry = await gateway.repush(subject_id, wanted.providers, note)
     return JSONResponse(entry.model_dump(mode="json"), 202)

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from gateway.http.auth import requires
 from gateway.http.openapi import Operation, Param, documented, path_param
-from gateway.http.params import SUBJECT_ID, UUID, QueryModel, WholeNumber, path_id, query
+from gateway.http.params import SUBJECT_ID, UUID_TEXT, QueryModel, WholeNumber, path_id, query
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import decision_links, erasure_links, subject_links
 from gateway.http.state import gateway_of
@@ -81,12 +81,12 @@ async def erase_subject(request: Request) -> Response:
     Operation(
         "An erasure: its audit, and where each provider's removal stands",
         ErasureOut,
-        params=[path_param("erasure_id", UUID)],
+        params=[path_param("erasure_id", UUID_TEXT)],
         links=erasure_links("$response.body#"),
     )
 )
 async def get_erasure(request: Request) -> Response:
-    found = await gateway_of(request).erasure(path_id(request, "erasure_id", UUID, "erasure"))
+    found = await gateway_of(request).erasure(path_id(request, "erasure_id", UUID_TEXT, "erasure"))
     return JSONResponse(found.model_dump(mode="json"))
 
 
