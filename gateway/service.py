@@ -14,11 +14,11 @@ from gateway.clock import Clock, utcnow
 from gateway.config import Settings, build_adapters
 from gateway.delivery.metrics import Metrics
 from gateway.delivery.worker import Worker
-from gateway.http.problems import ProblemError, bad_parameter, erased, not_found
 from gateway.lifecycle.chores import Chores
 from gateway.lifecycle.erasure import Erasures
 from gateway.lifecycle.expiry import Expiries
 from gateway.reconcile.runner import NotAdoptable, Reconciler, RunLoop
+from gateway.refusals import Refusal, bad_parameter, erased, not_found
 from gateway.store import Store
 from gateway.store.grouping import GroupCommit
 from gateway.store.idempotency import Binding
@@ -142,7 +142,7 @@ class Gateway:
         if run is None:
             limit, wait = self.settings.reconcile.max_queued, math.ceil(self.settings.reconcile.poll_s)
             detail = f"{limit} runs asked for are still queued: wait for one to start"
-            raise ProblemError(429, "too-many-runs", "Too many runs queued", detail, headers={"Retry-After": str(wait)})
+            raise Refusal(429, "too-many-runs", "Too many runs queued", detail, headers={"Retry-After": str(wait)})
         return run, created
 
     async def repush(self, subject_id: str, providers: Collection[str] | None, note: str) -> DecisionOut:
@@ -170,12 +170,12 @@ class Gateway:
         except SubjectErased as refused:
             raise erased(str(refused)) from None
         except NotAdoptable as refused:
-            raise ProblemError(409, "not-adoptable", "Not the person's change", str(refused)) from None
+            raise Refusal(409, "not-adoptable", "Not the person's change", str(refused)) from None
         if entry is None:
             detail = (
                 f"{provider} was never read back for this subject, or holds no purpose state other than the gateway's"
             )
-            raise ProblemError(409, "nothing-to-adopt", "Nothing to adopt", detail)
+            raise Refusal(409, "nothing-to-adopt", "Nothing to adopt", detail)
         self.worker.wake()
         return entry
 
@@ -198,7 +198,7 @@ class Gateway:
         found = await self.delivery(delivery_id)
         if not await self.store.outbox.retry_now(found.id, self.clock()):
             detail = f"this one is {found.status}; only pending or retrying ones wait for a retry"
-            raise ProblemError(409, "not-waiting", "Nothing to retry", detail)
+            raise Refusal(409, "not-waiting", "Nothing to retry", detail)
         self.worker.wake()
         return await self.delivery(delivery_id)
 
@@ -206,7 +206,7 @@ class Gateway:
         """Send a dead delivery again; the subject's newest state is what is sent."""
         found = await self.delivery(delivery_id)
         if found.status is not DeliveryStatus.dead:
-            raise ProblemError(409, "not-dead", "Only dead deliveries can be replayed", f"this one is {found.status}")
+            raise Refusal(409, "not-dead", "Only dead deliveries can be replayed", f"this one is {found.status}")
         await self.store.outbox.replay(self.clock(), delivery_id=found.id)
         self.worker.wake()
         return await self.delivery(delivery_id)
@@ -218,5 +218,5 @@ class Gateway:
         return found
 
 
-def no_subject() -> ProblemError:
+def no_subject() -> Refusal:
     return not_found("subject", "no decision has been recorded for it")

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import Adapter
 from adapters.registry import Provider, RegistryError, providers
@@ -26,10 +27,11 @@ from gateway.config import (
     refuse_idle,
 )
 from gateway.demo import DEMO_DATABASE
-from gateway.http.problems import ProblemError
 from gateway.redaction import configure_logging
+from gateway.refusals import Refusal, busy
 from gateway.service import Gateway
 from gateway.store import Store
+from gateway.store.db import store_busy
 from gateway.store.ledger import SubjectErased
 from gateway.store.migrate import SchemaError
 
@@ -63,10 +65,18 @@ def run_with(store: Store, work: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except SubjectErased as refused:
         fail(str(refused))
-    except ProblemError as refused:  # the gateway's own rules, as the API answers them
-        problem = refused.problem
-        said = problem.title if problem.detail is None else f"{problem.title}: {problem.detail}"
-        fail(said, 2 if problem.status == 422 else 1)
+    except Refusal as refused:  # the gateway's own rules, as the API answers them
+        refuse(refused)
+    except (SQLAlchemyError, OSError) as error:
+        if not store_busy(error):
+            raise
+        refuse(busy())
+
+
+def refuse(refused: Refusal) -> NoReturn:
+    problem = refused.problem
+    said = problem.title if problem.detail is None else f"{problem.title}: {problem.detail}"
+    fail(said, 2 if problem.status == 422 else 1)
 
 
 def aware(moment: datetime | None) -> datetime | None:

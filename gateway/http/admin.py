@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -24,8 +25,9 @@ from starlette.templating import Jinja2Templates
 
 from gateway.http.auth import Authenticator
 from gateway.http.params import SUBJECT_ID, UUID_TEXT, path_id
-from gateway.http.problems import ProblemError
+from gateway.http.problems import busy_or_raise
 from gateway.redaction import mask_contacts
+from gateway.refusals import Refusal
 from gateway.service import Gateway, no_subject
 from schemas.api import SyncStatus
 
@@ -75,7 +77,12 @@ def create_admin_app(gateway: Gateway, authenticator: Authenticator) -> Starlett
                 max_age=settings.session_max_age_s,
             )
         ],
-        exception_handlers={Forbidden: pages.forbidden, ProblemError: pages.refused},
+        exception_handlers={
+            Forbidden: pages.forbidden,
+            Refusal: pages.refused,
+            sa_exc.SQLAlchemyError: pages.store_error,
+            OSError: pages.store_error,
+        },
     )
     return app
 
@@ -129,9 +136,13 @@ class Pages:
 
     async def refused(self, request: Request, exc: Exception) -> Response:
         """What the API answers as a problem, the page shows with the same status and reason."""
-        assert isinstance(exc, ProblemError)
+        assert isinstance(exc, Refusal)
         problem = exc.problem
         return self.render(request, "refused.html", {"title": problem.title, "reason": str(exc)}, problem.status)
+
+    async def store_error(self, request: Request, exc: Exception) -> Response:
+        """A busy store is refused as the API refuses it (503); any other store error is a crash."""
+        return await self.refused(request, busy_or_raise(exc))
 
     # -- pages ---------------------------------------------------------------------------
 

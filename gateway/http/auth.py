@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.config import ApiToken
-from gateway.http.problems import ProblemError
+from gateway.refusals import Refusal
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -44,8 +44,8 @@ class Authenticator:
         return matches[0] if matches else None
 
 
-def unauthorized(detail: str) -> ProblemError:
-    return ProblemError(
+def unauthorized(detail: str) -> Refusal:
+    return Refusal(
         401,
         "unauthorized",
         "Authentication required",
@@ -64,7 +64,7 @@ def requires(scope: str) -> Callable[[Endpoint], Endpoint]:
             principal = request.app.state.authenticator.principal(request)
             request.state.principal = principal
             if scope not in principal.scopes and "admin" not in principal.scopes:
-                raise ProblemError(403, "forbidden", "Insufficient scope", f"this needs the '{scope}' scope")
+                raise Refusal(403, "forbidden", "Insufficient scope", f"this needs the '{scope}' scope")
             await request.app.state.limits.check(principal)
             return await endpoint(request)
 

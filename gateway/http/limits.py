@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from gateway.config import ApiToken, Settings
-from gateway.http.problems import ProblemError
+from gateway.refusals import Refusal
 from gateway.store import Store
 from gateway.store.ratelimit import Admission
 from schemas.api import MAX_BATCH
@@ -51,7 +51,7 @@ class TokenLimits:
         wait = 0.0 if admission is None or cost == 0 else await admission.admit(cost)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
-            raise ProblemError(
+            raise Refusal(
                 429,
                 "too-many-requests",
                 "Too many requests",

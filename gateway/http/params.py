@@ -17,7 +17,7 @@ from typing import Annotated, Any, NamedTuple, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from gateway.http.problems import ProblemError, bad_parameter, invalid, not_found
+from gateway.refusals import Refusal, bad_parameter, invalid, not_found
 from schemas.problem import FieldError
 
 DIGITS = re.compile(r"[0-9]{1,9}")
@@ -87,7 +87,7 @@ def query(request: Request, model: type[Query]) -> Query:
     repeated = sorted({key for key in params if len(params.getlist(key)) > 1})
     if repeated:
         errors = [FieldError(field=key, message="given more than once") for key in repeated]
-        raise ProblemError(400, "validation-error", "The request is not valid", "repeated query parameter", errors)
+        raise Refusal(400, "validation-error", "The request is not valid", "repeated query parameter", errors)
     try:
         return model.model_validate(dict(params))
     except ValidationError as error:
@@ -106,7 +106,7 @@ def require_json(request: Request) -> None:
     """415 unless the body is declared as JSON: a form post or text/plain is not a decision."""
     media = request.headers.get("content-type", "").partition(";")[0].strip()
     if not JSON_MEDIA.fullmatch(media):
-        raise ProblemError(
+        raise Refusal(
             415,
             "unsupported-media-type",
             "Unsupported media type",
@@ -131,14 +131,14 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         detail = f"the body did not arrive within {timeout_s:g} s"
-        raise ProblemError(
+        raise Refusal(
             408, "body-too-slow", "Request body too slow", detail, [FieldError(field="body", message=detail)]
         ) from None
     return b"".join(chunks)
 
 
-def too_large(limit: int) -> ProblemError:
-    return ProblemError(
+def too_large(limit: int) -> Refusal:
+    return Refusal(
         413,
         "body-too-large",
         "Request body too large",
@@ -189,9 +189,9 @@ def _refuse_deep(body: bytes) -> None:
         raise _body_error(f"nests arrays and objects more than {MAX_DEPTH} deep")
 
 
-def _body_error(message: str) -> ProblemError:
+def _body_error(message: str) -> Refusal:
     errors = [FieldError(field="body", message=message)]
-    return ProblemError(422, "validation-error", "The request is not valid", f"body {message}", errors)
+    return Refusal(422, "validation-error", "The request is not valid", f"body {message}", errors)
 
 
 def repeated_keys(value: Any, prefix: str = "", *, deep: bool = True) -> list[FieldError]:
@@ -232,4 +232,4 @@ def refuse_repeated_keys(value: Any, prefix: str = "", *, deep: bool = True) -> 
     errors = repeated_keys(value, prefix, deep=deep)
     if errors:
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
-        raise ProblemError(422, "validation-error", "The request is not valid", detail, errors)
+        raise Refusal(422, "validation-error", "The request is not valid", detail, errors)

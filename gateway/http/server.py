@@ -20,7 +20,8 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from gateway.http.problems import MEDIA_TYPE, TYPE_BASE
+from gateway.http.problems import MEDIA_TYPE
+from gateway.refusals import TYPE_BASE
 
 HEADER_TIMEOUT_S = 10.0
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -123,3 +124,16 @@ async def upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, A
     statement = insert(conn, table)
     changes = {name: statement.excluded[name] for name in rows[0] if name not in keys}
     await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes), list(rows))
+
+
+RETRYABLE_STATES = ("08", "40001", "40P01", "53", "57P03")  # connection lost, conflict, out of resources, starting
+
+
+def store_busy(exc: BaseException) -> bool:
+    """The store could not take the request now: no pooled connection came free in time, the
+    server refused a connection (too many clients, starting up, gone), a conflict it asks to
+    retry, or SQLite's lock wait ran out. Its transaction rolled back: retrying is safe."""
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError | OSError):
+        return True
+    state = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    return isinstance(exc, sa_exc.DBAPIError) and state.startswith(RETRYABLE_STATES)

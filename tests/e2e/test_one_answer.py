@@ -1,6 +1,7 @@
 """The API, the admin page and the CLI answer alike: each action's rules live once, in the gateway
 (``gateway.service``), and the three only translate. One table, each row an action on an erased,
-unknown or waiting subject or delivery, tried through all three on one store."""
+unknown or waiting subject or delivery, or a store too busy to take it, tried through all three on
+one store."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli_app
@@ -32,6 +34,7 @@ class Action:
     api: tuple[str, str, dict[str, object] | None]  # method, path, JSON body
     page: tuple[str, dict[str, str]] | None  # the admin form's path and fields (None: not on the page)
     cli: list[str]
+    busy: bool = False  # the store cannot take it now (its lock wait ran out)
 
 
 ACTIONS = {
@@ -39,6 +42,12 @@ ACTIONS = {
         ("POST", "/v1/subjects/cust-42/repush", {}),
         ("/admin/subjects/cust-42/repush", {}),
         ["subjects", "repush", "cust-42"],
+    ),
+    "repush-store-busy": Action(
+        ("POST", "/v1/subjects/cust-7/repush", {}),
+        ("/admin/subjects/cust-7/repush", {}),
+        ["subjects", "repush", "cust-7"],
+        busy=True,
     ),
     "repush-unknown": Action(
         ("POST", "/v1/subjects/nobody/repush", {}),
@@ -149,9 +158,17 @@ api_key = "masivo-key-0123456789"
             yield Surfaces(config, api, browser, waiting)
 
 
+async def locked(*_args: object) -> None:
+    raise OperationalError("UPDATE subjects …", {}, Exception("database is locked"))
+
+
 @pytest.mark.parametrize("name", list(ACTIONS))
-async def test_the_api_the_page_and_the_cli_answer_alike(surfaces: Surfaces, name: str) -> None:
+async def test_the_api_the_page_and_the_cli_answer_alike(
+    surfaces: Surfaces, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     action = ACTIONS[name]
+    if action.busy:
+        monkeypatch.setattr(Gateway, "repush", locked)
     answered = await surfaces.through_api(action)
     refused = answered.status_code >= 400
     title = answered.json()["title"] if refused else None

@@ -17,9 +17,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from gateway.config import ApiToken, Settings
 from gateway.http.app import create_app
 from gateway.http.auth import hash_token
-from gateway.http.problems import store_busy
 from gateway.http.routes import idempotent
 from gateway.service import Gateway
+from gateway.store.db import store_busy
 from gateway.store.tables import decisions
 from tests.e2e.conftest import DECISION, WRITER, auth
 from tests.fakes import fake_adapter

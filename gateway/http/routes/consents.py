@@ -27,11 +27,11 @@ from gateway.http.params import (
     refuse_repeated_keys,
     require_json,
 )
-from gateway.http.problems import ProblemError, erased, invalid
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.idempotent import KEY_PARAM, Bind, idempotent
 from gateway.http.routes.links import decision_links
 from gateway.http.state import gateway_of
+from gateway.refusals import Refusal, erased, invalid
 from gateway.store.ledger import SubjectErased
 from schemas.api import BatchEnvelope, BatchIn, BatchOut, BatchResult, DecisionOut
 from schemas.consent import Decision
@@ -162,7 +162,7 @@ def _batch_item(gateway: Any, index: int, item: Any, repeats: bool) -> Decision 
     try:
         parsed = Parsed(item, repeats)
         return _decision(gateway, parsed, json.dumps(item).encode(), prefix=f"decisions.{index}")
-    except ProblemError as rejected:
+    except Refusal as rejected:
         return BatchResult(index=index, status="rejected", problem=rejected.problem)
 
 

@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.http.openapi import Param
-from gateway.http.problems import ProblemError, bad_parameter
 from gateway.http.responses import JSONResponse
 from gateway.http.state import gateway_of
+from gateway.refusals import Refusal, bad_parameter
 from gateway.store.idempotency import Binding, IdempotencyKeys, Verdict, kept, rebuilt
 
 log = structlog.get_logger("consent_gateway.api")
@@ -61,14 +61,14 @@ async def idempotent(request: Request, canonical_body: Callable[[], str], produc
         answer = await rebuilt(lookup.body, gateway.store.ledger)
         return JSONResponse(answer, lookup.status, {"Idempotent-Replayed": "true"})
     if lookup.verdict is Verdict.mismatch:
-        raise ProblemError(
+        raise Refusal(
             409,
             "idempotency-key-reused",
             "Idempotency key reused",
             f"this {HEADER} was used with a different request body",
         )
     if lookup.verdict is Verdict.in_progress:
-        raise ProblemError(
+        raise Refusal(
             409,
             "idempotency-key-in-progress",
             "Request in progress",

@@ -10,9 +10,10 @@ from starlette.routing import Route
 from gateway import __version__
 from gateway.http import openapi
 from gateway.http.openapi import Operation, documented
-from gateway.http.problems import TYPE_BASE, respond
+from gateway.http.problems import respond
 from gateway.http.responses import JSONResponse
 from gateway.http.state import gateway_of
+from gateway.refusals import TYPE_BASE
 from gateway.store.migrate import SchemaError
 from schemas.api import Health
 from schemas.consent import EARLIEST

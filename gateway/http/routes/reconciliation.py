@@ -9,11 +9,11 @@ from starlette.routing import Route
 from gateway.http.auth import requires
 from gateway.http.openapi import PAGE_PARAMS, Operation, Param, documented, path_param
 from gateway.http.params import SUBJECT_ID, UUID_TEXT, PageQuery, body_model, page_query, path_id
-from gateway.http.problems import not_found
 from gateway.http.responses import JSONResponse
 from gateway.http.routes.links import decision_links, run_links
 from gateway.http.state import gateway_of
 from gateway.reconcile.runner import decode_cursor
+from gateway.refusals import not_found
 from schemas.api import DecisionOut, ReconciliationPage, RepushIn, RunIn, RunOut, SyncStatus
 from schemas.consent import SubjectId
 
