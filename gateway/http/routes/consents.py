@@ -37,6 +37,7 @@ from schemas.api import BatchEnvelope, BatchIn, BatchOut, BatchResult, DecisionO
 from schemas.consent import Decision
 
 MAX_WAIT_S = 60.0
+Context = dict[str, Any]  # what a decision is validated against (Gateway.decision_context)
 WAIT = re.compile(r"60(\.0{1,9})?|[1-5]?[0-9](\.[0-9]{1,9})?")  # 0 to MAX_WAIT_S, no leading zeros
 WAIT_PARAM = Param(
     "wait",
@@ -75,7 +76,7 @@ async def create_consent(request: Request) -> Response:
     wait = query(request, WaitQuery).wait
     require_json(request)
     raw = await read_body(request, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s)
-    decision = _decision(gateway, parse_json(raw), raw)
+    decision = _decision(gateway.decision_context(), parse_json(raw), raw)
 
     async def produce(bind: Bind) -> tuple[int, bytes]:
         await request.app.state.limits.spend_decisions(request.state.principal, 1)
@@ -116,7 +117,7 @@ async def create_consents_batch(request: Request) -> Response:
         items = BatchEnvelope.model_validate(parsed.value).decisions
     except ValidationError as error:
         raise invalid(error) from None
-    checked = _batch_items(gateway, raw, items, parsed.repeats)
+    checked = _batch_items(gateway.decision_context(), raw, items, parsed.repeats)
 
     async def produce(bind: Bind) -> tuple[int, bytes]:
         valid = [(index, item) for index, item in enumerate(checked) if isinstance(item, Decision)]
@@ -145,32 +146,32 @@ def _result(index: int, outcome: DecisionOut | BaseException) -> BatchResult:
     return BatchResult(index=index, status="accepted", decision=outcome)
 
 
-def _batch_items(gateway: Any, raw: bytes, items: list[Any], repeats: bool) -> list[Decision | BatchResult]:
+def _batch_items(context: Context, raw: bytes, items: list[Any], repeats: bool) -> list[Decision | BatchResult]:
     """Each item as a decision or its rejection. The whole batch is validated in one pass first;
     only when something in it is wrong are the items gone through one by one to say which."""
     if not repeats:
         try:
-            valid = BatchIn.model_validate_json(raw, context=gateway.decision_context()).decisions
+            valid = BatchIn.model_validate_json(raw, context=context).decisions
             return list(valid)
         except ValidationError:
             pass
-    return [_batch_item(gateway, index, item, repeats) for index, item in enumerate(items)]
+    return [_batch_item(context, index, item, repeats) for index, item in enumerate(items)]
 
 
-def _batch_item(gateway: Any, index: int, item: Any, repeats: bool) -> Decision | BatchResult:
+def _batch_item(context: Context, index: int, item: Any, repeats: bool) -> Decision | BatchResult:
     """Every item is validated before any is recorded, so a bad one can't cut a batch in two."""
     try:
         parsed = Parsed(item, repeats)
-        return _decision(gateway, parsed, json.dumps(item).encode(), prefix=f"decisions.{index}")
+        return _decision(context, parsed, json.dumps(item).encode(), prefix=f"decisions.{index}")
     except Refusal as rejected:
         return BatchResult(index=index, status="rejected", problem=rejected.problem)
 
 
-def _decision(gateway: Any, parsed: Parsed, raw: bytes, prefix: str = "") -> Decision:
+def _decision(context: Context, parsed: Parsed, raw: bytes, prefix: str = "") -> Decision:
     if parsed.repeats:
         refuse_repeated_keys(parsed.value, prefix)
     try:
-        return Decision.model_validate_json(raw, context=gateway.decision_context())
+        return Decision.model_validate_json(raw, context=context)
     except ValidationError as error:
         raise invalid(error, prefix) from None
 
