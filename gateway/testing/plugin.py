@@ -7,6 +7,7 @@ the package installed without its ``testing`` extra never breaks anyone's pytest
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,9 +93,21 @@ def _finish(request: pytest.FixtureRequest, cassettes: list[ProviderCassette]) -
             shelf.save(cassette.name, recorded)
 
 
+def _require_async_runner(request: pytest.FixtureRequest) -> None:
+    """An ``async def`` test that pytest-asyncio will not run gets pytest's generic "async def functions
+    are not natively supported"; say what to add instead."""
+    if inspect.iscoroutinefunction(request.function) and request.node.get_closest_marker("asyncio") is None:
+        pytest.fail(
+            f"{request.node.nodeid} is an async test without @pytest.mark.asyncio: mark it, or set "
+            'asyncio_mode = "auto" in your pytest configuration (pytest-asyncio is in the testing extra)',
+            pytrace=False,
+        )
+
+
 @pytest.fixture
 def provider_cassette(request: pytest.FixtureRequest) -> Iterator[ProviderCassette]:
     """The marked cassette (one name): ``.settings``, ``.transport``, ``.connect()``."""
+    _require_async_runner(request)
     cassettes = _open(request)
     if len(cassettes) != 1:
         raise pytest.UsageError("provider_cassette takes one cassette; use consent_gateway for several")
@@ -108,6 +121,7 @@ def consent_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     Start it with ``async with consent_gateway as gateway:``."""
     from gateway.testing.harness import GatewayHarness
 
+    _require_async_runner(request)
     cassettes = _open(request)
     yield GatewayHarness(cassettes, tmp_path)
     _finish(request, cassettes)

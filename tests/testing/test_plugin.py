@@ -15,15 +15,21 @@ from gateway.testing.scrub import find_leaks
 pytest_plugins = ("pytester",)
 
 README = Path(__file__).parents[2] / "README.md"
-INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
+
+
+def readme_block(name: str, language: str) -> str:
+    """A block the README shows downstream projects, exactly as a reader would copy it."""
+    text = README.read_text(encoding="utf-8")
+    found = re.search(rf"<!-- {name} -->\n```{language}\n(.*?)```", text, re.DOTALL)
+    assert found, f"README has no {name} block"
+    return found.group(1)
 
 
 def readme_test() -> str:
-    """The downstream test the README shows, exactly as a reader would copy it."""
-    text = README.read_text(encoding="utf-8")
-    found = re.search(r"<!-- downstream-test -->\n```python\n(.*?)```", text, re.DOTALL)
-    assert found, "README has no downstream test block"
-    return found.group(1)
+    return readme_block("downstream-test", "python")
+
+
+INI = readme_block("downstream-ini", "ini") + "filterwarnings = error\n"  # and no warning at all
 
 
 @pytest.fixture
@@ -55,6 +61,22 @@ def test_a_request_not_recorded_fails_with_a_diff(suite: pytest.Pytester) -> Non
     result.stdout.fnmatch_lines(
         ["*CassetteMiss*no recording of this request*", '*-  "path": "/customers/subject-1001/consent"*']
     )
+
+
+THROUGH_THE_GATEWAY = readme_test().replace("subject-1001", "subject-9999")
+
+
+def test_a_miss_through_the_gateway_fails_at_drain_with_the_diff_first(suite: pytest.Pytester) -> None:
+    """The worker catches the miss as a crashed delivery; the test still fails at once, with the
+    cassette's diff as the failure (not a traceback through respx, not a hang, no teardown error)."""
+    suite.makepyfile(THROUGH_THE_GATEWAY)
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-k", "signup", timeout=300)
+    result.assert_outcomes(failed=1, deselected=1)
+    errors = [line for line in result.outlines if line.startswith("E ")]
+    assert errors[0].startswith("E           gateway.testing.replay.CassetteMiss: cassette masivo/signup"), errors[:3]
+    assert '-      "customer_id": "subject-1001",' in "\n".join(errors[:12])
+    report = result.outlines[[i for i, line in enumerate(result.outlines) if "FAILURES" in line][0] :]
+    assert "respx" not in "\n".join(report[: report.index(errors[0])])  # no frame of the transport's
 
 
 SWALLOWED = """
