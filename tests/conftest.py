@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, MetaData, make_url, text
+from sqlalchemy import Connection, MetaData, inspect, make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from gateway.store import Store
+from gateway.store import Store, migrate
+from gateway.store.tables import metadata
 from tests.world import World
 
 POSTGRES_URL = os.environ.get("CONSENT_GATEWAY_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -43,18 +45,47 @@ DROP_VERSION = "DROP TABLE IF EXISTS alembic_version"
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The same tests run against both stores."""
+    """The same tests run against both stores, each test on an empty store at the newest revision."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
-    else:
-        if POSTGRES_SKIP:
-            if os.environ.get("CONSENT_GATEWAY_REQUIRE_POSTGRES"):
-                pytest.fail(POSTGRES_SKIP)
-            pytest.skip(POSTGRES_SKIP)
-        url = request.getfixturevalue("postgres_url")
-        _run(url, lambda conn: conn.run_sync(drop_every_table), lambda conn: conn.execute(text(DROP_VERSION)))
-    asyncio.run(upgraded(url))
+        path = tmp_path / "gateway.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    if POSTGRES_SKIP:
+        if os.environ.get("CONSENT_GATEWAY_REQUIRE_POSTGRES"):
+            pytest.fail(POSTGRES_SKIP)
+        pytest.skip(POSTGRES_SKIP)
+    url = request.getfixturevalue("postgres_url")
+    asyncio.run(emptied(url))
     yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file the migrations made once; each test gets a copy (migrating takes longer)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "gateway.db"
+    asyncio.run(upgraded(f"sqlite+aiosqlite:///{path}"))
+    assert not path.with_name("gateway.db-wal").exists(), "the template is whole in its file"
+    return path
+
+
+async def emptied(url: str) -> None:
+    """Every table emptied where the schema is the newest revision's (most tests leave it so);
+    otherwise (a migration test left it behind, or another branch's tables) made again from nothing."""
+    engine = create_async_engine(url)
+    try:
+        at = await migrate.current(engine)
+        async with engine.begin() as conn:
+            names = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+            if at == migrate.head() and names == {*metadata.tables, "alembic_version"}:
+                listed = ", ".join(f'"{name}"' for name in metadata.tables)
+                await conn.execute(text(f"TRUNCATE {listed} RESTART IDENTITY CASCADE"))
+                return
+            await conn.run_sync(drop_every_table)
+            await conn.execute(text(DROP_VERSION))
+    finally:
+        await engine.dispose()
+    await upgraded(url)
 
 
 def drop_every_table(conn: Connection) -> None:
