@@ -13,6 +13,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
+from datetime import UTC
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -65,7 +66,9 @@ class MasivoTcfSettings(BaseModel):
     cmp_id: int = Field(ge=1, le=4095, description="the CMP id IAB registered for the operator")
     cmp_version: int = Field(ge=0, le=4095)
     vendor_list_version: int = Field(ge=1, le=4095, description="the Global Vendor List version shown")
-    tcf_policy_version: int = Field(default=4, ge=0, le=63, description="4 = TCF v2.2 policies")
+    tcf_policy_version: int = Field(
+        default=5, ge=4, le=63, description="the Global Vendor List's tcfPolicyVersion; at least 4 since TCF v2.2"
+    )
     consent_language: str = Field(default="EN", pattern=r"^[A-Z]{2}$")
     publisher_cc: str = Field(default="AA", pattern=r"^[A-Z]{2}$", description="AA = unknown, per the spec")
     purposes: dict[str, list[int]] = Field(
@@ -95,7 +98,8 @@ class MasivoSettings(ProviderSettings):
     token_ttl_s: float = Field(default=3600.0, gt=0, description="the docs: a token is valid for 1 h")
     refresh_margin_s: float = Field(default=300.0, ge=0, description="refresh this long before expiry")
     consent_string_pattern: str = Field(
-        default=CONSENT_STRING_PATTERN, description="Masivo's documented pattern; see README before changing it"
+        default=CONSENT_STRING_PATTERN,
+        description="any IAB TCF v2 string; Masivo's documented ^CO pattern admits none made after 2021 (README)",
     )
     tcf: MasivoTcfSettings | None = Field(default=None, description="build a TC string when a subject has none")
 
@@ -220,10 +224,11 @@ class MasivoAdapter(Adapter, Observable):
         """A TC string from config and the subject's state, or ``None`` when none is configured.
 
         A TCF purpose is consented when every decided gateway purpose mapped to it is granted.
-        Vendor consents stay empty (the gateway knows no IAB vendor ids) and the scope is
-        service-specific, as TCF v2.2 requires; ConsentScreen is 0 (no CMP screen was shown).
-        Created is the subject's newest ``occurred_at``, never the push time, so the string is
-        the same on every retry.
+        It follows TCF v2.3 as IAB's own encoder writes it: service-specific, Created and
+        LastUpdated the same day (the subject's newest ``occurred_at``, never the push time, so
+        the string is the same on every retry), then the DisclosedVendors segment (none: the
+        gateway knows no IAB vendor ids, so vendor consents stay empty too) and the Publisher TC
+        segment. ConsentScreen is 0: no CMP screen was shown.
         """
         config = self.settings.tcf
         if config is None:
@@ -234,10 +239,11 @@ class MasivoAdapter(Adapter, Observable):
                 for number in numbers:
                     grouped.setdefault(number, []).append(record.state)
         consented = {n for n, states in grouped.items() if most_restrictive(states) is PurposeState.granted}
+        day = state.occurred_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return tcf.encode(
             tcf.CoreString(
-                created=state.occurred_at,
-                last_updated=state.occurred_at,
+                created=day,
+                last_updated=day,
                 cmp_id=config.cmp_id,
                 cmp_version=config.cmp_version,
                 consent_screen=0,
@@ -247,6 +253,7 @@ class MasivoAdapter(Adapter, Observable):
                 is_service_specific=True,
                 purpose_consents=frozenset(consented),
                 publisher_cc=config.publisher_cc,
+                other_segments=(tcf.disclosed_vendors(), tcf.publisher_tc()),
             )
         )
 

@@ -14,7 +14,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, Va
 
 from schemas import tcf
 
-CONSENT_STRING_PATTERN = r"^CO[A-Za-z0-9_-]+$"
+DOCUMENTED_PATTERN = r"^CO[A-Za-z0-9_-]+$"
+"""Masivo's documented ``consent_string`` pattern. It predates TCF v2 strings created after
+2021-01-14 (their second letter is 'P' or 'Q') and TCF v2.3's segments joined by '.', so it
+admits no string a CMP, or this gateway, makes today."""
+CONSENT_STRING_PATTERN = r"^C[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+"""The pattern the gateway checks by default: an IAB TCF v2 string of any creation date, with its
+segments (``providers.masivo.consent_string_pattern`` sets another, e.g. the documented one)."""
 CONSENT_STRING_MIN = 20
 CONSENT_STRING_MAX = 500
 
@@ -161,18 +167,18 @@ class ErrorBody(_Reply):
 def tcf_problem(consent_string: str | None, pattern: str = CONSENT_STRING_PATTERN) -> str | None:
     """Why Masivo would refuse this consent string, or ``None`` when it is fine to send.
 
-    Masivo documents only ``pattern: ^CO[A-Za-z0-9_-]+$`` (``pattern`` when the operator
-    configures another) and 20-500 characters. "CO" is v2 ('C') created before 2021-01-14
-    ('O' = top bits of Created), so a TCF v2 string from a current CMP ("CP…", "CQ…") fails
-    the pattern, as does one with '.'-joined segments: the reason says which, with the
-    string's creation date.
+    Masivo documents ``pattern: ^CO[A-Za-z0-9_-]+$`` and 20-500 characters; the gateway checks
+    ``pattern`` (by default any TCF v2 string, see ``CONSENT_STRING_PATTERN``). "CO" is v2 ('C')
+    created before 2021-01-14 ('O' = top bits of Created), so under the documented pattern a
+    string from a current CMP ("CP…", "CQ…") fails, as does one with '.'-joined segments: the
+    reason says which, with the string's creation date.
     """
     if not consent_string:
         return NO_CONSENT_STRING
     created, undecodable = _decode(consent_string)
     if not re.fullmatch(pattern, consent_string):
-        documented = "documented" if pattern == CONSENT_STRING_PATTERN else "configured"
-        rejected = f"Masivo's {documented} consent_string pattern {pattern} rejects it"
+        whose = "Masivo's documented" if pattern == DOCUMENTED_PATTERN else "the"
+        rejected = f"{whose} consent_string pattern {pattern} rejects it"
         if created is None:
             return f"{rejected}, and {undecodable}"
         why = []

@@ -7,9 +7,12 @@ are kept verbatim in ``CoreString.other_segments`` and written back after the co
 string survives a round trip without the gateway claiming to understand those parts.
 
 The encoder writes vendor consents and vendor legitimate interests as a bitfield or as
-ranges, whichever is shorter (a bitfield on a tie), and pads the last byte with zeros; the
-decoder reads both encodings and ignores padding. MaxVendorId is not kept: the encoder writes
-the highest id present, so a bitfield that a CMP padded with trailing zeros re-encodes shorter.
+ranges, whichever is shorter (a bitfield on a tie), and pads each segment with zeros to whole
+groups of four characters (24 bits), as IAB's reference encoder (``@iabtechlabtcf/core``) does;
+the decoder reads both encodings and ignores padding of any length. ``disclosed_vendors`` and
+``publisher_tc`` write the two segments TCF v2.3 expects after a service-specific core.
+MaxVendorId is not kept: the encoder writes the highest id present, so a bitfield that a CMP
+padded with trailing zeros re-encodes shorter.
 Times are whole deciseconds since the epoch: ``encode`` drops anything finer.
 """
 
@@ -21,7 +24,16 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import ClassVar
 
-__all__ = ["CoreString", "PublisherRestriction", "RestrictionType", "TCFError", "decode", "encode"]
+__all__ = [
+    "CoreString",
+    "PublisherRestriction",
+    "RestrictionType",
+    "TCFError",
+    "decode",
+    "disclosed_vendors",
+    "encode",
+    "publisher_tc",
+]
 
 VERSION = 2
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -32,6 +44,9 @@ TIME_BITS = 36
 VENDOR_ID_BITS = 16
 MAX_VENDOR_ID = (1 << VENDOR_ID_BITS) - 1
 NUM_ENTRIES_BITS = 12
+PAD_BITS = 24  # a segment is whole base64 quads, as IAB's encoder writes it
+SEGMENT_TYPE_BITS = 3
+DISCLOSED_VENDORS, PUBLISHER_TC = 1, 3  # SegmentType values
 MAX_EXPANDED_IDS = 4 * MAX_VENDOR_ID
 """Vendor ids that ranges may name in one string, repeats counted: a 2 kB string of ranges
 over 1-65535 would otherwise expand to millions of ids (vendor consents, vendor legitimate
@@ -147,7 +162,7 @@ class BitReader:
 
 
 class BitWriter:
-    """Collects big-endian fields and renders them as base64url, padded with zeros to a byte."""
+    """Collects big-endian fields and renders them as base64url, padded with zeros to 24 bits."""
 
     def __init__(self) -> None:
         self._bits: list[str] = []
@@ -189,8 +204,7 @@ class BitWriter:
 
     def text(self) -> str:
         bits = "".join(self._bits)
-        bits += "0" * (-len(bits) % 8)
-        bits += "0" * (-len(bits) % 6)
+        bits += "0" * (-len(bits) % PAD_BITS)
         return "".join(ALPHABET[int(bits[i : i + 6], 2)] for i in range(0, len(bits), 6))
 
 
@@ -297,6 +311,25 @@ def encode(core: CoreString) -> str:
     _write_restrictions(writer, core.publisher_restrictions)
     _check_segments(core.other_segments)
     return ".".join((writer.text(), *core.other_segments))
+
+
+def disclosed_vendors(ids: frozenset[int] = frozenset()) -> str:
+    """The DisclosedVendors segment: the vendors the CMP showed the person (TCF v2.3 requires it
+    after the core; none for a string that no CMP screen produced)."""
+    writer = BitWriter()
+    writer.uint(DISCLOSED_VENDORS, SEGMENT_TYPE_BITS, "SegmentType")
+    _write_vendors(writer, ids, "disclosed vendors")
+    return writer.text()
+
+
+def publisher_tc(consents: frozenset[int] = frozenset(), legitimate_interests: frozenset[int] = frozenset()) -> str:
+    """The Publisher TC segment, with no custom purposes: the publisher's own purposes 1-24."""
+    writer = BitWriter()
+    writer.uint(PUBLISHER_TC, SEGMENT_TYPE_BITS, "SegmentType")
+    writer.bitfield(consents, 24, "publisher purpose consents")
+    writer.bitfield(legitimate_interests, 24, "publisher purpose legitimate interests")
+    writer.uint(0, 6, "NumCustomPurposes")
+    return writer.text()
 
 
 def _write_vendors(writer: BitWriter, ids: frozenset[int], name: str) -> None:

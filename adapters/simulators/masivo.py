@@ -16,6 +16,9 @@ Decisions where the docs are silent:
   ``_inspect`` shows the effective purposes per customer (a missing purpose reads ``false``).
 - Keys outside the documented consent fields or the six purposes → 422, so a misspelt field fails a
   test instead of vanishing. ``consent_timestamp`` must be an RFC 3339 date-time with an offset.
+- ``consent_string`` must be an IAB TCF v2 string of any creation date, segments included
+  (``^C[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$``), not the docs' ``^CO[A-Za-z0-9_-]+$``: that pattern admits only
+  strings created before 2021 with one segment, so a Masivo enforcing it could accept no string made today.
 - ``GET /customers/{id}`` carries ``consent: null`` while none is recorded; only ``GET .../consent`` answers
   the documented default (all purposes true). A missing customer (404) is reported before invalid data.
 """
@@ -53,7 +56,7 @@ PURPOSES = (
 )
 TOKEN_TTL_S = 3600
 CONSENT_FIELDS = frozenset({"consent_string", "version", "consent_timestamp", "customer_id", "purposes", "vendors"})
-CONSENT_STRING = re.compile(r"CO[A-Za-z0-9_-]+")  # the doc's ^CO[A-Za-z0-9_-]+$, used with fullmatch
+CONSENT_STRING = re.compile(r"C[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")  # any TCF v2 string, with fullmatch
 CONSENT_STRING_LENGTH = (20, 500)
 
 
@@ -92,7 +95,7 @@ def _consent_problem(consent: Any) -> str | None:
     if not low <= len(consent_string) <= high:
         return f"consent.consent_string must be {low} to {high} characters long"
     if not CONSENT_STRING.fullmatch(consent_string):
-        return "consent.consent_string must match ^CO[A-Za-z0-9_-]+$"
+        return "consent.consent_string must match ^C[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$"
     for field in ("version", "customer_id"):
         if field in consent and not isinstance(consent[field], str):
             return f"consent.{field} must be a string"

@@ -19,7 +19,7 @@ from adapters.masivo import MasivoAdapter, MasivoAuth, MasivoSettings
 from adapters.simulators import masivo as masivo_simulator
 from schemas import tcf
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
-from schemas.masivo import NO_CONSENT_STRING
+from schemas.masivo import DOCUMENTED_PATTERN, NO_CONSENT_STRING
 from tests.adapters.canned import Canned, Classified, assert_classified, run
 from tests.adapters.contract import AdapterContract, Scenario
 
@@ -147,7 +147,7 @@ async def test_customer_id_is_path_quoted(adapter: MasivoAdapter, subject_id: st
 
 @pytest.mark.parametrize(
     ("tcf_string", "reason"),
-    [(None, NO_CONSENT_STRING), (CQ, "starts with 'CQ'"), ("COvF", "20-500 characters")],
+    [(None, NO_CONSENT_STRING), ("BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA", "version 1"), ("COvF", "20-500 characters")],
 )
 def test_tcf_check_fails_before_any_request(adapter: MasivoAdapter, tcf_string: str | None, reason: str) -> None:
     flow = adapter.push(subject({"email_marketing": "granted"}, tcf_string=tcf_string), {}, {})
@@ -183,11 +183,13 @@ async def test_a_subject_without_a_string_gets_one_built_from_config() -> None:
     sent = json.loads(fake.api()[0].content)["consent"]["consent_string"]
     built = tcf.decode(sent)
     assert sent.startswith("CO")
-    assert built.created == built.last_updated == BEFORE_2021, "the person's decision time, never the push time"
+    day = BEFORE_2021.replace(hour=0, minute=0, second=0, microsecond=0)
+    assert built.created == built.last_updated == day, "the day of the person's decision, never the push time"
     assert (built.cmp_id, built.cmp_version, built.vendor_list_version) == (300, 2, 80)
-    assert (built.consent_language, built.publisher_cc, built.tcf_policy_version) == ("ES", "MX", 4)
+    assert (built.consent_language, built.publisher_cc, built.tcf_policy_version) == ("ES", "MX", 5)
     assert built.purpose_consents == {7}, "1 is also behavioral_campaigns' (denied); 3 and 4 only its"
-    assert built.is_service_specific and built.vendor_consents == set() and built.other_segments == ()
+    assert built.is_service_specific and built.vendor_consents == set()
+    assert built.other_segments == ("IAAA", "YAAAAAAAAAAA"), "TCF v2.3: no disclosed vendors, then publisher TC"
 
 
 def test_the_built_string_is_the_same_on_every_push() -> None:
@@ -199,23 +201,28 @@ def test_the_decisions_own_string_wins_over_a_built_one() -> None:
     assert tcf_adapter().project(subject({"email_marketing": "granted"}))["consent_string"] == EXAMPLE
 
 
-def test_a_string_built_today_fails_the_documented_pattern_before_any_request() -> None:
+def test_under_the_documented_pattern_a_string_built_today_fails_before_any_request() -> None:
     state = subject({"email_marketing": "granted"}, tcf_string=None)  # WHEN = 2024-05-01: "CP…"
-    with pytest.raises(LocalValidationError, match=r"pattern \^CO.*created 2024-05-01.*starts with 'CP'"):
-        next(tcf_adapter().push(state, {}, {}))
+    adapter = tcf_adapter(consent_string_pattern=DOCUMENTED_PATTERN)
+    with pytest.raises(
+        LocalValidationError, match=r"documented .*pattern \^CO.*created 2024-05-01.*starts with 'CP'.*3 segments"
+    ):
+        next(adapter.push(state, {}, {}))
 
 
-async def test_an_operator_pattern_lets_a_current_string_through() -> None:
+async def test_by_default_a_current_string_with_its_segments_goes_through() -> None:
     fake = FakeMasivo()
     state = subject({"email_marketing": "granted"}, tcf_string=None)
-    await push(tcf_adapter(consent_string_pattern=r"^C[A-Za-z0-9_-]+$"), state, fake)
+    await push(tcf_adapter(), state, fake)
     sent = json.loads(fake.api()[0].content)["consent"]["consent_string"]
-    assert sent.startswith("CP") and tcf.decode(sent).created == WHEN
+    assert (
+        sent.startswith("CP") and sent.count(".") == 2 and tcf.decode(sent).created == datetime(2024, 5, 1, tzinfo=UTC)
+    )
 
 
 def test_an_operator_pattern_also_refuses() -> None:
     adapter = tcf_adapter(consent_string_pattern=r"^CQ[A-Za-z0-9_-]+$")
-    with pytest.raises(LocalValidationError, match=r"configured consent_string pattern \^CQ"):
+    with pytest.raises(LocalValidationError, match=r"the consent_string pattern \^CQ"):
         next(adapter.push(subject({"email_marketing": "granted"}), {}, {}))
 
 
@@ -374,7 +381,7 @@ def test_default_settings() -> None:
     assert settings.base_url == "https://app.masivo.ai/api/storefront/v1"
     assert settings.purposes == {name: name for name in MASIVO_PURPOSES}
     assert (settings.token_ttl_s, settings.refresh_margin_s) == (3600, 300)
-    assert settings.consent_string_pattern == "^CO[A-Za-z0-9_-]+$" and settings.tcf is None
+    assert settings.consent_string_pattern == r"^C[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$" and settings.tcf is None
 
 
 # --- contract: the adapter against the Masivo simulator (an independent reading of the docs) ---------------

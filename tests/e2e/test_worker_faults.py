@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from gateway.store import Store
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision
+from schemas.masivo import DOCUMENTED_PATTERN
 from tests.world import CMP_STRING_2024, NOW, PROVIDERS, World, phone_of
 
 
@@ -65,7 +67,10 @@ async def test_a_provider_that_hangs_times_out_and_does_not_hold_up_the_others(w
     assert (await world.statuses(decision_id))["wix"] is DeliveryStatus.succeeded
 
 
-async def test_a_rule_masivo_documents_fails_the_delivery_at_once_without_a_request(world: World) -> None:
+async def test_a_rule_masivo_documents_fails_the_delivery_at_once_without_a_request(store: Store) -> None:
+    """An operator whose Masivo enforces its documented ^CO pattern sets it: a string created in
+    2024 then fails locally, saying why, and Masivo never sees it."""
+    world = World(store, providers={"masivo": {"consent_string_pattern": DOCUMENTED_PATTERN}})
     decision = Decision.model_validate(
         {
             "subject": {"id": "cust-9"},
@@ -83,3 +88,4 @@ async def test_a_rule_masivo_documents_fails_the_delivery_at_once_without_a_requ
     assert masivo.status is DeliveryStatus.dead and masivo.attempts == 0, "attempts count requests: none was made"
     assert masivo.last_error is not None and "^CO" in masivo.last_error
     assert not [r for r in (await world.inspect("masivo"))["requests"] if r["method"] == "PATCH"]
+    await world.control.aclose()

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from schemas import tcf
 from schemas.masivo import (
+    DOCUMENTED_PATTERN,
     NO_CONSENT_STRING,
     PURPOSES,
     AuthorizeResponse,
@@ -69,11 +70,31 @@ def test_helper_builds_current_strings() -> None:
         ("CO" + "A" * 40, ["does not decode as IAB TCF v2", "truncated: publisher restrictions"]),
     ],
 )
-def test_tcf_problem_explains_why(consent_string: str | None, expected: list[str]) -> None:
+def test_under_the_documented_pattern_tcf_problem_explains_why(consent_string: str | None, expected: list[str]) -> None:
+    reason = tcf_problem(consent_string, DOCUMENTED_PATTERN)
+    assert reason is not None
+    for part in expected:
+        assert part in reason
+
+
+@pytest.mark.parametrize(
+    ("consent_string", "expected"),
+    [
+        (V1, ["consent_string pattern ^C[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$ rejects it", "IAB TCF version 1, not 2"]),
+        (f"{CQ}.", ["the consent_string pattern", "rejects it, and segment 2 is not base64url"]),
+        ("hello world, consent!", ["rejects it", "not base64url: ' ' at position 5"]),
+    ],
+)
+def test_by_default_tcf_problem_refuses_what_is_not_tcf_v2(consent_string: str, expected: list[str]) -> None:
     reason = tcf_problem(consent_string)
     assert reason is not None
     for part in expected:
         assert part in reason
+
+
+@pytest.mark.parametrize("consent_string", [CQ, CP, f"{CQ}.IAAA.YAAAAAAAAAAA"])
+def test_by_default_tcf_problem_accepts_current_strings_with_their_segments(consent_string: str) -> None:
+    assert tcf_problem(consent_string) is None
 
 
 @pytest.mark.parametrize("consent_string", [EXAMPLE, "CO" + "A" * 42])  # 42: the shortest whole core
@@ -152,7 +173,6 @@ def test_consent_accept(consent: dict[str, Any]) -> None:
     [
         {},
         {"version": "2.0"},
-        {"consent_string": CQ},
         {"consent_string": V1},
         {"consent_string": "COvF"},
         {"consent_string": "CO" + "A" * 499},
