@@ -145,6 +145,11 @@ class Adapter(ABC):
         everything = state.model_copy(update={"purposes": dict.fromkeys(self.settings.purposes, denied)})
         return self.push(everything, {}, memo)
 
+    def cautions(self) -> list[str]:
+        """Settings that are valid but lose data at this provider, said at every start (a warning
+        in the log), since nothing at run time shows it: the provider answers success."""
+        return []
+
     def secrets(self) -> list[str]:
         """Secret values to scrub from anything recorded (errors, logs, cassettes)."""
         return [

@@ -55,7 +55,10 @@ class IntemptSettings(ProviderSettings):
     ``timestamp_unit``: the docs say the consent ``timestamp`` is "in milliseconds"; the
     official Python SDK sends seconds ("The consent endpoint compares timestamp * 1000
     against millisecond bounds") and the server silently replaces an out-of-range value
-    with its own clock. So the unit is a setting, defaulting to the documented ms.
+    (past 2040) with its own clock, so a timestamp sent in ms is always replaced: the
+    decision's own time is lost while the delivery succeeds. The default is what the server
+    reads, seconds; ``"ms"`` (as documented) is kept for a server that reads the docs' unit,
+    and the gateway warns at every start while it is set (``Adapter.cautions``).
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a malformed key must not echo in errors
@@ -63,7 +66,7 @@ class IntemptSettings(ProviderSettings):
     api_key: SecretStr = Field(description="'prefix.secret', as Intempt issues it")
     org: str = Field(min_length=1)
     project: str = Field(min_length=1)
-    timestamp_unit: TimestampUnit = "ms"
+    timestamp_unit: TimestampUnit = "s"
     base_url: str = "https://api.intempt.com"
     purposes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
 
@@ -98,6 +101,14 @@ class IntemptAdapter(Adapter):
     Settings: ClassVar[type[ProviderSettings]] = IntemptSettings
     volatile: ClassVar[tuple[str, ...]] = ("timestamp",)
     settings: IntemptSettings
+
+    def cautions(self) -> list[str]:
+        if self.settings.timestamp_unit == "s":
+            return []
+        return [
+            'timestamp_unit = "ms": Intempt\'s server reads seconds and replaces a timestamp past 2040 with '
+            'the time it arrives, so every decision\'s own time is lost at Intempt (set "s", the default)'
+        ]
 
     def auth(self) -> IntemptAuth:
         return IntemptAuth(self.settings.api_key)

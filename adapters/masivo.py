@@ -63,7 +63,9 @@ class MasivoTcfSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cmp_id: int = Field(ge=1, le=4095, description="the CMP id IAB registered for the operator")
+    cmp_id: int = Field(
+        ge=2, le=4095, description="the CMP id IAB registered for the operator (IAB's encoder refuses 0 and 1)"
+    )
     cmp_version: int = Field(ge=0, le=4095)
     vendor_list_version: int = Field(ge=1, le=4095, description="the Global Vendor List version shown")
     tcf_policy_version: int = Field(
@@ -349,8 +351,14 @@ def _path_segment(value: str) -> str:
     return quoted if quoted.strip(".") else quoted.replace(".", "%2E")
 
 
+DEMO_TCF = {  # the demo builds TC strings for decisions that carry none, as config.example.toml does
+    "cmp_id": 300,
+    "cmp_version": 1,
+    "vendor_list_version": 80,
+    "purposes": {"email_marketing": [1], "push_notifications": [1], "behavioral_campaigns": [1, 3, 4]},
+}
 PROVIDER = Provider(
     MasivoAdapter,
     simulator="adapters.simulators.masivo:create_app",
-    demo=lambda base_url: {"base_url": base_url, "api_key": secrets.token_hex(16)},
+    demo=lambda base_url: {"base_url": base_url, "api_key": secrets.token_hex(16), "tcf": DEMO_TCF},
 )

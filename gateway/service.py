@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import httpx
+import structlog
 
 from adapters.base import Adapter
 from gateway.clock import Clock, utcnow
@@ -26,6 +27,8 @@ from gateway.store.ledger import Pending, SubjectErased
 from gateway.store.ratelimit import Sleep
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, ErasureOut, RunOut, SubjectOut
 from schemas.consent import Decision, decision_context
+
+log = structlog.get_logger("consent_gateway.gateway")
 
 
 class Gateway:
@@ -60,6 +63,9 @@ class Gateway:
             await self.store.upgrade()
         else:
             await self.store.require_current()
+        for name, adapter in self.adapters.items():
+            for caution in adapter.cautions():
+                log.warning("provider_setting_loses_data", provider=name, caution=caution)
         if self.settings.worker.enabled if run_worker is None else run_worker:
             self.worker.start()
             self.chores.start()

@@ -23,9 +23,9 @@ TCF = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
 PROVIDERS = tuple(registered())
 # Every provider runs on its demo settings (the registry's); these are the names and keys the tests read back.
 FIXED: dict[str, dict[str, Any]] = {
-    "masivo": {"api_key": "masivo-key-0123456789"},
+    "masivo": {"api_key": "masivo-key-0123456789", "tcf": None},  # a test that wants strings built says so
     "wix": {"api_key": "wix-key-0123456789", "site_id": "site"},
-    "intempt": {"api_key": "pfx.intempt-secret-0123456789", "org": "acme", "project": "web", "timestamp_unit": "s"},
+    "intempt": {"api_key": "pfx.intempt-secret-0123456789", "org": "acme", "project": "web"},
 }
 # A TCF v2 string as CMPs write them since mid-2024: "CQ…", two segments.
 CMP_STRING_2024 = tcf.encode(

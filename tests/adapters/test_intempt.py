@@ -94,7 +94,7 @@ async def test_one_post_per_category(adapter: IntemptAdapter) -> None:
     assert fake.bodies() == [
         {
             "action": "accept",
-            "timestamp": WHEN_MS,
+            "timestamp": WHEN_S,
             "validUntil": "unlimited",
             "source": "web",
             "category": "email",
@@ -104,7 +104,7 @@ async def test_one_post_per_category(adapter: IntemptAdapter) -> None:
         },
         {
             "action": "reject",
-            "timestamp": WHEN_MS,
+            "timestamp": WHEN_S,
             "validUntil": "unlimited",
             "source": "web",
             "category": "push",
@@ -122,7 +122,7 @@ async def test_optional_fields_are_omitted_when_unknown(adapter: IntemptAdapter)
     assert fake.bodies() == [
         {
             "action": "accept",
-            "timestamp": WHEN_MS,
+            "timestamp": WHEN_S,
             "validUntil": "unlimited",
             "source": "provider:wix",
             "category": "analytics",
@@ -174,7 +174,7 @@ async def test_api_key_travels_in_the_query_only(adapter: IntemptAdapter) -> Non
 
 def test_rules_fail_before_any_request(adapter: IntemptAdapter) -> None:
     old = subject({"email_marketing": "granted", "analytics": "granted"}, occurred_at=datetime(2009, 6, 1, tzinfo=UTC))
-    with pytest.raises(LocalValidationError, match="timestamp: Value error, must be epoch ms between 2010 and 2040"):
+    with pytest.raises(LocalValidationError, match="timestamp: Value error, must be epoch s between 2010 and 2040"):
         next(adapter.push(old, {}, {}))
 
 
@@ -227,7 +227,7 @@ def test_settings_reject(settings: dict[str, Any]) -> None:
 
 def test_default_settings() -> None:
     settings = IntemptSettings.model_validate({"api_key": API_KEY, "org": "acme", "project": "shop"})
-    assert (settings.base_url, settings.timestamp_unit) == ("https://api.intempt.com", "ms")
+    assert (settings.base_url, settings.timestamp_unit) == ("https://api.intempt.com", "s")
     assert settings.purposes == {
         "email_marketing": "email",
         "sms_marketing": "sms",
@@ -258,7 +258,7 @@ def sim_adapter(**settings: Any) -> IntemptAdapter:
 
 
 async def test_contract_categories_are_recorded() -> None:
-    simulator, adapter = intempt_simulator.create_app(), sim_adapter(timestamp_unit="s")
+    simulator, adapter = intempt_simulator.create_app(), sim_adapter()
     before = subject({"email_marketing": "granted", "push_notifications": "granted"}, expires_at=EXPIRES)
     after = subject({"email_marketing": "granted", "push_notifications": "denied"}, expires_at=EXPIRES)
     ack = await sim_push(simulator, adapter, before)
@@ -283,9 +283,12 @@ async def test_contract_categories_are_recorded() -> None:
 
 
 async def test_contract_documented_milliseconds_are_silently_replaced() -> None:
-    """Pins the docs/SDK disagreement: the simulator follows the SDK, so ms (the default) is replaced."""
+    """Pins the docs/SDK disagreement: the simulator follows the SDK, so the documented ms is replaced
+    (the default is seconds), and the gateway says so at every start."""
     simulator = intempt_simulator.create_app()
-    await sim_push(simulator, sim_adapter(), subject({"analytics": "granted"}))
+    adapter = sim_adapter(timestamp_unit="ms")
+    assert "every decision's own time is lost" in adapter.cautions()[0] and sim_adapter().cautions() == []
+    await sim_push(simulator, adapter, subject({"analytics": "granted"}))
     (record,) = (await inspect(simulator))["state"]["records"]
     assert record["body"]["timestamp"] == WHEN_MS and record["timestamp_replaced"] is True
 
@@ -293,7 +296,7 @@ async def test_contract_documented_milliseconds_are_silently_replaced() -> None:
 async def test_contract_unconfigured_category_is_permanent() -> None:
     simulator = intempt_simulator.create_app(categories=["email"])
     with pytest.raises(PermanentError, match="HTTP 400.*Invalid request: Field 'category'"):
-        await sim_push(simulator, sim_adapter(timestamp_unit="s"), subject({"analytics": "granted"}))
+        await sim_push(simulator, sim_adapter(), subject({"analytics": "granted"}))
 
 
 # --- the shared contract, against the simulator and the shipped cassettes ---------------------
@@ -302,7 +305,7 @@ async def test_contract_unconfigured_category_is_permanent() -> None:
 class TestIntemptContract(AdapterContract):
     provider = "intempt"
     purposes = ("email_marketing", "sms_marketing")
-    settings = {"timestamp_unit": "s"}  # what the server reads (see IntemptSettings)
+    settings = {"timestamp_unit": "s"}  # what the server reads (see IntemptSettings): the cassettes say it
     scenario_settings = {
         **AdapterContract.scenario_settings,
         "unconfigured_category_400": {"purposes": {"email_marketing": "email", "sms_marketing": "newsletter"}},

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,25 @@ def test_nothing_secret_or_personal_leaks_along_the_whole_path(
         for contact in (email, phone, "lea@@example.com", "+1415555017x"):
             for form in contact_forms(contact):
                 assert form not in text, f"{form} in the {where}"
+
+
+def test_a_decision_made_today_without_a_tcf_string_reaches_every_provider(live: tuple[str, list[str]]) -> None:
+    """The demo builds Masivo's TC string, as config.example.toml does, and Intempt keeps the decision's time."""
+    base, _ = live
+    today = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    decision = {key: value for key, value in DECISION.items() if key != "tcf_string"} | {
+        "subject": {"id": "cust-today", "email": "today@example.com"},
+        "occurred_at": today.isoformat(),
+    }
+    with httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        created = client.post("/v1/consents?wait=10", json=decision)
+        assert created.status_code == 200, created.text
+        statuses = {d["provider"]: d["status"] for d in created.json()["deliveries"]}
+        assert statuses == {"intempt": "succeeded", "masivo": "succeeded", "wix": "succeeded"}, created.text
+        masivo = client.get("/simulators/masivo/_inspect").json()["state"]["consents"]["cust-today"]
+        intempt = client.get("/simulators/intempt/_inspect").json()["state"]["records"]
+    assert masivo["consent_string"].startswith("CQ") and masivo["consent_string"].count(".") == 2
+    assert {r["body"]["timestamp"] for r in intempt if r["body"].get("userId") == "cust-today"} == {
+        int(today.timestamp())
+    }
+    assert not any(r["timestamp_replaced"] for r in intempt)
