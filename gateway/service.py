@@ -155,7 +155,8 @@ class Gateway:
         """Push the subject again to ``providers`` (default: all), whatever they acknowledged."""
         unknown = sorted(set(providers or ()) - set(self.adapters))
         if unknown:
-            raise bad_parameter("providers", f"not configured: {', '.join(unknown)}", 422)
+            configured = ", ".join(self.adapters) or "none"
+            raise bad_parameter("providers", f"not configured: {', '.join(unknown)}; configured: {configured}", 422)
         try:
             entry = await self.reconciler.repush(subject_id, providers or list(self.adapters), note)
         except SubjectErased as refused:
@@ -168,7 +169,7 @@ class Gateway:
     async def adopt(self, subject_id: str, provider: str) -> DecisionOut:
         """Adopt what ``provider`` was last read to hold as the person's decision now."""
         if provider not in self.adapters:
-            raise not_found("provider", f"configured: {', '.join(self.adapters)}")
+            raise not_found("provider", f"configured: {', '.join(self.adapters) or 'none'}")
         if await self.store.ledger.subject_state(subject_id) is None:
             raise no_subject()
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -26,7 +27,7 @@ from gateway.config import (
     load_settings,
     refuse_idle,
 )
-from gateway.demo import DEMO_DATABASE
+from gateway.demo import DEMO_DATABASE, demo_settings
 from gateway.redaction import configure_logging
 from gateway.refusals import Refusal, busy
 from gateway.service import Gateway
@@ -46,6 +47,10 @@ class Format(StrEnum):
 
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file", exists=True)]
+DemoOption = Annotated[
+    bool, typer.Option("--demo", help="the demo's database in this directory, with its providers (serve --demo)")
+]
+DEMO_SERVER = "http://127.0.0.1:8000"  # where `serve --demo` mounts the simulators a read-back run reaches
 HostOption = Annotated[str, typer.Option(help="address to bind")]
 PortOption = Annotated[int, typer.Option(help="port to bind")]
 FormatOption = Annotated[Format, typer.Option("--format", help="table or json")]
@@ -88,14 +93,22 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings(config: Path | None) -> Settings:
+def settings(config: Path | None, demo: bool = False) -> Settings:
+    """The configured settings; with ``demo``, the demo's (its database in this directory, its
+    providers as ``serve --demo`` configures them), so the CLI sees what the demo's API sees."""
+    if demo:
+        if config is not None:
+            fail("--demo and --config: choose one", 2)
+        return demo_settings(DEMO_SERVER, secrets.token_urlsafe(24))
     try:
         return load_settings(config)
     except ConfigError as error:
         fail(f"config: {error}", 2)
 
 
-def database_settings(config: Path | None) -> DatabaseSettings:
+def database_settings(config: Path | None, demo: bool = False) -> DatabaseSettings:
+    if demo:
+        return settings(config, demo)
     try:
         return load_database_settings(config)
     except ConfigError as error:
@@ -150,6 +163,11 @@ def gateway(configured: Settings, *, api: bool | None) -> Gateway:
             refuse_idle(configured, built, api=api)
         except ConfigError as error:
             fail(f"config: {error}", 2)
+    if not built:  # the store's rows for providers are then neither shown nor acted on
+        console.print(
+            "[yellow]warning:[/] no provider is configured here, so no provider's rows are shown or acted on: "
+            "pass --config with the server's config (or --demo for the demo's database)"
+        )
     found = Gateway(configured, store=open_store(configured), adapters=built)
     configure_logging(found.secrets())
     return found

@@ -13,6 +13,7 @@ from rich.table import Table
 from adapters.registry import providers
 from gateway.cli.common import (
     ConfigOption,
+    DemoOption,
     Format,
     FormatOption,
     aware,
@@ -32,6 +33,7 @@ app = typer.Typer(help="The outbox: list deliveries, replay dead ones, retry wai
 @app.command("list")
 def list_deliveries(
     config: ConfigOption = None,
+    demo: DemoOption = False,
     provider: Annotated[str | None, typer.Option(help="only this provider")] = None,
     status: Annotated[DeliveryStatus | None, typer.Option(help="only this status")] = None,
     subject: Annotated[str | None, typer.Option(help="only this subject id")] = None,
@@ -40,7 +42,7 @@ def list_deliveries(
     output: FormatOption = Format.table,
 ) -> None:
     """Deliveries, newest first."""
-    store = open_store(database_settings(config))
+    store = open_store(database_settings(config, demo))
 
     async def run() -> list[DeliveryOut]:
         await known_provider(store, provider)
@@ -72,13 +74,14 @@ def list_deliveries(
 def replay(
     delivery_id: Annotated[str | None, typer.Argument(help="one dead delivery")] = None,
     config: ConfigOption = None,
+    demo: DemoOption = False,
     provider: Annotated[str | None, typer.Option(help="every dead delivery of this provider")] = None,
     since: Annotated[datetime | None, typer.Option(help="...that died at or after this time")] = None,
 ) -> None:
     """Queue dead deliveries again; each sends the subject's newest state."""
     if (delivery_id is None) == (provider is None):
         fail("name one delivery id, or --provider (and optionally --since)", 2)
-    built = store_gateway(database_settings(config))
+    built = store_gateway(database_settings(config, demo))
 
     async def run() -> int:
         if delivery_id is not None:
@@ -95,9 +98,10 @@ def replay(
 def retry(
     delivery_id: Annotated[str, typer.Argument(help="a pending or retrying delivery")],
     config: ConfigOption = None,
+    demo: DemoOption = False,
 ) -> None:
     """Make a waiting delivery due now instead of at its retry-ladder step."""
-    built = store_gateway(database_settings(config))
+    built = store_gateway(database_settings(config, demo))
     run_with(built.store, lambda: built.retry(delivery_id))
     console.print(f"delivery {delivery_id} is due now; a running worker takes it up")
 

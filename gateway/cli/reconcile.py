@@ -11,7 +11,18 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from gateway.cli.common import ConfigOption, Format, FormatOption, app, console, fail, gateway, run_with, settings
+from gateway.cli.common import (
+    ConfigOption,
+    DemoOption,
+    Format,
+    FormatOption,
+    app,
+    console,
+    fail,
+    gateway,
+    run_with,
+    settings,
+)
 from gateway.service import Gateway
 from gateway.store.ledger import SubjectErased
 from schemas.api import ProviderSync, ReconciliationPage, RunOut, SyncStatus
@@ -22,6 +33,7 @@ NEEDS_REPAIR = (SyncStatus.diverged, SyncStatus.failed)
 @app.command()
 def reconcile(
     config: ConfigOption = None,
+    demo: DemoOption = False,
     provider: Annotated[str | None, typer.Option(help="only this provider")] = None,
     status: Annotated[SyncStatus | None, typer.Option(help="only rows with this status")] = None,
     subject: Annotated[str | None, typer.Option(help="only this subject id")] = None,
@@ -32,9 +44,9 @@ def reconcile(
 ) -> None:
     """Where the providers disagree with the gateway: per subject and provider, desired vs
     acknowledged vs observed, and the counts per status."""
-    built = gateway(settings(config), api=None)
+    built = gateway(settings(config, demo), api=None)
     if provider is not None and provider not in built.adapters:
-        fail(f"--provider: not configured: {provider}; configured: {', '.join(built.adapters)}", 2)
+        fail(f"--provider: not configured: {provider}; configured: {', '.join(built.adapters) or 'none'}", 2)
 
     async def work() -> tuple[RunOut | None, ReconciliationPage, int]:
         try:

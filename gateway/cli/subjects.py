@@ -13,6 +13,7 @@ from rich.table import Table
 
 from gateway.cli.common import (
     ConfigOption,
+    DemoOption,
     Format,
     FormatOption,
     adapters,
@@ -32,11 +33,12 @@ ProviderOption = Annotated[list[str] | None, typer.Option("--provider", help="th
 def repush(
     subject_id: Annotated[str, typer.Argument(help="the subject to push again")],
     config: ConfigOption = None,
+    demo: DemoOption = False,
     provider: ProviderOption = None,
     note: Annotated[str | None, typer.Option(help="why, for the ledger")] = None,
 ) -> None:
     """Push the subject to providers again, whatever they acknowledged (also unobservable ones)."""
-    built = gateway(settings(config), api=None)
+    built = gateway(settings(config, demo), api=None)
     why = note or f"re-pushed from the command line to {', '.join(sorted(provider or built.adapters))}"
     entry = run_with(built.store, lambda: built.repush(subject_id, provider, why))
     console.print(f"repair entry {entry.id}: a running worker pushes {', '.join(d.provider for d in entry.deliveries)}")
@@ -47,9 +49,10 @@ def adopt(
     subject_id: Annotated[str, typer.Argument(help="the subject")],
     provider: Annotated[str, typer.Option(help="the provider whose read-back state to adopt")],
     config: ConfigOption = None,
+    demo: DemoOption = False,
 ) -> None:
     """Adopt what a provider was last read to hold as the person's decision, now."""
-    built = gateway(settings(config), api=None)
+    built = gateway(settings(config, demo), api=None)
     entry = run_with(built.store, lambda: built.adopt(subject_id, provider))
     console.print(f"decision {entry.id} ({entry.decision.source}): {json.dumps(entry.decision.purposes)}")
 
@@ -58,10 +61,11 @@ def adopt(
 def erase(
     subject_id: Annotated[str, typer.Argument(help="the subject to erase")],
     config: ConfigOption = None,
+    demo: DemoOption = False,
 ) -> None:
     """Erase a person: removal at every provider (by a running worker), then their data out of the
     store; later decisions for the id are refused unless they re-create it. Audited as 'cli:<user>'."""
-    built = gateway(settings(config), api=None)
+    built = gateway(settings(config, demo), api=None)
     if not built.adapters:  # the removals would be queued nowhere, and the scrub would follow at once
         fail("no provider is configured: an erasure needs every provider that may hold the person (--config)", 2)
     erasure, started = run_with(built.store, lambda: built.erase(subject_id, f"cli:{getpass.getuser()}"))
@@ -74,12 +78,13 @@ def erase(
 @app.command("future-dated")
 def subjects_future_dated(
     config: ConfigOption = None,
+    demo: DemoOption = False,
     fix: Annotated[bool, typer.Option("--repair", help="re-date and re-fold each one (ledger entry 'repair')")] = False,
     output: FormatOption = Format.table,
 ) -> None:
     """Subjects whose state holds a decision dated beyond the gateway's clock (recorded before
     such times were refused); such a decision would win every later one for its purposes."""
-    configured = settings(config)
+    configured = settings(config, demo)
     built = adapters(configured) if fix else {}
     store = open_store(configured)
     skew = timedelta(seconds=configured.max_clock_skew_s)

@@ -4,6 +4,7 @@ and no secret shows up in logs, problem bodies or the simulators' records."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -14,8 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
-from gateway.demo import demo_app
+from gateway.cli import app as cli_app
+from gateway.demo import DEMO_DATABASE, demo_app
 from tests.live import served
 from tests.processes import free_port
 
@@ -175,3 +178,35 @@ def test_a_decision_made_today_without_a_tcf_string_reaches_every_provider(live:
         int(today.timestamp())
     }
     assert not any(r["timestamp_replaced"] for r in intempt)
+
+
+def test_the_cli_on_the_demos_database_sees_what_its_api_sees(live: tuple[str, list[str]]) -> None:
+    """README's recipe for admins: `--demo` in the directory where `serve --demo` runs gives the CLI
+    the demo's providers, so its drift view holds the API's rows and counts; without it, the CLI
+    says what it lacks instead of showing an empty view as if nothing were there."""
+    base, _ = live
+    with httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        assert client.post("/v1/consents?wait=10", json=DECISION).status_code == 200
+        other = DECISION | {"subject": {"id": "cust-43", "email": "bo@example.com"}}
+        assert client.post("/v1/consents?wait=10", json=other).status_code == 200
+        api = client.get("/v1/reconciliation?limit=200").json()
+    runner = CliRunner()
+    shown = runner.invoke(cli_app, ["reconcile", "--demo", "--format", "json"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    cli = json.loads(shown.stdout)
+    assert cli["counts"] == api["counts"] and cli["provider_counts"] == api["provider_counts"]
+    assert [(r["subject_id"], r["provider"], r["status"]) for r in cli["items"]] == [
+        (r["subject_id"], r["provider"], r["status"]) for r in api["items"]
+    ]
+    assert len(api["items"]) == 6
+
+    bare = runner.invoke(
+        cli_app, ["reconcile", "--format", "json"], env={"CONSENT_GATEWAY_DATABASE_URL": DEMO_DATABASE}
+    )
+    assert "warning: no provider is configured here" in bare.stderr and "--demo" in bare.stderr
+    wix = runner.invoke(
+        cli_app,
+        ["subjects", "repush", "cust-42", "--provider", "wix"],
+        env={"CONSENT_GATEWAY_DATABASE_URL": DEMO_DATABASE},
+    )
+    assert wix.exit_code != 0 and "configured: none" in wix.output
