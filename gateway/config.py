@@ -10,7 +10,7 @@ import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -158,6 +158,12 @@ class Settings(DatabaseSettings):
         default=0.0, ge=0, description="decisions each token may record per minute, batches item by item; 0: unlimited"
     )
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="the least severe log line written"
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="json: one object per line (for collectors); console: for reading in a terminal"
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)

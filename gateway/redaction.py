@@ -94,6 +94,17 @@ class JSONLines(logging.Formatter):
         return json.dumps(line)
 
 
+class ConsoleLines(logging.Formatter):
+    """Other libraries' records as one readable line each, like structlog's console renderer."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name.startswith(OURS):
+            return message
+        when = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")
+        return f"{when} [{record.levelname.lower():<9}] {message} [{record.name}]"
+
+
 class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is when a line is logged, not when logging was set up:
     a command run under a captured stderr (typer's runner, pytest) must not leave a handler
@@ -113,9 +124,11 @@ QUIET_LOGGERS = ("alembic.runtime.migration",)  # "Context impl SQLiteImpl." on 
 THIRD_PARTY_LOGGERS = ("uvicorn.access", "uvicorn.error", "httpx", "httpcore")
 
 
-def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
-    """Every log line as JSON with secrets and contact data scrubbed, including what uvicorn and
-    httpx log: at their loggers (so any handler gets it clean) and again at ours (any logger)."""
+def configure_logging(secrets: Iterable[str] = (), level: int | str = logging.INFO, console: bool = False) -> None:
+    """Every log line as JSON (or, with ``console``, as text for a terminal) with secrets and
+    contact data scrubbed, including what uvicorn and httpx log: at their loggers (so any handler
+    gets it clean) and again at ours (any logger). ``level``: a number or a name ("warning")."""
+    level = logging.getLevelNamesMapping()[level.upper()] if isinstance(level, str) else level
     secrets = list(secrets)
     root = logging.getLogger()
     root.setLevel(level)
@@ -123,7 +136,7 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) ->
         root.removeHandler(old)
     handler = CurrentStderr()
     handler.consent_gateway = True  # type: ignore[attr-defined]  # ours, to replace on the next call
-    handler.setFormatter(JSONLines())
+    handler.setFormatter(ConsoleLines() if console else JSONLines())
     handler.addFilter(RedactingFilter(secrets))
     root.addHandler(handler)
     for name in THIRD_PARTY_LOGGERS:
@@ -140,7 +153,11 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) ->
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,  # the traceback as text, so it is scrubbed too
             Redactor(secrets),
-            structlog.processors.JSONRenderer(),
+            (
+                structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+                if console
+                else structlog.processors.JSONRenderer()
+            ),
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,

@@ -169,5 +169,5 @@ def gateway(configured: Settings, *, api: bool | None) -> Gateway:
             "pass --config with the server's config (or --demo for the demo's database)"
         )
     found = Gateway(configured, store=open_store(configured), adapters=built)
-    configure_logging(found.secrets())
+    configure_logging(found.secrets(), configured.log_level, console=configured.log_format == "console")
     return found

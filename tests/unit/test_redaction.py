@@ -92,3 +92,26 @@ def test_lines_go_to_the_stderr_of_the_moment_not_one_closed_since(monkeypatch: 
     logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")  # quiet
     lines = [json.loads(line) for line in now.getvalue().splitlines()]
     assert [line["event"] for line in lines] == ["after the command"]
+
+
+def test_console_lines_are_text_scrubbed_alike_and_keep_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """log_format = "console": one readable line per event, secrets and contact data scrubbed the
+    same way, an exception's traceback in plain text (no rich rendering of locals)."""
+    configure_logging([SECRET], "info", console=True)
+    try:
+        raise RuntimeError(f"adapter bug near ?apiKey={SECRET}")
+    except RuntimeError:
+        structlog.get_logger("consent_gateway.worker").exception("delivery_crashed", email=EMAIL)
+    logging.getLogger("httpx").info("GET https://x/?email=%s", EMAIL)
+    written = capsys.readouterr().err
+    assert "delivery_crashed" in written and "Traceback" in written and "RuntimeError: adapter bug" in written
+    assert "[httpx]" in written and not written.lstrip().startswith("{")
+    assert SECRET not in written and EMAIL not in written
+
+
+def test_the_level_is_the_least_severe_line_written(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging([SECRET], "warning")
+    structlog.get_logger("consent_gateway.worker").info("delivery_succeeded")
+    structlog.get_logger("consent_gateway.worker").warning("lease_lapsed")
+    events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    assert events == ["lease_lapsed"]
