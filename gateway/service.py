@@ -13,11 +13,11 @@ import structlog
 from adapters.base import Adapter
 from gateway.clock import Clock, utcnow
 from gateway.config import Settings, build_adapters
-from gateway.delivery.metrics import Metrics
 from gateway.delivery.worker import Worker
 from gateway.lifecycle.chores import Chores
 from gateway.lifecycle.erasure import Erasures
 from gateway.lifecycle.expiry import Expiries
+from gateway.metrics import Metrics
 from gateway.reconcile.runner import NotAdoptable, Reconciler, RunLoop
 from gateway.refusals import Refusal, bad_parameter, erased, not_found
 from gateway.store import Store
@@ -51,10 +51,10 @@ class Gateway:
             self.store, self.adapters, settings, transports=transports, clock=clock, sleep=sleep, metrics=self.metrics
         )
         self.recorder = GroupCommit(self.store.ledger, self.adapters, clock, self.worker.wake)
-        self.reconciler = Reconciler(self.store, self.adapters, settings, clock)
+        self.reconciler = Reconciler(self.store, self.adapters, settings, clock, self.metrics)
         self.runs = RunLoop(self.reconciler, self.worker)
-        self.expiries = Expiries(self.store, self.adapters, clock, self.worker.wake)
-        self.erasures = Erasures(self.store, self.adapters, settings.purposes, clock, self.worker.wake)
+        self.expiries = Expiries(self.store, self.adapters, clock, self.worker.wake, self.metrics)
+        self.erasures = Erasures(self.store, self.adapters, settings.purposes, clock, self.worker.wake, self.metrics)
         self.chores = Chores([self.runs.step, self.expiries.step, self.erasures.step], settings.reconcile.poll_s, sleep)
 
     async def start(self, *, run_worker: bool | None = None, migrate: bool = False) -> None:
@@ -85,7 +85,14 @@ class Gateway:
     async def record(self, decision: Decision, binding: Binding | None = None) -> DecisionOut:
         """Record ``decision`` (with the others arriving meanwhile: group commit); with a
         ``binding``, at most once per idempotency key and item."""
-        return await self.recorder.record(Pending(decision, binding))
+        try:
+            recorded = await self.recorder.record(Pending(decision, binding))
+        except SubjectErased:
+            self.metrics.decisions.labels("rejected").inc()
+            raise
+        superseded = recorded.superseded_purposes and not recorded.effective_purposes
+        self.metrics.decisions.labels("superseded" if superseded else "accepted").inc()
+        return recorded
 
     async def wait_until_final(self, decision_id: str, timeout: float) -> DecisionOut:
         """The decision once every delivery is final, or as it stands when ``timeout`` runs out.

@@ -25,7 +25,7 @@ from adapters.errors import PermanentError, ProviderError, TransientError
 from gateway import __version__
 from gateway.clock import Clock, utcnow
 from gateway.config import RetrySettings, Settings
-from gateway.delivery.metrics import Metrics
+from gateway.metrics import Metrics
 from gateway.redaction import mask_values, redact
 from gateway.store import Store
 from gateway.store.outbox import ABANDONED, Attempt, Claim, Outcome

@@ -13,6 +13,7 @@ from gateway.http.admin import create_admin_app
 from gateway.http.auth import Authenticator
 from gateway.http.headers import SecurityHeaders
 from gateway.http.limits import TokenLimits
+from gateway.http.metering import RequestMetrics
 from gateway.http.problems import EXCEPTION_HANDLERS
 from gateway.http.routes import consents, deliveries, ops, reconciliation, subjects
 from gateway.service import Gateway
@@ -40,7 +41,7 @@ def create_app(
             *extra_routes,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(RequestMetrics, metrics=gateway.metrics), Middleware(SecurityHeaders)],
         lifespan=_lifespan(gateway, run_worker=run_worker, migrate=migrate),
     )
     app.state.gateway = gateway

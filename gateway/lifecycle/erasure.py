@@ -13,6 +13,7 @@ from datetime import datetime
 import structlog
 
 from adapters.base import Adapter
+from gateway.metrics import Metrics
 from gateway.store import Store
 from schemas.api import ErasureOut
 
@@ -27,9 +28,11 @@ class Erasures:
         purposes: Sequence[str],
         clock: Callable[[], datetime],
         wake: Callable[[], None],
+        metrics: Metrics,
     ) -> None:
         self.store = store
         self.adapters = adapters
+        self.metrics = metrics
         self.purposes = list(purposes)
         self.clock = clock
         self.wake = wake
@@ -41,6 +44,7 @@ class Erasures:
         found = await self.store.erasures.request(subject_id, requested_by, self.adapters, self.purposes, self.clock())
         if found is not None and found[1]:
             log.info("erasure_requested", subject=subject_id, erasure=found[0].id, requested_by=requested_by)
+            self.metrics.erasures.labels("requested").inc()
             self.wake()
         return found
 
@@ -52,6 +56,7 @@ class Erasures:
         finished = await self.store.erasures.finish_next(self.clock())
         if finished is not None:
             log.info("subject_erased", subject=finished[1], erasure=finished[0])
+            self.metrics.erasures.labels("completed").inc()
             self.unflushed = True
         await self._flush()
         return finished is not None

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from adapters.base import Adapter
+from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.store.entries import Entry, Plan
 from gateway.store.snapshot import EPOCH, subject_state
@@ -32,11 +33,13 @@ class Expiries:
         adapters: Mapping[str, Adapter],
         clock: Callable[[], datetime],
         wake: Callable[[], None],
+        metrics: Metrics,
     ) -> None:
         self.store = store
         self.adapters = adapters
         self.clock = clock
         self.wake = wake
+        self.metrics = metrics
 
     async def step(self) -> bool:
         """Apply up to BATCH due expiries; whether any was due."""
@@ -45,6 +48,7 @@ class Expiries:
             return False
         for plan in plans:
             log.info("consent_expired", subject=plan.after.subject_id, purposes=plan.entry.effective)
+            self.metrics.expired.inc(len(plan.entry.effective))
         self.wake()
         return True
 

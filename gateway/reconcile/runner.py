@@ -24,6 +24,7 @@ from adapters.base import Adapter, Observable, Observation, Projection
 from adapters.errors import GatewayError, ProviderError
 from gateway.clock import Clock
 from gateway.config import Settings
+from gateway.metrics import Metrics
 from gateway.redaction import redact
 from gateway.rules.drift import Judgement, Known, difference, judge, status
 from gateway.store import Store
@@ -110,11 +111,14 @@ class Reader(Protocol):
 
 
 class Reconciler:
-    def __init__(self, store: Store, adapters: Mapping[str, Adapter], settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, adapters: Mapping[str, Adapter], settings: Settings, clock: Clock, metrics: Metrics
+    ) -> None:
         self.store = store
         self.adapters = adapters
         self.settings = settings
         self.clock = clock
+        self.metrics = metrics
         self.snapshots = store.snapshots
 
     def observable(self) -> list[str]:
@@ -233,11 +237,19 @@ class Reconciler:
             if isinstance(error, Exception):  # not a stop: the run failed (a stopped one is resumed)
                 log.exception("reconciliation_run_failed", run=run.id)
                 await self.store.runs.finish(run.id, RunStatus.failed, self.clock(), f"{type(error).__name__}")
+                self._count(RunStatus.failed, counts, providers)
             raise
         await self.store.runs.finish(run.id, RunStatus.done, self.clock())
+        self._count(RunStatus.done, counts, providers)
         finished = await self.store.runs.get(run.id)
         assert finished is not None
         return finished
+
+    def _count(self, status: RunStatus, counts: Mapping[str, Any], providers: Sequence[str]) -> None:
+        self.metrics.runs.labels(status.value).inc()
+        for provider in providers:
+            for outcome, rows in (counts.get(provider) or {}).items():
+                self.metrics.run_rows.labels(provider, outcome).inc(rows)
 
     async def _next(self, run: RunOut, after: str | None) -> list[str]:
         size = self.settings.reconcile.chunk

@@ -172,6 +172,10 @@ async def test_masivo_holding_the_gateways_own_write_is_not_a_change_there(newes
 
     finished = await world.readback()
     assert finished.counts["masivo"]["adopted"] == 0 and finished.counts["masivo"]["repushed"] == 1
+    metric = world.gateway.metrics.registry.get_sample_value
+    assert metric("consent_gateway_runs_total", {"status": "done"}) == 1
+    assert metric("consent_gateway_run_rows_total", {"provider": "masivo", "outcome": "repushed"}) == 1
+    assert metric("consent_gateway_run_rows_total", {"provider": "wix", "outcome": "read"}) == 1
     assert "provider:masivo" not in await sources(world, "cust-1")
     assert await purpose(world, "cust-1", "email_marketing") is PurposeState.denied
     assert (await masivo_purposes(world, "cust-1"))["email_marketing"] is False

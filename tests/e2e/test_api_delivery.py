@@ -176,3 +176,22 @@ async def test_metrics_count_deliveries_by_provider_and_outcome(client: httpx.As
     assert 'consent_gateway_deliveries_total{outcome="succeeded",provider="fake"} 1.0' in text
     assert 'consent_gateway_queue_depth{provider="fake"} 0.0' in text
     assert "consent_gateway_attempt_seconds_bucket" in text
+
+
+async def test_metrics_count_requests_by_route_template_and_decisions_by_outcome(client: httpx.AsyncClient) -> None:
+    accepted = await client.post("/v1/consents", json=DECISION, headers=auth(WRITER))
+    older = DECISION | {"occurred_at": "2026-11-23T09:00:00Z"}  # every purpose holds a newer decision
+    assert (await client.post("/v1/consents", json=older, headers=auth(WRITER))).json()["effective_purposes"] == []
+    assert (await client.post("/v1/consents", json={"subject": {}}, headers=auth(WRITER))).status_code == 422
+    decision_id = accepted.json()["id"]
+    assert (await client.get(f"/v1/consents/{decision_id}", headers=auth(READER))).status_code == 200
+    text = (await client.get("/metrics")).text
+    for outcome in ("accepted", "superseded", "rejected"):
+        assert f'consent_gateway_decisions_total{{outcome="{outcome}"}} 1.0' in text
+    assert 'consent_gateway_http_requests_total{method="POST",route="/v1/consents",status="202"} 2.0' in text
+    assert 'consent_gateway_http_requests_total{method="POST",route="/v1/consents",status="422"} 1.0' in text
+    assert (
+        'consent_gateway_http_requests_total{method="GET",route="/v1/consents/{decision_id}",status="200"} 1.0' in text
+    )
+    assert 'consent_gateway_http_request_seconds_count{method="POST",route="/v1/consents"} 3.0' in text
+    assert decision_id not in text and "cust-42" not in text and "ana@example.com" not in text

@@ -69,7 +69,11 @@ async def test_each_provider_removes_the_person_then_the_store_forgets_them(worl
     assert {r["body"]["action"] for r in intempt[-3:]} == {"reject"}, "Intempt: reject every mapped category"
     assert EMAIL in await everything_stored(world), "the store keeps the address until the removals are done"
 
+    metric = world.gateway.metrics.registry.get_sample_value
+    assert metric("consent_gateway_erasures_total", {"stage": "requested"}) == 1
+    assert metric("consent_gateway_erasures_total", {"stage": "completed"}) is None, "not before its removals"
     assert await world.gateway.erasures.step()
+    assert metric("consent_gateway_erasures_total", {"stage": "completed"}) == 1
     done = await world.gateway.erasures.get(erasure_id)
     assert done is not None and done.status is ErasureStatus.done and done.completed_at is not None
     assert done.requested_by == "cli"

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from gateway.lifecycle.expiry import Expiries
+from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.store.tables import expiries
 from schemas.consent import Decision
@@ -42,6 +43,7 @@ async def test_an_expired_grant_turns_denied_everywhere_unless_a_newer_decision_
     world.now = NOW + timedelta(days=31)
     assert await world.gateway.expiries.step()
     await world.gateway.worker.drain()
+    assert world.gateway.metrics.registry.get_sample_value("consent_gateway_expired_purposes_total") == 1
 
     [expiry, *_] = await world.gateway.store.ledger.history("cust-9", 10)
     assert expiry.decision.source == "expiry" and expiry.decision.purposes == {"email_marketing": "denied"}
@@ -79,7 +81,7 @@ async def test_with_several_workers_each_expiry_is_applied_once(world: World, da
         await world.gateway.record(Decision.model_validate(body, strict=False))
     world.now = NOW + timedelta(hours=2)
     stores = [Store.from_url(database_url) for _ in range(3)]
-    workers = [Expiries(s, world.gateway.adapters, lambda: world.now, lambda: None) for s in stores]
+    workers = [Expiries(s, world.gateway.adapters, lambda: world.now, lambda: None, Metrics()) for s in stores]
     try:
         await asyncio.gather(*(worker.step() for worker in workers))
         await asyncio.gather(*(worker.step() for worker in workers))

@@ -6,6 +6,7 @@ at once with the diff first."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from tests.testing.test_plugin import THROUGH_THE_GATEWAY, readme_block, readme_test
 
 CHECKOUT = Path(__file__).parents[2]
-REQUIREMENT = f"consent-gateway[testing] @ {CHECKOUT.as_uri()}"  # README's form, with a path for the git URL
+NOT_SOURCE = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "*.db*")
 NO_NETWORK = """
 import socket
 
@@ -31,11 +32,14 @@ socket.socket.connect_ex = refuse
 
 @pytest.mark.installs
 def test_a_downstream_suite_passes_offline(tmp_path: Path) -> None:
+    source = tmp_path / "consent-gateway"  # a copy: pip's build/ must not be left in (or taken from) the checkout
+    shutil.copytree(CHECKOUT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    requirement = f"consent-gateway[testing] @ {source.as_uri()}"  # README's form, with a path for the git URL
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", REQUIREMENT],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", requirement],
         check=True,
         capture_output=True,
     )

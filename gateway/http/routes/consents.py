@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import orjson
@@ -32,6 +34,7 @@ from gateway.http.routes.idempotent import KEY_PARAM, Bind, idempotent
 from gateway.http.routes.links import decision_links
 from gateway.http.state import gateway_of
 from gateway.refusals import Refusal, erased, invalid
+from gateway.service import Gateway
 from gateway.store.ledger import SubjectErased
 from schemas.api import BatchEnvelope, BatchIn, BatchOut, BatchResult, DecisionOut
 from schemas.consent import Decision
@@ -74,12 +77,14 @@ class WaitQuery(QueryModel):
 async def create_consent(request: Request) -> Response:
     gateway = gateway_of(request)
     wait = query(request, WaitQuery).wait
-    require_json(request)
-    raw = await read_body(request, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s)
-    decision = _decision(gateway.decision_context(), parse_json(raw), raw)
+    with counted_if_refused(gateway):
+        require_json(request)
+        raw = await read_body(request, gateway.settings.max_body_bytes, gateway.settings.body_timeout_s)
+        decision = _decision(gateway.decision_context(), parse_json(raw), raw)
 
     async def produce(bind: Bind) -> tuple[int, bytes]:
-        await request.app.state.limits.spend_decisions(request.state.principal, 1)
+        with counted_if_refused(gateway):
+            await request.app.state.limits.spend_decisions(request.state.principal, 1)
         try:
             recorded = await gateway.record(decision, bind(0))
         except SubjectErased as refused:
@@ -121,7 +126,9 @@ async def create_consents_batch(request: Request) -> Response:
 
     async def produce(bind: Bind) -> tuple[int, bytes]:
         valid = [(index, item) for index, item in enumerate(checked) if isinstance(item, Decision)]
-        await request.app.state.limits.spend_decisions(request.state.principal, len(valid))
+        gateway.metrics.decisions.labels("rejected").inc(len(checked) - len(valid))
+        with counted_if_refused(gateway, len(valid)):
+            await request.app.state.limits.spend_decisions(request.state.principal, len(valid))
         # handed over together, in input order: recorded in as few transactions as the group allows
         recorded = await asyncio.gather(
             *(gateway.record(item, bind(index)) for index, item in valid), return_exceptions=True
@@ -134,6 +141,17 @@ async def create_consents_batch(request: Request) -> Response:
         return 200, BatchOut(results=results).model_dump_json(exclude_none=True).encode()
 
     return await idempotent(request, lambda: json.dumps(items, sort_keys=True), produce)
+
+
+@contextmanager
+def counted_if_refused(gateway: Gateway, decisions: int = 1) -> Iterator[None]:
+    """Decisions refused before they reach the gateway's record (not JSON, invalid, over the
+    token's limit) count as rejected, as the ones it refuses itself (an erased subject) do."""
+    try:
+        yield
+    except Refusal:
+        gateway.metrics.decisions.labels("rejected").inc(decisions)
+        raise
 
 
 def _result(index: int, outcome: DecisionOut | BaseException) -> BatchResult:
