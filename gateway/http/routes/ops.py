@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import __version__
-from gateway.http import openapi
+from gateway.http import docs, openapi
 from gateway.http.openapi import Operation, documented
 from gateway.http.problems import respond
 from gateway.http.responses import JSONResponse
@@ -45,6 +47,15 @@ def _not_ready(field: str, message: str) -> Response:
 
 
 async def openapi_json(request: Request) -> Response:
+    return JSONResponse(_document(request))
+
+
+async def api_docs(request: Request) -> Response:
+    """The same document as a page for people (no script, nothing fetched from elsewhere)."""
+    return docs.page(request, _document(request))
+
+
+def _document(request: Request) -> dict[str, Any]:
     gateway = gateway_of(request)
     settings = gateway.settings
     deployment = openapi.Deployment(
@@ -56,7 +67,7 @@ async def openapi_json(request: Request) -> Response:
         },
         body_limits={"max_body_bytes": settings.max_body_bytes, "max_batch_body_bytes": settings.max_batch_body_bytes},
     )
-    return JSONResponse(openapi.build(request.app.routes, "consent-gateway", __version__, deployment))
+    return openapi.build(request.app.routes, "consent-gateway", __version__, deployment)
 
 
 async def metrics(request: Request) -> Response:
@@ -76,4 +87,8 @@ health_routes = [
     Route("/readyz", readyz, methods=["GET"]),
 ]
 """What a worker process serves on its own port."""
-routes = [*health_routes, Route("/openapi.json", openapi_json, methods=["GET"])]
+routes = [
+    *health_routes,
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/docs", api_docs, methods=["GET"]),
+]
