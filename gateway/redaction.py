@@ -124,21 +124,26 @@ QUIET_LOGGERS = ("alembic.runtime.migration",)  # "Context impl SQLiteImpl." on 
 THIRD_PARTY_LOGGERS = ("uvicorn.access", "uvicorn.error", "httpx", "httpcore")
 
 
-def configure_logging(secrets: Iterable[str] = (), level: int | str = logging.INFO, console: bool = False) -> None:
+def configure_logging(
+    secrets: Iterable[str] = (), level: int | str = logging.INFO, console: bool = False, stderr: bool = True
+) -> None:
     """Every log line as JSON (or, with ``console``, as text for a terminal) with secrets and
     contact data scrubbed, including what uvicorn and httpx log: at their loggers (so any handler
-    gets it clean) and again at ours (any logger). ``level``: a number or a name ("warning")."""
+    gets it clean) and again at ours (any logger). ``level``: a number or a name ("warning").
+    ``stderr=False`` adds no handler of ours: the lines go to whatever handlers the root logger
+    has (pytest's log capture, in the testing harness)."""
     level = logging.getLevelNamesMapping()[level.upper()] if isinstance(level, str) else level
     secrets = list(secrets)
     root = logging.getLogger()
     root.setLevel(level)
     for old in [h for h in root.handlers if getattr(h, "consent_gateway", False)]:
         root.removeHandler(old)
-    handler = CurrentStderr()
-    handler.consent_gateway = True  # type: ignore[attr-defined]  # ours, to replace on the next call
-    handler.setFormatter(ConsoleLines() if console else JSONLines())
-    handler.addFilter(RedactingFilter(secrets))
-    root.addHandler(handler)
+    if stderr:
+        handler = CurrentStderr()
+        handler.consent_gateway = True  # type: ignore[attr-defined]  # ours, to replace on the next call
+        handler.setFormatter(ConsoleLines() if console else JSONLines())
+        handler.addFilter(RedactingFilter(secrets))
+        root.addHandler(handler)
     for name in THIRD_PARTY_LOGGERS:
         logger = logging.getLogger(name)
         for old_filter in [f for f in logger.filters if isinstance(f, RedactingFilter)]:

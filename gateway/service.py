@@ -164,6 +164,8 @@ class Gateway:
         if unknown:
             configured = ", ".join(self.adapters) or "none"
             raise bad_parameter("providers", f"not configured: {', '.join(unknown)}; configured: {configured}", 422)
+        if not self.adapters:  # a repair entry that pushes nowhere would only clutter the ledger
+            raise bad_parameter("providers", "no provider is configured: there is nowhere to push", 422)
         try:
             entry = await self.reconciler.repush(subject_id, providers or list(self.adapters), note)
         except SubjectErased as refused:

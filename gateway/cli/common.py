@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column, Table
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -84,6 +85,11 @@ def refuse(refused: Refusal) -> NoReturn:
     fail(said, 2 if problem.status == 422 else 1)
 
 
+def table(*headers: str, **options: Any) -> Table:
+    """A table whose cells wrap rather than end in '…' when the terminal is narrow."""
+    return Table(*(Column(header, overflow="fold") for header in headers), **options)
+
+
 def aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
@@ -122,6 +128,8 @@ def open_store(configured: DatabaseSettings) -> Store:
     database = url.database or ""
     if url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).exists():
         demo = make_url(DEMO_DATABASE).database
+        if configured.database_url == DEMO_DATABASE:
+            fail(f"no {demo} here: run this in the directory where `consent-gateway serve --demo` runs (or ran)")
         fail(
             f"no database at {database}: run `consent-gateway db upgrade` to create it, or point --config or "
             f"CONSENT_GATEWAY_DATABASE_URL at yours (the demo's: CONSENT_GATEWAY_DATABASE_URL={DEMO_DATABASE} "

@@ -17,7 +17,8 @@ def upgrade(config: ConfigOption = None) -> None:
     Needs only database_url: no provider secret."""
     store = Store.from_url(database_settings(config).database_url)
     before, after = run_with(store, store.upgrade)
-    console.print(f"schema at revision {after}" + (f" (was {before})" if before != after else " (up to date)"))
+    was = "up to date" if before == after else f"was {before}" if before else "a new database"
+    console.print(f"schema at revision {after} ({was})")
 
 
 @app.command("current")

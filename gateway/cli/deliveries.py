@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from adapters.registry import providers
 from gateway.cli.common import (
@@ -23,6 +22,7 @@ from gateway.cli.common import (
     open_store,
     run_with,
     store_gateway,
+    table,
 )
 from gateway.store import Store
 from schemas.api import DeliveryOut, DeliveryStatus
@@ -55,10 +55,10 @@ def list_deliveries(
     if output is Format.json:
         print(json.dumps([item.model_dump(mode="json") for item in items], indent=2))
         return
-    table = Table("provider", "subject", "status", "attempts", "updated", "last error")
-    table.add_column("id", no_wrap=True, min_width=36)  # whole, so it can be copied to `replay`
+    shown = table("provider", "subject", "status", "attempts", "updated", "last error")
+    shown.add_column("id", no_wrap=True, min_width=36)  # whole, so it can be copied to `replay`
     for item in items:
-        table.add_row(
+        shown.add_row(
             item.provider,
             item.subject_id,
             item.status.value,
@@ -67,7 +67,7 @@ def list_deliveries(
             item.last_error or "",
             item.id,
         )
-    Console().print(table)
+    Console().print(shown)
 
 
 @app.command("replay")

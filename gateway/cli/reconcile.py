@@ -22,6 +22,7 @@ from gateway.cli.common import (
     gateway,
     run_with,
     settings,
+    table,
 )
 from gateway.service import Gateway
 from gateway.store.ledger import SubjectErased
@@ -91,7 +92,7 @@ async def _read_back(built: Gateway, provider: str | None, subject: str | None) 
 def _print(page: ReconciliationPage) -> None:
     counts = Table(*[status.value for status in SyncStatus], title="rows per status")
     counts.add_row(*[str(page.counts.get(status, 0)) for status in SyncStatus])
-    rows = Table("subject", "provider", "status", "difference (desired → held)", "observed", "last delivery")
+    rows = table("subject", "provider", "status", "difference (desired → held)", "observed", "last delivery")
     for row in page.items:
         rows.add_row(
             row.subject_id,

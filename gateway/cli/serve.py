@@ -36,7 +36,9 @@ def serve(
         token, generated = demo_token()
         served = demo_app(host, port, token)
         console.print(f"[bold]demo[/]: simulators at http://{host}:{port}/simulators/{{{names}}}")
-        console.print(f"admin page http://{host}:{port}/admin/ (sign in with the token); API docs http://{host}:{port}/docs")
+        console.print(
+            f"admin page http://{host}:{port}/admin/ (sign in with the token); API docs http://{host}:{port}/docs"
+        )
         console.print(f"API token (shown once): [green]{token}[/]" if generated else TOKEN_FROM_ENV)
     else:
         served = create_app(gateway(settings(config), api=True), run_worker=None if with_worker else False)

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from gateway.cli.common import (
     ConfigOption,
@@ -23,6 +22,7 @@ from gateway.cli.common import (
     open_store,
     run_with,
     settings,
+    table,
 )
 
 app = typer.Typer(help="People: repair one subject's state at the providers or here.", no_args_is_help=True)
@@ -107,8 +107,8 @@ def subjects_future_dated(
     if output is Format.json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("subject", "purpose", "occurred_at", *(["repair entry"] if fix else []))
+    shown = table("subject", "purpose", "occurred_at", *(["repair entry"] if fix else []))
     for row in rows:
-        table.add_row(row["subject"], row["purpose"], row["occurred_at"], *([row["repair"]] if fix else []))
-    Console().print(table)
+        shown.add_row(row["subject"], row["purpose"], row["occurred_at"], *([row["repair"]] if fix else []))
+    Console().print(shown)
     console.print(f"{len(rows)} future-dated purpose record(s)" + ("" if fix or not rows else "; --repair fixes them"))

@@ -26,7 +26,7 @@ def new(
         float | None, typer.Option(min=0, help="this token's request limit (default: token_requests_per_minute)")
     ] = None,
 ) -> None:
-    """Print a new random token once, and the [[tokens]] block (its digest, never the token) to
+    """Print a new random token once, and the \\[[tokens]] block (its digest, never the token) to
     add to the config. Nothing is stored: lose the token and mint another."""
     token = secrets.token_urlsafe(32)
     try:

@@ -58,10 +58,9 @@ class GatewayHarness:
         )
 
     async def __aenter__(self) -> GatewayHarness:
-        if (
-            not structlog.is_configured()
-        ):  # structlog's default console renderer takes minutes over a worker's traceback
-            configure_logging(self.gateway.secrets(), logging.WARNING)
+        if not structlog.is_configured():  # structlog's default renderer takes minutes over a worker's traceback
+            # as text, once: pytest's log capture shows it under a failing test
+            configure_logging(self.gateway.secrets(), logging.WARNING, console=True, stderr=False)
         await self.gateway.start(run_worker=False, migrate=True)
         return self
 

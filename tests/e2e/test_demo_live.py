@@ -200,13 +200,13 @@ def test_the_cli_on_the_demos_database_sees_what_its_api_sees(live: tuple[str, l
     ]
     assert len(api["items"]) == 6
 
-    bare = runner.invoke(
-        cli_app, ["reconcile", "--format", "json"], env={"CONSENT_GATEWAY_DATABASE_URL": DEMO_DATABASE}
-    )
+    env = {"CONSENT_GATEWAY_DATABASE_URL": DEMO_DATABASE}
+    bare = runner.invoke(cli_app, ["reconcile", "--format", "json"], env=env)
     assert "warning: no provider is configured here" in bare.stderr and "--demo" in bare.stderr
-    wix = runner.invoke(
-        cli_app,
-        ["subjects", "repush", "cust-42", "--provider", "wix"],
-        env={"CONSENT_GATEWAY_DATABASE_URL": DEMO_DATABASE},
-    )
+    wix = runner.invoke(cli_app, ["subjects", "repush", "cust-42", "--provider", "wix"], env=env)
     assert wix.exit_code != 0 and "configured: none" in wix.output
+    anywhere = runner.invoke(cli_app, ["subjects", "repush", "cust-42"], env=env)
+    assert anywhere.exit_code == 2 and "no provider is configured: there is nowhere to push" in anywhere.output
+    with httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        history = client.get("/v1/subjects/cust-42/history").json()["items"]
+    assert [entry["decision"]["source"] for entry in history] == ["web"], "no repair entry that pushes nowhere"
