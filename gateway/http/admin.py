@@ -13,6 +13,7 @@ import json
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import exc as sa_exc
 from starlette.applications import Starlette
@@ -23,22 +24,28 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from gateway.http.admin_views import adoptable, subject_grid
 from gateway.http.auth import Authenticator
 from gateway.http.params import SUBJECT_ID, UUID_TEXT, path_id
 from gateway.http.problems import busy_or_raise
+from gateway.http.responses import JSONResponse
+from gateway.reconcile.runner import decode_cursor
 from gateway.redaction import mask_contacts
 from gateway.refusals import Refusal
 from gateway.service import Gateway, no_subject
-from schemas.api import SyncStatus
+from schemas.api import ProviderSync, SyncStatus
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 TEMPLATES.env.filters["masked"] = lambda value: mask_contacts(
-    value if isinstance(value, str) else json.dumps(value, default=str)
+    value if isinstance(value, str) else json.dumps(value, default=str, indent=2)
 )
 ATTENTION = (SyncStatus.diverged, SyncStatus.failed)
+PAGE_SIZE = 50
+RUNS_SHOWN = 5
 HTML_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; connect-src 'self'; "
+        "form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
@@ -60,6 +67,9 @@ def create_admin_app(gateway: Gateway, authenticator: Authenticator) -> Starlett
             Route("/login", pages.login, methods=["POST"]),
             Route("/logout", pages.logout, methods=["POST"]),
             Route("/admin.css", pages.stylesheet, methods=["GET"]),
+            Route("/admin.js", pages.script, methods=["GET"]),
+            Route("/runs.json", pages.runs_json, methods=["GET"]),
+            Route("/subjects/{subject_id}/status.json", pages.subject_json, methods=["GET"]),
             Route("/runs", pages.start_run, methods=["POST"]),
             Route("/subjects/{subject_id}", pages.subject, methods=["GET"]),
             Route("/subjects/{subject_id}/repush", pages.repush, methods=["POST"]),
@@ -157,7 +167,7 @@ class Pages:
         max_age = self.gateway.settings.admin.session_max_age_s
         session_id = await self.gateway.store.sessions.open(token.sha256, self.gateway.clock(), max_age)
         request.session.clear()
-        request.session.update({"admin": session_id, "csrf": secrets.token_urlsafe(32)})
+        request.session.update({"admin": session_id, "who": token.name, "csrf": secrets.token_urlsafe(32)})
         return RedirectResponse("/admin/", 303)
 
     async def logout(self, request: Request) -> Response:
@@ -168,30 +178,75 @@ class Pages:
         return RedirectResponse("/admin/login", 303)
 
     async def stylesheet(self, _request: Request) -> Response:
-        css = Path(__file__).with_name("templates").joinpath("admin.css").read_text()
-        return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+        return asset("admin.css", "text/css")
+
+    async def script(self, _request: Request) -> Response:
+        return asset("admin.js", "text/javascript")
 
     async def dashboard(self, request: Request) -> Response:
         if not await self.signed_in(request):
             return RedirectResponse("/admin/login", 303)
+        wanted = request.query_params.get("subject", "").strip()
+        if wanted:
+            return await self.search(request, wanted)
         provider = request.query_params.get("provider") or None
-        wanted = request.query_params.get("status", "")
-        statuses = {SyncStatus(wanted)} if wanted in set(SyncStatus) else set(ATTENTION)
+        status = request.query_params.get("status", "")
+        statuses = {SyncStatus(status)} if status in set(SyncStatus) else set(ATTENTION)
         if provider not in self.gateway.adapters:
             provider = None
-        page = await self.gateway.reconciler.view(provider=provider, status=statuses, limit=200)
-        context = {"page": page, "provider": provider, "status": wanted, "providers": sorted(self.gateway.adapters)}
+        cursor, first = _cursor(request)
+        view = self.gateway.reconciler.view
+        page = await view(provider=provider, status=statuses, cursor=cursor, limit=PAGE_SIZE)
+        counts = page.provider_counts.get(provider, {}) if provider else page.counts
+        context = {
+            "page": page,
+            "provider": provider,
+            "status": status,
+            "providers": sorted(self.gateway.adapters),
+            "first": first,
+            "total": sum(counts.get(s, 0) for s in statuses),
+            "runs": await self.gateway.store.runs.recent(RUNS_SHOWN),
+        }
         return self.render(request, "dashboard.html", context)
+
+    async def search(self, request: Request, subject_id: str) -> Response:
+        """A subject id typed in the search box: its page, or back here saying there is none."""
+        if SUBJECT_ID.fullmatch(subject_id) and await self.gateway.subject(subject_id) is not None:
+            return RedirectResponse(f"/admin/subjects/{quote(subject_id, safe='')}", 303)
+        return self.back(request, f"No subject {subject_id!r}: no decision has been recorded for it.", "/admin/")
 
     async def subject(self, request: Request) -> Response:
         if not await self.signed_in(request):
             return RedirectResponse("/admin/login", 303)
+        found = await self.gateway.shown_subject(self.subject_id(request))
+        history = await self.gateway.store.ledger.history(found.state.subject_id, 50)
+        context = {
+            "subject": found,
+            "grid": subject_grid(found, self.gateway.adapters),
+            "adoptable": {row.provider for row in found.providers if adoptable(row)},
+            "history": history,
+        }
+        return self.render(request, "subject.html", context)
+
+    async def subject_json(self, request: Request) -> Response:
+        """Each provider row's status and last delivery, for the page to follow without a reload."""
+        if not await self.signed_in(request):
+            raise Forbidden("sign in first")
+        found = await self.gateway.shown_subject(self.subject_id(request))
+        return JSONResponse({row.provider: _row_status(row) for row in found.providers})
+
+    async def runs_json(self, request: Request) -> Response:
+        if not await self.signed_in(request):
+            raise Forbidden("sign in first")
+        runs = await self.gateway.store.runs.recent(RUNS_SHOWN)
+        return JSONResponse([run.model_dump(mode="json") for run in runs])
+
+    @staticmethod
+    def subject_id(request: Request) -> str:
         subject_id = str(request.path_params["subject_id"])
         if not SUBJECT_ID.fullmatch(subject_id):
             raise no_subject()
-        found = await self.gateway.shown_subject(subject_id)
-        history = await self.gateway.store.ledger.history(subject_id, 50)
-        return self.render(request, "subject.html", {"subject": found, "history": history})
+        return subject_id
 
     # -- actions -------------------------------------------------------------------------
 
@@ -199,7 +254,7 @@ class Pages:
         await self.action(request)
         run, created = await self.gateway.start_run(None, None)
         queued = "queued" if created else "was queued already"
-        return self.back(request, f"Read-back run {run.id} {queued}: a worker carries it out.", "/admin/")
+        return self.back(request, f"Read-back run {run.id[:8]} {queued}: its progress is below.", "/admin/")
 
     async def repush(self, request: Request) -> Response:
         form = await self.action(request)
@@ -220,3 +275,30 @@ class Pages:
         await self.gateway.retry(path_id(request, "delivery_id", UUID_TEXT, "delivery"))
         target = f"/admin/subjects/{form['subject']}" if SUBJECT_ID.fullmatch(form.get("subject", "")) else "/admin/"
         return self.back(request, "Retrying now.", target)
+
+
+def asset(name: str, media_type: str) -> Response:
+    text = Path(__file__).with_name("templates").joinpath(name).read_text()
+    return Response(text, media_type=media_type, headers={"Cache-Control": "max-age=300"})
+
+
+def _cursor(request: Request) -> tuple[str | None, int]:
+    """Where this page of rows starts (a cursor the view handed out, else the first page) and the
+    number of its first row (for "51–100 of 241")."""
+    cursor = request.query_params.get("cursor") or None
+    first = request.query_params.get("from", "1")
+    if cursor is None or not first.isdigit():
+        return None, 1
+    try:
+        decode_cursor(cursor)
+    except ValueError:
+        return None, 1
+    return cursor, max(int(first), 1)
+
+
+def _row_status(row: ProviderSync) -> dict[str, Any]:
+    delivery = row.last_delivery
+    return {
+        "status": row.status.value,
+        "delivery": None if delivery is None else f"{delivery.status.value} at {delivery.updated_at:%Y-%m-%d %H:%M:%S}",
+    }

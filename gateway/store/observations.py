@@ -122,6 +122,13 @@ class Runs:
             row = (await conn.execute(query)).mappings().first()
         return run_out(row) if row else None
 
+    async def recent(self, limit: int) -> list[RunOut]:
+        """The newest runs first (the admin page's list)."""
+        table = reconciliation_runs
+        async with self.reader.connect() as conn:
+            query = select(table).order_by(table.c.created_at.desc(), table.c.id).limit(limit)
+            return [run_out(row) for row in (await conn.execute(query)).mappings()]
+
     async def cursor(self, run_id: str) -> str | None:
         async with self.reader.connect() as conn:
             query = select(reconciliation_runs.c.cursor).where(reconciliation_runs.c.id == run_id)
