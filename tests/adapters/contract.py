@@ -30,6 +30,16 @@ TCF = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA"
 SUBJECT = {"subject_id": "subject-1001", "email": "ada@example.com", "phone": "+14155550101"}
 
 
+def decided(state: SubjectState) -> str:
+    """A subject's state as the decision a downstream test posts to make the same requests."""
+    purposes = ", ".join(f"{purpose} {record.state.value}" for purpose, record in state.purposes.items())
+    contact = ", ".join(f"{name} {value}" for name, value in (("email", state.email), ("phone", state.phone)) if value)
+    return (
+        f"subject {state.subject_id} ({contact or 'no email or phone'}): {purposes}, occurred_at "
+        f"{state.occurred_at:%Y-%m-%dT%H:%M:%SZ}, tcf_string {state.tcf_string or 'none'}"
+    )
+
+
 class Scenario:
     """A scenario's provider: pushes and reads go through the cassette's transport; ``control``
     reaches the simulator directly and is a no-op on replay (its effects are in the cassette)."""
@@ -40,12 +50,16 @@ class Scenario:
         self.client = cassette.connect(self.adapter)
         simulator = cassette.simulator
         self.direct = None if simulator is None else httpx.ASGITransport(app=simulator)
+        self.pushed: list[str] = []  # what the recorded requests were made from, for the description
 
     async def push(self, state: SubjectState, ack: Ack | None = None, client: httpx.AsyncClient | None = None) -> Ack:
+        if client is None:
+            self.pushed.append(decided(state))
         flow = self.adapter.push(state, ack.acknowledged if ack else {}, ack.memo if ack else {})
         return await drive(flow, sender(client or self.client))
 
     async def erase(self, state: SubjectState, ack: Ack) -> Ack:
+        self.pushed.append(f"the erasure of {state.subject_id}")
         return await drive(self.adapter.erase(state, ack.memo), sender(self.client))
 
     async def read(self, states: Sequence[SubjectState]) -> dict[str, Observation]:
@@ -107,12 +121,14 @@ class AdapterContract:
         node = request.node
         assert isinstance(node, pytest.Item)
         if passed(node):
-            self._settle(request, name, cassette)
+            self._settle(request, name, world)
 
-    def _settle(self, request: pytest.FixtureRequest, name: str, cassette: ProviderCassette) -> None:
-        recorded = cassette.finish()
+    def _settle(self, request: pytest.FixtureRequest, name: str, world: Scenario) -> None:
+        recorded = world.cassette.finish()
         if recorded is None:
             return
+        made_from = f" Recorded from, in order: {'; '.join(world.pushed)}." if world.pushed else ""
+        recorded = recorded.model_copy(update={"description": recorded.description + made_from})
         path = self.cassettes / f"{name}.json"
         if request.config.getoption("gw_record") != "none":
             recorded.dump(path)
