@@ -5,7 +5,7 @@ reach all three providers, and Intempt keeps the decision's own time."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from gateway.service import Gateway
 from schemas import tcf
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision
+from tests.world import CMP_STRING_2024
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 BASE_URLS = {
@@ -65,20 +66,8 @@ async def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
 def today_string(when: datetime) -> str:
     """What a current CMP writes today: created today ("CQ…"), with its TCF v2.3 segments."""
     day = when.replace(hour=0, minute=0, second=0, microsecond=0)
-    core = tcf.CoreString(
-        created=day,
-        last_updated=day,
-        cmp_id=7,
-        cmp_version=1,
-        consent_screen=1,
-        consent_language="EN",
-        vendor_list_version=140,
-        tcf_policy_version=5,
-        is_service_specific=True,
-        purpose_consents=frozenset({1, 3, 4, 7}),
-        other_segments=(tcf.disclosed_vendors(frozenset({2, 6})), tcf.publisher_tc()),
-    )
-    return tcf.encode(core)
+    segments = (tcf.disclosed_vendors(frozenset({2, 6})), tcf.publisher_tc())
+    return tcf.encode(replace(tcf.decode(CMP_STRING_2024), created=day, last_updated=day, other_segments=segments))
 
 
 @pytest.mark.parametrize("with_string", [True, False], ids=["with-tcf-string", "without-tcf-string"])
