@@ -157,14 +157,23 @@ def provider_settings(simulators: Mapping[str, str], **common: Any) -> dict[str,
 
 def write_config(path: Path, database_url: str, simulators: Mapping[str, str], concurrency: int = 4) -> Path:
     """A config for `serve` and `worker`: production defaults, except no request budget (else Wix's
-    200/min would be the only thing measured) and no HTTP port for `worker` (several run at once).
-    TOML's strings, numbers and booleans are written as JSON writes them."""
+    200/min would be the only thing measured) and no HTTP port for `worker` (several run at once)."""
     lines = [f"database_url = {json.dumps(database_url)}", "[[tokens]]", 'name = "bench"']
     lines += [f'sha256 = "{hash_token(TOKEN)}"', "[worker]", "http_port = 0"]
     for name, values in provider_settings(simulators, concurrency=concurrency, rate_per_minute=0.0).items():
-        lines += [f"[providers.{name}]", *(f"{key} = {json.dumps(value)}" for key, value in values.items())]
+        lines += [f"[providers.{name}]", *(f"{key} = {toml_value(value)}" for key, value in values.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def toml_value(value: Any) -> str:
+    """A setting's value in TOML: strings, numbers and booleans as JSON writes them (TOML reads
+    those alike), lists as arrays, mappings as inline tables."""
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(key)} = {toml_value(item)}" for key, item in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return json.dumps(value)
 
 
 async def start_gateway(procs: Processes, config: Path, *, worker: bool) -> Server:

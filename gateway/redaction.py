@@ -120,7 +120,10 @@ class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 OURS = "consent_gateway"
-QUIET_LOGGERS = ("alembic.runtime.migration",)  # "Context impl SQLiteImpl." on every schema check
+QUIET_LOGGERS = (
+    "alembic.runtime.migration",  # "Context impl SQLiteImpl." on every schema check
+    "aiosqlite",  # two lines per statement at debug
+)
 THIRD_PARTY_LOGGERS = ("uvicorn.access", "uvicorn.error", "httpx", "httpcore")
 
 

@@ -71,7 +71,8 @@ class Process:
         self._file.close()
 
     def tail(self, lines: int = 40) -> str:
-        self._file.flush()
+        if not self._file.closed:  # a killed process's log is closed, and whole
+            self._file.flush()
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return f"--- {self.name} (pid {self.pid}, exit {self.popen.poll()}) log tail ---\n" + "\n".join(
             text.splitlines()[-lines:]
