@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "all",
@@ -55,6 +57,7 @@ def run_harness() -> dict[str, Any]:
     return printed
 
 
+@pytest.mark.xdist_group("heavy")  # the long multi-process tests share one worker (README)
 def test_harness_prints_every_figure_with_its_target() -> None:
     printed = run_harness()
     assert printed["load_generator"]["name"] == "python"

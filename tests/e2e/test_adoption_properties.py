@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
@@ -506,3 +507,4 @@ Adoption.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestAdoption = Adoption.TestCase
+TestAdoption.pytestmark = [pytest.mark.xdist_group("heavy")]  # one worker runs the long tests

@@ -386,6 +386,7 @@ def load_decisions(rng: random.Random) -> list[Posted]:
     return [posted for _, posted in sorted(arrivals, key=lambda pair: pair[0])]
 
 
+@pytest.mark.xdist_group("heavy")  # the long multi-process tests share one worker (README)
 async def test_two_thousand_decisions_under_faults_all_arrive_newest_wins_and_nothing_goes_back_in_time(
     store: Store,
 ) -> None:

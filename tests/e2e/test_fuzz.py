@@ -77,6 +77,7 @@ def fuzz(operation: Any, mode: GenerationMode, statuses: Statuses) -> list[str]:
     return []
 
 
+@pytest.mark.xdist_group("heavy")  # the long multi-process tests share one worker (README)
 def test_every_operation_with_valid_and_invalid_data(schema: Any) -> None:
     statuses: Statuses = collections.defaultdict(collections.Counter)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -95,6 +96,7 @@ def test_every_operation_with_valid_and_invalid_data(schema: Any) -> None:
     assert all(code < 500 for counts in statuses.values() for code in counts)
 
 
+@pytest.mark.xdist_group("heavy")  # the long multi-process tests share one worker (README)
 def test_schemathesis_cli_finds_nothing_in_any_phase(live: str) -> None:
     """Schemathesis' own CLI, every check, as README tells a user to run it (with the repository's
     schemathesis.toml): its coverage and fuzzing phases, and its stateful engine, which builds chains

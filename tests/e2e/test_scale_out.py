@@ -36,7 +36,7 @@ SECRETS["CG_SO_INTEMPT"] = "pfx.intempt-scale-secret-0123456789"
 OPEN = ("pending", "retrying", "sending")
 PATIENCE_S = 300.0  # a client's retries of one decision: a key the busy store could not release is freed within ~30 s
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("heavy")]  # one worker runs the long tests
 
 
 @pytest.fixture

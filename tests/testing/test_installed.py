@@ -31,6 +31,7 @@ socket.socket.connect_ex = refuse
 
 
 @pytest.mark.installs
+@pytest.mark.xdist_group("heavy")
 def test_a_downstream_suite_passes_offline(tmp_path: Path) -> None:
     source = tmp_path / "consent-gateway"  # a copy: pip's build/ must not be left in (or taken from) the checkout
     shutil.copytree(CHECKOUT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
