@@ -1,7 +1,11 @@
 """Wix Marketing Consent simulator, under base https://www.wixapis.com, at the paths the Wix JS SDK uses.
 
 Routes under ``/marketing-consent/v1/marketing-consent``: ``POST ""`` create, ``GET /{id}``, ``GET /get-by``,
-``POST /query``, ``POST /upsert``, ``PATCH /{id}`` update, ``POST /remove``, ``DELETE /{id}``.
+``POST /query``, ``POST /upsert``, ``PATCH /{id}`` update, ``POST /remove``, ``DELETE /{id}``; and
+``POST /marketing-consent/v1/bulk/marketing-consent/upsert`` with ``{"info": [MarketingConsent, …]}``: each item
+upserted by the single upsert's rules, answered ``{"results": [{"originalIndex", "marketingConsent", "link"?} |
+{"originalIndex", "error"}], "metadata": {"totalSuccess", "totalFailure"}}`` (a failing item fails alone; more
+than the simulator's ``bulk_max`` items, or none, is a 400 for the whole call).
 Auth: ``Authorization: <API key>`` (no scheme word) plus ``wix-site-id``, or
 ``Authorization: <scheme> <token>``.
 Validation errors → 400 ``{message, details.validationError.fieldViolations[]}``; application errors (401,
@@ -58,9 +62,11 @@ from adapters.simulators.wix_rules import (
     run_query,
 )
 
-__all__ = ["BASE_PATH", "STALE_REVISION", "create_app"]
+__all__ = ["BASE_PATH", "BULK_UPSERT", "STALE_REVISION", "create_app"]
 
 BASE_PATH = "/marketing-consent/v1/marketing-consent"
+BULK_UPSERT = "/marketing-consent/v1/bulk/marketing-consent/upsert"
+BULK_MAX = 100  # Wix documents no maximum; the simulator's own, settable with create_app(bulk_max=)
 STALE_REVISION = "entity has already changed since the requested revision"
 APPLICATION_CODES = {
     401: "UNAUTHENTICATED",
@@ -88,7 +94,8 @@ def _iso(moment: float) -> str:
 class _Wix:
     """State and handlers of one Wix simulator."""
 
-    def __init__(self, faults: Faults | None, clock: Callable[[], float]) -> None:
+    def __init__(self, faults: Faults | None, clock: Callable[[], float], bulk_max: int = BULK_MAX) -> None:
+        self.bulk_max = bulk_max
         self.clock = clock
         self.consents: dict[str, dict[str, Any]] = {}
         self.by_identifier: dict[tuple[str, str], str] = {}
@@ -184,6 +191,29 @@ class _Wix:
         return JSONResponse(run_query(request_object(body, "query"), self.consents.values()))
 
     async def upsert(self, request: Request, body: Any) -> Response:
+        return JSONResponse(self.upsert_one(body))
+
+    async def bulk_upsert(self, request: Request, body: Any) -> Response:
+        """Each item upserted on its own, by the single upsert's rules; a failing item fails alone."""
+        items, out = body.get("info") if isinstance(body, dict) else None, Violations()
+        if not isinstance(items, list) or not items:
+            out.add("info", "must be a non-empty list of marketing consents", "REQUIRED_FIELD")
+        elif len(items) > self.bulk_max:
+            out.add("info", f"must have at most {self.bulk_max} items", "MAX_SIZE")
+        out.raise_any()
+        assert isinstance(items, list)
+        results = [self._bulk_item(index, item) for index, item in enumerate(items)]
+        failed = sum("error" in result for result in results)
+        metadata = {"totalSuccess": len(results) - failed, "totalFailure": failed}
+        return JSONResponse({"results": results, "metadata": metadata})
+
+    def _bulk_item(self, index: int, item: Any) -> dict[str, Any]:
+        try:
+            return {"originalIndex": index, **self.upsert_one({"marketingConsent": item})}
+        except Reject as refused:
+            return {"originalIndex": index, "error": refused.body or {"message": HTTPStatus(refused.status).phrase}}
+
+    def upsert_one(self, body: Any) -> dict[str, Any]:
         consent, out = consent_request(body)
         if "state" not in consent:
             out.add("marketingConsent.state", "is required", "REQUIRED_FIELD")
@@ -202,7 +232,7 @@ class _Wix:
                 "type": "CONFIRMATION",
                 "url": f"https://sim.wix/_manage-consent/subscribe?token={token}",
             }
-        return JSONResponse(answer)
+        return answer
 
     async def update(self, request: Request, body: Any) -> Response:
         consent_id = request.path_params["id"]
@@ -241,9 +271,12 @@ class _Wix:
         return JSONResponse({})
 
 
-def create_app(faults: Faults | None = None, *, clock: Callable[[], float] = time.time) -> Starlette:
-    """A Wix marketing-consent simulator; ``clock`` stamps createdDate and updatedDate."""
-    wix = _Wix(faults, clock)
+def create_app(
+    faults: Faults | None = None, *, clock: Callable[[], float] = time.time, bulk_max: int = BULK_MAX
+) -> Starlette:
+    """A Wix marketing-consent simulator; ``clock`` stamps createdDate and updatedDate; a bulk
+    upsert of more than ``bulk_max`` items is refused (400) whole."""
+    wix = _Wix(faults, clock, bulk_max)
     sim, base = wix.sim, BASE_PATH
     return sim.build(
         [
@@ -251,6 +284,7 @@ def create_app(faults: Faults | None = None, *, clock: Callable[[], float] = tim
             sim.route(f"{base}/get-by", wix.get_by, ["GET"]),
             sim.route(f"{base}/query", wix.query, ["POST"]),
             sim.route(f"{base}/upsert", wix.upsert, ["POST"]),
+            sim.route(BULK_UPSERT, wix.bulk_upsert, ["POST"]),
             sim.route(f"{base}/remove", wix.remove, ["POST"]),
             sim.route(f"{base}/{{id}}", wix.get, ["GET"]),
             sim.route(f"{base}/{{id}}", wix.update, ["PATCH"]),

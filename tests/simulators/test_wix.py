@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.simulators.wix import BASE_PATH, STALE_REVISION, create_app
+from adapters.simulators.wix import BASE_PATH, BULK_UPSERT, STALE_REVISION, create_app
 from tests.simulators.helpers import ClientFactory
 
 API_KEY = "IST.wix-api-key-0123456789"
@@ -458,3 +458,48 @@ async def test_inspect_never_shows_the_authorization_value(make_client: ClientFa
     assert "oauth-token-abcdef123" not in inspected.text
     assert [entry["status"] for entry in inspected.json()["requests"]] == [200, 404]
     assert len(inspected.json()["state"]["consents"]) == 1
+
+
+# --- bulk upsert ----------------------------------------------------------------------------------------
+async def test_bulk_upsert_upserts_each_item_by_the_single_rules_and_fails_items_alone(
+    client: httpx.AsyncClient,
+) -> None:
+    existing = (await upsert(client, email_consent(state="NEVER_CONFIRMED", email="bo@example.com")))[
+        "marketingConsent"
+    ]
+    items = [
+        email_consent(email="new@example.com"),
+        email_consent(state="REVOKED", email="bad@example.com"),  # REVOKED needs a revoke activity
+        email_consent(email="BO@example.com"),  # the same consent as `existing`: updated, not duplicated
+        email_consent(state="PENDING", email="double@example.com", lastConfirmationActivity=DOUBLE),
+    ]
+    response = await client.post(BULK_UPSERT, json={"info": items})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["metadata"] == {"totalSuccess": 3, "totalFailure": 1}
+    results = answer["results"]
+    assert [result["originalIndex"] for result in results] == [0, 1, 2, 3]
+    assert results[0]["marketingConsent"]["state"] == "CONFIRMED" and "error" not in results[0]
+    assert "marketingConsent" not in results[1]
+    assert "lastRevokeActivity" in str(results[1]["error"]["details"]["validationError"])
+    assert results[2]["marketingConsent"]["id"] == existing["id"] and results[2]["marketingConsent"]["revision"] == "2"
+    assert results[3]["link"]["type"] == "CONFIRMATION"
+    single = await client.post(f"{BASE_PATH}/upsert", json={"marketingConsent": items[1]})
+    assert single.status_code == 400 and single.json() == results[1]["error"], "the same refusal as a single upsert"
+
+
+@pytest.mark.parametrize(("body", "rule"), [({"info": []}, "REQUIRED_FIELD"), ({}, "REQUIRED_FIELD")])
+async def test_bulk_upsert_refuses_an_empty_call(client: httpx.AsyncClient, body: dict[str, Any], rule: str) -> None:
+    response = await client.post(BULK_UPSERT, json=body)
+    assert violated_fields(response) == ["info"]
+    assert response.json()["details"]["validationError"]["fieldViolations"][0]["violatedRule"] == rule
+
+
+async def test_bulk_upsert_enforces_the_simulators_configured_maximum(make_client: ClientFactory) -> None:
+    client = make_client(create_app(bulk_max=2), headers=AUTH)
+    items = [email_consent(email=f"n{n}@example.com") for n in range(3)]
+    too_many = await client.post(BULK_UPSERT, json={"info": items})
+    assert violated_fields(too_many) == ["info"] and "at most 2" in too_many.text
+    assert (await client.post(BULK_UPSERT, json={"info": items[:2]})).json()["metadata"]["totalSuccess"] == 2
+    listed = await client.post(f"{BASE_PATH}/query", json={"query": {}})
+    assert len(listed.json()["marketingConsent"]) == 2, "the refused call upserted nothing"
