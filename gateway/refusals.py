@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from gateway.store.db import store_busy
 from schemas.problem import FieldError, Problem
 
 TYPE_BASE = "https://consent-gateway.dev/problems/"
@@ -64,7 +65,9 @@ def erased(detail: str, field: str = "subject.id", status: int = 409) -> Refusal
     return Refusal(status, "subject-erased", "Subject erased", detail, [FieldError(field=field, message=detail)])
 
 
-def busy() -> Refusal:
-    """The store could not take the action now (``gateway.store.db.store_busy``): nothing was done,
-    and the same action again, shortly, is safe."""
+def busy_or_raise(error: Exception) -> Refusal:
+    """The refusal for a store that could not take the action now (``store_busy``): nothing was
+    done, and the same action again, shortly, is safe. Any other store error is raised again."""
+    if not store_busy(error):
+        raise error
     return Refusal(503, "store-busy", "Busy, retry shortly", headers={"Retry-After": "1"})

@@ -30,10 +30,9 @@ from gateway.config import (
 )
 from gateway.demo import DEMO_DATABASE, demo_settings
 from gateway.redaction import configure_logging
-from gateway.refusals import Refusal, busy
+from gateway.refusals import Refusal, busy_or_raise
 from gateway.service import Gateway
 from gateway.store import Store
-from gateway.store.db import store_busy
 from gateway.store.ledger import SubjectErased
 from gateway.store.migrate import SchemaError
 
@@ -74,9 +73,7 @@ def run_with(store: Store, work: Callable[[], Awaitable[T]]) -> T:
     except Refusal as refused:  # the gateway's own rules, as the API answers them
         refuse(refused)
     except (SQLAlchemyError, OSError) as error:
-        if not store_busy(error):
-            raise
-        refuse(busy())
+        refuse(busy_or_raise(error))
 
 
 def refuse(refused: Refusal) -> NoReturn:

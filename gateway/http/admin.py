@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from gateway.http.admin_views import adoptable, subject_grid
 from gateway.http.auth import Authenticator
 from gateway.http.params import SUBJECT_ID, UUID_TEXT, path_id
-from gateway.http.problems import busy_or_raise
+from gateway.http.problems import busy_logged
 from gateway.http.responses import JSONResponse
 from gateway.reconcile.runner import decode_cursor
 from gateway.redaction import mask_contacts
@@ -152,7 +152,7 @@ class Pages:
 
     async def store_error(self, request: Request, exc: Exception) -> Response:
         """A busy store is refused as the API refuses it (503); any other store error is a crash."""
-        return await self.refused(request, busy_or_raise(exc))
+        return await self.refused(request, busy_logged(exc))
 
     # -- pages ---------------------------------------------------------------------------
 

@@ -13,8 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from gateway.http.responses import JSONResponse
-from gateway.refusals import TYPE_BASE, Refusal, busy
-from gateway.store.db import store_busy
+from gateway.refusals import TYPE_BASE, Refusal, busy_or_raise
 from schemas.problem import Problem
 
 log = structlog.get_logger("consent_gateway.api")
@@ -51,17 +50,16 @@ def _allowed(request: Request) -> set[str]:
     }
 
 
-def busy_or_raise(exc: Exception) -> Refusal:
+def busy_logged(exc: Exception) -> Refusal:
     """Load is not a fault: a busy store is refused with 503 and Retry-After (the client retries,
-    with its Idempotency-Key); any other store error is raised again, for the crash handler."""
-    if not store_busy(exc):
-        raise exc
+    with its Idempotency-Key), and logged; any other store error is raised again, for the crash handler."""
+    refused = busy_or_raise(exc)
     log.warning("store_busy", error=type(exc).__name__)
-    return busy()
+    return refused
 
 
 async def on_store_error(_request: Request, exc: Exception) -> Response:
-    refused = busy_or_raise(exc)
+    refused = busy_logged(exc)
     return respond(refused.problem, refused.headers)
 
 
