@@ -174,6 +174,21 @@ def failing_at_masivo(base: str, count: int) -> None:
         assert api.post("/simulators/masivo/_faults", json={"error_rate": 0}).status_code == 200
 
 
+def release_wix(base: str) -> None:
+    """Once the held push to Wix waits on its retry ladder, Wix answers again and the push is due
+    now: the page turns in_sync when the push lands, not when a latency runs out."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=base, timeout=30, headers=auth) as api:
+        for _ in range(600):
+            waiting = api.get("/v1/deliveries?subject=cust-42&provider=wix&status=retrying").json()["items"]
+            if waiting:
+                break
+            time.sleep(0.1)
+        assert waiting, "the held push never reached its retry ladder"
+        assert api.post("/simulators/wix/_faults", json={"error_rate": 0}).status_code == 200
+        assert api.post(f"/v1/deliveries/{waiting[0]['id']}/retry").status_code == 202
+
+
 def test_an_admin_searches_reads_repairs_pages_and_runs_without_reloading(live: str, tmp_path: Path) -> None:
     """The admin's path through the page: find a subject by id, read it as one table (purposes ×
     providers), push it again and watch the row turn pending, then in_sync, with no reload; page
@@ -219,14 +234,14 @@ def test_an_admin_searches_reads_repairs_pages_and_runs_without_reloading(live: 
         assert "session" not in page.inner_text("header") and "signed in with token demo" in page.inner_text("header")
         page.screenshot(path=str(artifacts / "admin-subject-1400.png"), full_page=True)
 
-        httpx.post(f"{live}/simulators/wix/_faults", json={"latency_ms": 1500})  # slow enough to see pending
+        httpx.post(f"{live}/simulators/wix/_faults", json={"error_rate": 1, "status": 503})  # held: pending
         page.click('[data-action="repush-wix"]')
         page.wait_for_selector(".flash")
         page.evaluate("window.notReloaded = true")
         expect(page.locator('[data-status="wix"]')).to_have_text("pending")
+        release_wix(live)
         expect(page.locator('[data-status="wix"]')).to_have_text("in_sync", timeout=30000)
         assert page.evaluate("window.notReloaded === true"), "the page followed the push by itself"
-        httpx.post(f"{live}/simulators/wix/_faults", json={"latency_ms": 0})
 
         page.set_viewport_size({"width": 800, "height": 1000})
         page.reload()
