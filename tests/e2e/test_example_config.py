@@ -27,6 +27,7 @@ BASE_URLS = {
     "wix": "https://www.wixapis.com",
     "intempt": "https://api.intempt.com",
 }
+TODAY = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)  # the gateway's clock: a TCF string made today starts "CQ"
 SECRETS = {
     "MASIVO_API_KEY": "masivo-example-key-0123456789",
     "WIX_API_KEY": "wix-example-key-0123456789",
@@ -56,7 +57,7 @@ async def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("CONSENT_GATEWAY_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'example.db'}")
     transport = httpx.ASGITransport(app=simulators_app())
-    gateway = Gateway(load_settings(config), transports=dict.fromkeys(BASE_URLS, transport))
+    gateway = Gateway(load_settings(config), transports=dict.fromkeys(BASE_URLS, transport), clock=lambda: TODAY)
     await gateway.start(run_worker=False, migrate=True)
     async with httpx.AsyncClient(transport=transport, base_url="http://sim") as simulators:
         yield Deployment(gateway, simulators)
@@ -73,7 +74,7 @@ def today_string(when: datetime) -> str:
 @pytest.mark.parametrize("with_string", [True, False], ids=["with-tcf-string", "without-tcf-string"])
 async def test_a_decision_made_today_reaches_every_provider(deployment: Deployment, with_string: bool) -> None:
     gateway = deployment.gateway
-    when = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    when = TODAY - timedelta(minutes=1)
     body: dict[str, Any] = {
         "subject": {"id": "cust-today", "email": "today@example.com", "phone": "+14155550199"},
         "purposes": {"email_marketing": "granted", "sms_marketing": "granted", "behavioral_campaigns": "denied"},
