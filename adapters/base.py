@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar, cast
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from adapters.errors import PermanentError, TransientError
+from adapters.errors import GatewayError, PermanentError, TransientError
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
 
 Projection = dict[str, Any]
@@ -190,6 +190,43 @@ class Observable(ABC):
     @abstractmethod
     def read(self, states: Sequence[SubjectState]) -> ReadFlow:
         """A sans-IO flow reading what the provider holds for these subjects (≤ ``read_batch``)."""
+
+
+class ProviderEvent(BaseModel):
+    """One verified change a provider announced for one term, in the adapter's ``project()`` terms, so
+    it goes through the same rules as a read-back's Observation of that term."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str  # the provider's event id: an event is stored once
+    entity_id: str  # the provider's record the event is about (a Wix consent)
+    occurred_at: datetime  # when the provider says the event happened
+    term: str | None = None  # None: the event does not say (a deletion without the entity)
+    address: str | None = None  # for a term kept per address: the address, as ``addressed()`` fields hold it
+    held: Projection = Field(default_factory=dict)  # the term as read back would hold it; {} for a deletion
+    changed_at: datetime | None = None  # the provider's own time of the term's state (as ``Observation.changed_at``)
+    version: int | None = None  # the record's revision at the provider: an older one never wins over a newer
+    deleted: bool = False
+    anonymized: bool = False  # done for a person's erasure request there: reported, never adopted
+
+    @property
+    def reportable_only(self) -> bool:
+        """A deletion or an anonymization says nobody's decision: the gateway reports it and acts on nothing."""
+        return self.deleted or self.anonymized
+
+
+class Unverified(GatewayError):
+    """A request to the events endpoint that cannot be shown to come from the provider (401, nothing recorded)."""
+
+
+class EventSource(ABC):
+    """Mixed into an adapter whose provider announces changes (webhooks). Sans-IO like the flows:
+    the request's bytes and headers in, verified events out; the adapter never answers or stores."""
+
+    @abstractmethod
+    def events(self, body: bytes, headers: Mapping[str, str], now: datetime) -> list[ProviderEvent]:
+        """The verified events of one request (none when it announces nothing this gateway follows);
+        ``Unverified`` when its signature, algorithm, expiry or site is not this provider's own."""
 
 
 def validation_reason(error: ValidationError) -> str:

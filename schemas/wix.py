@@ -387,3 +387,57 @@ class ErrorBody(Received):
 
     message: str = ""
     details: ErrorDetails | None = None
+
+
+# -- webhooks ------------------------------------------------------------------------------
+# https://dev.wix.com/docs/rest/articles/get-started/webhook-structure: the request body is a JWT
+# (RS256, signed with the app's key) whose ``data`` claim is a JSON string of WebhookData; its
+# ``data`` is a JSON string of ConsentEvent, whose entity is a JSON string again.
+
+CONSENT_ENTITY: Final = "wix.marketing.marketing_consent.v1.marketing_consent"
+EVENT_SLUGS: Final = ("created", "updated", "deleted")
+
+
+class WebhookData(Received):
+    """The JWT's ``data`` claim, decoded: which event, for which site (app instance)."""
+
+    eventType: str
+    instanceId: str
+    data: str  # the event, as a JSON string
+    identity: str | None = None  # who acted, as a JSON string
+
+
+class CreatedEvent(Received):
+    entityAsJson: str
+
+
+class UpdatedEvent(Received):
+    currentEntityAsJson: str
+
+
+class DeletedEvent(Received):
+    movedToTrash: bool | None = None
+    deletedEntityAsJson: str | None = None
+
+
+class ConsentEvent(Received):
+    """One Marketing Consent Created / Updated / Deleted event (``WebhookData.data``)."""
+
+    id: str = Field(min_length=1, max_length=200)  # the event's own id: "not related to the ID of the entity"
+    entityFqdn: str
+    slug: str
+    entityId: str = Field(min_length=1, max_length=200)
+    eventTime: datetime
+    triggeredByAnonymizeRequest: bool = False
+    originatedFrom: str | None = None
+    createdEvent: CreatedEvent | None = None
+    updatedEvent: UpdatedEvent | None = None
+    deletedEvent: DeletedEvent | None = None
+
+    def entity_json(self) -> str | None:
+        """The consent after the event (before it, for a deletion), as a JSON string, if the event carries it."""
+        if self.createdEvent is not None:
+            return self.createdEvent.entityAsJson
+        if self.updatedEvent is not None:
+            return self.updatedEvent.currentEntityAsJson
+        return self.deletedEvent.deletedEntityAsJson if self.deletedEvent is not None else None

@@ -232,6 +232,24 @@ reconciliation_runs = Table(
     Index("ix_reconciliation_runs_status", "status", "created_at"),
 )
 
+provider_events = Table(
+    "provider_events",  # changes providers announced (webhooks): each stored once, acted on after the answer
+    metadata,
+    Column("provider", String(40), primary_key=True),
+    Column("event_id", String(200), primary_key=True),  # the provider's event id: a redelivery is the same row
+    Column("entity_id", String(200), nullable=False),  # the provider's record it is about
+    Column("version", Integer),  # the record's revision at the provider, if it has one
+    Column("status", String(16), nullable=False),  # queued | applied | ignored | reported
+    Column("event", JSON),  # the verified event; cleared once acted on (it names an address)
+    Column("outcome", Text),  # what the gateway did with it, naming no contact data
+    Column("attempts", Integer, nullable=False, default=0),
+    _timestamp("received_at"),
+    _timestamp("not_before"),  # queued: when it may be claimed (a lease, or a wait for a push under way)
+    _timestamp("processed_at", nullable=True),
+    Index("ix_provider_events_queue", "status", "not_before"),
+    Index("ix_provider_events_entity", "provider", "entity_id", "version"),
+)
+
 expiries = Table(
     "expiries",  # a decision whose purposes turn denied at expires_at, unless newer ones replaced them
     metadata,
