@@ -219,6 +219,10 @@ class Unverified(GatewayError):
     """A request to the events endpoint that cannot be shown to come from the provider (401, nothing recorded)."""
 
 
+class UnreadableEvent(GatewayError):
+    """A request that is the provider's own (verified) but not an event this gateway can read (400)."""
+
+
 class EventSource(ABC):
     """Mixed into an adapter whose provider announces changes (webhooks). Sans-IO like the flows:
     the request's bytes and headers in, verified events out; the adapter never answers or stores."""

@@ -13,6 +13,7 @@ Create is never used: it "always sets CONFIRMED", and a second Create for one ad
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Collection, Generator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -20,17 +21,24 @@ from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import quote
 
 import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from adapters.base import (
     Ack,
     Adapter,
+    EventSource,
     Flow,
     Observable,
     Observation,
     Projection,
+    ProviderEvent,
     ProviderSettings,
     ReadFlow,
+    UnreadableEvent,
+    Unverified,
     Write,
     json_body,
     json_request,
@@ -40,7 +48,10 @@ from adapters.errors import LocalValidationError, PermanentError, TransientError
 from adapters.registry import Provider
 from schemas.consent import PurposeState, SubjectState, most_restrictive
 from schemas.wix import (
+    CONSENT_ENTITY,
+    EVENT_SLUGS,
     MAX_PAGE,
+    ConsentEvent,
     ConsentState,
     ErrorBody,
     GetByResponse,
@@ -54,6 +65,7 @@ from schemas.wix import (
     UpdateRequest,
     UpsertRequest,
     UpsertResponse,
+    WebhookData,
     received,
 )
 
@@ -88,6 +100,7 @@ DEFAULT_PURPOSES: Final = {"email_marketing": "EMAIL", "sms_marketing": "PHONE"}
 
 NOT_FOUND: Final = frozenset({404})  # no consent for that address or id (yet): the flow upserts
 WITHDRAWN: Final = "withdrawn"  # memo: the subject's former addresses whose consent was revoked
+WEBHOOK_LEEWAY_S: Final = 60  # a webhook token this long past its exp is still Wix's (clocks differ)
 STALE: Final = 409  # "entity has already changed since the requested revision": the flow re-reads
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -103,6 +116,25 @@ class WixSettings(ProviderSettings):
     )
     # "200 requests per minute per app instance" (Wix API rate limits).
     rate_per_minute: float = Field(default=200.0, ge=0)
+    webhook_public_key: str | None = Field(
+        default=None, description="the app's public key (PEM) from the Wix dashboard: verifies its webhooks"
+    )
+    instance_id: str | None = Field(
+        default=None, description="the app instance id Wix names in webhooks; unset: site_id"
+    )
+
+    @field_validator("webhook_public_key")
+    @classmethod
+    def _rsa_public_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            key = load_pem_public_key(value.encode())
+        except ValueError:
+            key = None
+        if not isinstance(key, RSAPublicKey):
+            raise ValueError("must be an RSA public key in PEM form (Wix signs webhooks with RS256)")
+        return value
 
     @field_validator("purposes")
     @classmethod
@@ -126,7 +158,7 @@ class WixAuth(httpx.Auth):
         yield request
 
 
-class WixAdapter(Adapter, Observable):
+class WixAdapter(Adapter, Observable, EventSource):
     name: ClassVar[str] = "wix"
     Settings: ClassVar[type[ProviderSettings]] = WixSettings
     volatile: ClassVar[tuple[str, ...]] = ("updatedDate",)
@@ -264,6 +296,60 @@ class WixAdapter(Adapter, Observable):
             for channel, value in projection.items()
             if ConsentState(value["state"]) in ADOPTED
         }
+
+    def events(self, body: bytes, headers: Mapping[str, str], now: datetime) -> list[ProviderEvent]:
+        """A webhook's consent event, verified: the body is a JWT signed RS256 with the app's key (the
+        algorithm pinned, never taken from the token), unexpired, for this site's app instance.
+        Another entity's event is no news here: none."""
+        claims = self._verified(body, now)
+        try:
+            envelope = WebhookData.model_validate_json(claims["data"])
+            if envelope.instanceId != (self.settings.instance_id or self.settings.site_id):
+                raise Unverified("the webhook is for another Wix site (instanceId)")
+            event = ConsentEvent.model_validate_json(envelope.data)
+            if event.entityFqdn != CONSENT_ENTITY or event.slug not in EVENT_SLUGS:
+                return []
+            entity = event.entity_json()
+            consent = None if entity is None else received(StoredConsent, json.loads(entity))
+        except (KeyError, TypeError, ValueError) as error:  # ValidationError is a ValueError
+            raise UnreadableEvent(f"a signed webhook this gateway cannot read: {_reason(error)}") from None
+        return [self._event(event, consent)]
+
+    def _verified(self, body: bytes, now: datetime) -> dict[str, Any]:
+        key = self.settings.webhook_public_key
+        if key is None:
+            raise Unverified("no webhook_public_key is configured for wix: its webhooks are refused")
+        try:
+            unverified = jwt.decode(body, key, algorithms=["RS256"], options={"verify_exp": False, "verify_iat": False})
+        except jwt.InvalidTokenError as error:
+            raise Unverified(f"not a webhook signed with the configured key ({type(error).__name__})") from None
+        expires = unverified.get("exp")
+        late = not isinstance(expires, int | float) or expires + WEBHOOK_LEEWAY_S < now.timestamp()
+        if expires is not None and late:
+            raise Unverified("the webhook's token has expired")
+        if not isinstance(unverified.get("data"), str):
+            raise Unverified("the webhook's token carries no data")
+        return dict(unverified)
+
+    def _event(self, event: ConsentEvent, consent: StoredConsent | None) -> ProviderEvent:
+        """The event in the terms of ``project()``, as ``read()`` would have observed that consent."""
+        common: dict[str, Any] = {
+            "id": event.id,
+            "entity_id": event.entityId,
+            "occurred_at": event.eventTime.astimezone(UTC),
+            "deleted": event.slug == "deleted",
+            "anonymized": event.triggeredByAnonymizeRequest,
+        }
+        if consent is None or consent.details.type not in IDENTIFIER:
+            return ProviderEvent(**common)
+        channel, field = consent.details.type, IDENTIFIER[consent.details.type]
+        address = getattr(consent.details, field)
+        address = address.lower() if address and field == "email" else address
+        held = {} if event.slug == "deleted" else {channel.value: {"state": consent.state.value, field: address}}
+        version = int(consent.revision) if consent.revision.isdigit() else None
+        return ProviderEvent(
+            **common, term=channel.value, address=address, held=held, changed_at=_changed_at(consent), version=version
+        )
 
     def error_text(self, response: httpx.Response) -> str:
         """Wix's ``message`` plus its ``details``: the application error, or each field violation.
@@ -403,6 +489,13 @@ def _writes(body: Mapping[str, Any]) -> dict[str, Write]:
     state = ConsentState(consent["state"])
     moment = datetime.fromisoformat(consent[ACTIVITY[state]]["updatedDate"])
     return {consent["details"]["type"]: (ADOPTED[state], moment)}
+
+
+def _reason(error: Exception) -> str:
+    """Why a verified webhook could not be read, without its content (it names an address)."""
+    if isinstance(error, ValidationError):
+        return validation_reason(error)
+    return type(error).__name__
 
 
 def _address(state: SubjectState, field: str) -> str | None:

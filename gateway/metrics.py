@@ -1,5 +1,5 @@
 """Metrics for ``/metrics``: API requests, decisions, deliveries (delivered, retried, dead-lettered,
-waiting), read-back runs, erasures and expiries."""
+waiting), read-back runs, provider events, erasures and expiries."""
 
 from __future__ import annotations
 
@@ -72,6 +72,13 @@ class Metrics:
         self.run_rows = Counter(
             "consent_gateway_run_rows",
             "Rows of finished read-back runs, by provider and outcome (read, unreadable, diverged, adopted, repushed)",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "consent_gateway_provider_events",
+            "Provider events (webhooks): refused (unverified), received, and what became of them "
+            "(applied, ignored, reported)",
             ["provider", "outcome"],
             registry=self.registry,
         )

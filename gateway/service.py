@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import structlog
 
-from adapters.base import Adapter
+from adapters.base import Adapter, EventSource, UnreadableEvent, Unverified
 from gateway.clock import Clock, utcnow
 from gateway.config import Settings, build_adapters
 from gateway.delivery.worker import Worker
@@ -18,6 +18,7 @@ from gateway.lifecycle.chores import Chores
 from gateway.lifecycle.erasure import Erasures
 from gateway.lifecycle.expiry import Expiries
 from gateway.metrics import Metrics
+from gateway.reconcile.events import EventLoop
 from gateway.reconcile.runner import NotAdoptable, Reconciler, RunLoop
 from gateway.refusals import Refusal, bad_parameter, erased, not_found
 from gateway.store import Store
@@ -25,7 +26,16 @@ from gateway.store.grouping import GroupCommit
 from gateway.store.idempotency import Binding
 from gateway.store.ledger import Pending, SubjectErased
 from gateway.store.ratelimit import Sleep
-from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus, ErasureOut, RunOut, SubjectOut
+from schemas.api import (
+    DecisionOut,
+    DeliveryOut,
+    DeliveryStatus,
+    ErasureOut,
+    EventOut,
+    EventsReceived,
+    RunOut,
+    SubjectOut,
+)
 from schemas.consent import Decision, decision_context
 
 log = structlog.get_logger("consent_gateway.gateway")
@@ -55,6 +65,7 @@ class Gateway:
         self.runs = RunLoop(self.reconciler, self.worker)
         self.expiries = Expiries(self.store, self.adapters, clock, self.worker.wake, self.metrics)
         self.erasures = Erasures(self.store, self.adapters, settings.purposes, clock, self.worker.wake, self.metrics)
+        self.events = EventLoop(self.reconciler, self.worker)
         self.chores = Chores([self.runs.step, self.expiries.step, self.erasures.step], settings.reconcile.poll_s, sleep)
 
     async def start(self, *, run_worker: bool | None = None, migrate: bool = False) -> None:
@@ -69,8 +80,10 @@ class Gateway:
         if self.settings.worker.enabled if run_worker is None else run_worker:
             self.worker.start()
             self.chores.start()
+            self.events.start()
 
     async def stop(self) -> None:
+        await self.events.stop()
         await self.chores.stop()
         await self.worker.stop()
         await self.store.close()
@@ -226,6 +239,38 @@ class Gateway:
         await self.store.outbox.replay(self.clock(), delivery_id=found.id)
         self.worker.wake()
         return await self.delivery(delivery_id)
+
+    async def receive_events(self, provider: str, body: bytes, headers: Mapping[str, str]) -> EventsReceived:
+        """Store a provider's events, once each, before its 2xx: what they change is worked out after,
+        by the worker (``EventLoop``). A request the provider's adapter cannot verify is a 401 and
+        stores nothing."""
+        adapter = self._event_source(provider)
+        try:
+            events = adapter.events(body, headers, self.clock())
+        except Unverified as refused:
+            self.metrics.events.labels(provider, "refused").inc()
+            log.warning("provider_event_refused", provider=provider, reason=str(refused))
+            raise Refusal(401, "unverified-event", "Not a verified provider event", str(refused)) from None
+        except UnreadableEvent as refused:
+            raise bad_parameter("body", str(refused)) from None
+        added = await self.store.events.receive(provider, events, self.clock())
+        self.metrics.events.labels(provider, "received").inc(added)
+        if added:
+            self.events.wake()
+        return EventsReceived(received=added, duplicates=len(events) - added)
+
+    async def provider_events(self, provider: str, limit: int) -> list[EventOut]:
+        """A provider's newest events and what became of them."""
+        self._event_source(provider)
+        return await self.store.events.recent(provider, limit)
+
+    def _event_source(self, provider: str) -> EventSource:
+        adapter = self.adapters.get(provider)
+        if not isinstance(adapter, EventSource):
+            announcing = ", ".join(name for name, a in self.adapters.items() if isinstance(a, EventSource))
+            detail = f"{provider!r} sends no events here; those that do: {announcing or 'none'}"
+            raise not_found("provider events", detail)
+        return adapter
 
     async def delivery(self, delivery_id: str) -> DeliveryOut:
         found = await self.store.outbox.get(delivery_id)

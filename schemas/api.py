@@ -197,6 +197,39 @@ class RunOut(BaseModel):
     finished_at: datetime | None = None
 
 
+class EventStatus(StrEnum):
+    """What became of a provider event: ``queued`` until a worker acts on it; ``applied`` when the rules
+    ran on it (adopted, pushed again, or found it in sync); ``ignored`` when it changes nothing (older than
+    one already seen, the gateway's own write, nobody holds that address); ``reported`` for a deletion or
+    an anonymization there, which the gateway shows and never adopts."""
+
+    queued = "queued"
+    applied = "applied"
+    ignored = "ignored"
+    reported = "reported"
+
+
+class EventOut(BaseModel):
+    provider: str
+    id: str = Field(description="the provider's event id: a redelivery of it is acknowledged and not stored again")
+    entity_id: str = Field(description="the provider's record the event is about (a Wix consent id)")
+    version: int | None = Field(description="the record's revision at the provider, when it has one")
+    status: EventStatus
+    outcome: str | None = Field(description="what the gateway did with it (no contact data)")
+    attempts: int
+    received_at: datetime
+    processed_at: datetime | None
+
+
+class EventsReceived(BaseModel):
+    received: int = Field(description="events stored by this request")
+    duplicates: int = Field(description="events of this request stored before (a redelivery): not stored again")
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+
+
 class RepushIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 

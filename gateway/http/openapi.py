@@ -58,6 +58,7 @@ class Operation:
     links: Mapping[str, Link] = field(default_factory=dict)
     body_limit: str = "max_body_bytes"  # the setting that caps the body (413 above it)
     body_optional: bool = False  # an empty body means every field's default (``params.body_model``)
+    body_text: str | None = None  # a body that is not JSON: what it is (a provider's signed webhook)
 
 
 def documented(operation: Operation) -> Callable[[F], F]:
@@ -174,6 +175,13 @@ def _operation(route: Route, op: Operation, refs: dict[Any, Any]) -> dict[str, A
             "description": f"JSON, at most `{op.body_limit}` bytes (413 above it)",
             "x-limit": op.body_limit,
             "content": content(op.body, "validation"),
+        }
+    if op.body_text is not None:
+        result["requestBody"] = {
+            "required": True,
+            "description": f"{op.body_text}, at most `{op.body_limit}` bytes (413 above it)",
+            "x-limit": op.body_limit,
+            "content": {"text/plain": {"schema": {"type": "string", "minLength": 1}}},
         }
     if scope is not None:
         result["security"] = [{"bearer": [scope]}]

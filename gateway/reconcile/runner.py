@@ -277,7 +277,7 @@ class Reconciler:
                 tally["unreadable"] += 1
                 continue
             tally["read"] += 1
-            for outcome in await self._act(chunk, subject_id, name, result, reader):
+            for outcome in await self.act(chunk, subject_id, name, result, reader):
                 tally[outcome] += 1
 
     async def _read(
@@ -299,8 +299,9 @@ class Reconciler:
 
         await asyncio.gather(*(one(batch) for batch in batches))
 
-    async def _act(self, chunk: Chunk, subject_id: str, provider: str, seen: Observation, reader: Reader) -> list[str]:
-        """The provider's drift policy on one row that was just read; what it did."""
+    async def act(self, chunk: Chunk, subject_id: str, provider: str, seen: Observation, reader: Reader) -> list[str]:
+        """The provider's drift policy on one row just read back, or just announced by the provider
+        (an event); what it did."""
         adapter = self.adapters[provider]
         state = chunk.states.get(subject_id)
         pair = (subject_id, provider)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.store import migrate as schema
 from gateway.store.db import Pool, create_engine
 from gateway.store.erasures import ErasureRecords
+from gateway.store.events import Events
 from gateway.store.expiries import ExpiryQueue
 from gateway.store.idempotency import IdempotencyKeys
 from gateway.store.ledger import Ledger
@@ -31,6 +32,7 @@ class Store:
         self.keys = IdempotencyKeys(engine)
         self.observations = Observations(engine)
         self.runs = Runs(engine)
+        self.events = Events(engine)
         self.sessions = AdminSessions(engine)
         self.snapshots = Snapshots(engine)
         self.erasures = ErasureRecords(engine, self.ledger)
