@@ -86,7 +86,7 @@ class EventLoop:
         await reconciler.store.events.close(provider, event.id, status, outcome, now)
         reconciler.metrics.events.labels(provider, status.value).inc()
         report = log.warning if status is EventStatus.reported else log.info
-        fields = {"provider": provider, "event": event.id, "entity": event.entity_id}
+        fields = {"provider": provider, "event_id": event.id, "entity": event.entity_id}
         report("provider_event", **fields, status=status.value, outcome=outcome)
 
     async def _verdict(self, queued: Queued) -> Verdict:

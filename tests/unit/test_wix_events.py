@@ -3,103 +3,20 @@ what it says comes out in the terms of a read-back's Observation."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.base import UnreadableEvent, Unverified
 from adapters.wix import WixAdapter, WixSettings
-from schemas.wix import CONSENT_ENTITY
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@cache
-def key_pair(name: str) -> tuple[str, str]:
-    """(private, public) PEM; one per name, made once per test session."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    return private, public
+from tests.wix_events import NOW, consent, event, key_pair, signed
 
 
 def adapter(**settings: Any) -> WixAdapter:
     values = {"api_key": "k", "site_id": "site", "webhook_public_key": key_pair("wix")[1]} | settings
     return WixAdapter(WixSettings.model_validate(values))
-
-
-def consent(state: str = "REVOKED", revision: int = 3, email: str = "Ana@Example.com") -> dict[str, Any]:
-    activity = "lastRevokeActivity" if state == "REVOKED" else "lastConfirmationActivity"
-    return {
-        "id": "consent-1",
-        "revision": str(revision),
-        "details": {"type": "EMAIL", "email": email},
-        "state": state,
-        activity: {"source": "REVOKE_LINK", "updatedDate": "2026-11-23T11:00:00Z"},
-        "updatedDate": "2026-11-23T11:00:01Z",
-    }
-
-
-def event(slug: str = "updated", entity: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
-    body = json.dumps(entity if entity is not None else consent())
-    carried = {
-        "created": {"createdEvent": {"entityAsJson": body}},
-        "updated": {"updatedEvent": {"currentEntityAsJson": body}},
-        "deleted": {"deletedEvent": {"movedToTrash": False, "deletedEntityAsJson": body}},
-    }.get(slug, {})
-    return {
-        "id": "event-1",
-        "entityFqdn": CONSENT_ENTITY,
-        "slug": slug,
-        "entityId": "consent-1",
-        "eventTime": "2026-11-23T11:00:02Z",
-        **carried,
-        **fields,
-    }
-
-
-def signed(
-    data: dict[str, Any],
-    *,
-    key: str = "wix",
-    instance: str = "site",
-    algorithm: str = "RS256",
-    expires: datetime | None = None,
-    claims: dict[str, Any] | None = None,
-) -> bytes:
-    envelope = {"eventType": "wix.marketing.v1.marketing_consent_updated", "instanceId": instance}
-    envelope |= {"data": json.dumps(data), "identity": json.dumps({"identityType": "ANONYMOUS_VISITOR"})}
-    payload = {"data": json.dumps(envelope), "iat": int(NOW.timestamp())}
-    if expires is not None:
-        payload["exp"] = int(expires.timestamp())
-    payload |= claims or {}
-    if algorithm == "HS256":  # built by hand: PyJWT itself refuses a PEM as an HMAC secret
-        return hmac_signed(payload, key.encode())
-    return jwt.encode(payload, key_pair(key)[0], algorithm=algorithm).encode()
-
-
-def hmac_signed(payload: dict[str, Any], secret: bytes) -> bytes:
-    """An HS256 token, as an attacker who read the public key would make one (algorithm confusion)."""
-    parts = [base64url(json.dumps(part).encode()) for part in ({"alg": "HS256", "typ": "JWT"}, payload)]
-    signature = hmac.new(secret, ".".join(parts).encode(), hashlib.sha256).digest()
-    return ".".join([*parts, base64url(signature)]).encode()
-
-
-def base64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def test_a_signed_revoke_is_the_term_as_read_back_would_hold_it() -> None:
