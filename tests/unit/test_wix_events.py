@@ -88,4 +88,3 @@ def test_a_configured_key_must_be_an_rsa_public_key() -> None:
         adapter(webhook_public_key=key_pair("wix")[0])
     with pytest.raises(ValueError):
         adapter(webhook_public_key="not a pem")
-
