@@ -337,7 +337,7 @@ def create_app(
         webhooks = Webhooks(url=events_url)
     wix = _Wix(faults, clock, bulk_max, webhooks)
     sim, base = wix.sim, BASE_PATH
-    return sim.build(
+    app = sim.build(
         [
             Route("/_anonymize", wix.anonymize, methods=["POST"]),
             sim.route(base, wix.create, ["POST"]),
@@ -351,3 +351,5 @@ def create_app(
             sim.route(f"{base}/{{id}}", wix.delete, ["DELETE"]),
         ]
     )
+    app.state.webhooks = wix.events  # the Sender (its idle() for tests), or None
+    return app
