@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from typer.testing import CliRunner
 
 from adapters.simulators.wix import BASE_PATH, BULK_UPSERT, create_app
 from adapters.simulators.wix_webhooks import (
@@ -29,6 +30,8 @@ from adapters.simulators.wix_webhooks import (
     Sender,
     Webhooks,
 )
+from gateway.cli import app as cli
+from gateway.cli import serve as serve_command
 from schemas.wix import CONSENT_ENTITY, EVENT_SLUGS, ConsentEvent, StoredConsent, WebhookData, received
 from tests.simulators.helpers import ClientFactory, FakeClock
 from tests.simulators.test_wix import AUTH, REVOKE, email_consent
@@ -388,3 +391,22 @@ async def test_events_url_means_test_defaults_and_none_sends_nothing() -> None:
     assert (sender.settings.url, sender.settings.instance_id) == (URL, "demo-site")
     assert sender.settings.private_key == TEST_PRIVATE_KEY
     assert create_app().state.webhooks is None
+
+
+# --- consent-gateway simulate --events-url ------------------------------------------------------------------
+def test_simulate_sends_a_providers_events_where_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[Starlette] = []
+    monkeypatch.setattr(serve_command, "configure_logging", lambda: None)  # leaves the test run's logging be
+    monkeypatch.setattr(serve_command, "serve_app", lambda app, host, port: served.append(app))
+    result = CliRunner().invoke(cli, ["simulate", "--events-url", f"wix={URL}"])
+    assert result.exit_code == 0, result.output
+    [wix] = [route.app for route in served[0].routes if isinstance(route, Mount) and route.path == "/wix"]
+    assert isinstance(wix, Starlette) and wix.state.webhooks.settings.url == URL
+
+
+@pytest.mark.parametrize("value", ["wix", f"acme={URL}", "wix=ftp://x", f"masivo={URL}"])
+def test_simulate_refuses_an_events_url_it_cannot_use(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setattr(serve_command, "configure_logging", lambda: None)
+    monkeypatch.setattr(serve_command, "serve_app", lambda app, host, port: pytest.fail("served"))
+    result = CliRunner().invoke(cli, ["simulate", "--events-url", value])
+    assert result.exit_code == 2 and "--events-url" in result.output, result.output
