@@ -82,6 +82,10 @@ class Webhooks:
     sleep: Sleep = asyncio.sleep  # delays and the redelivery ladder
     timeout_s: float = 10
 
+    def __post_init__(self) -> None:
+        if self.duplicates < 0 or self.delay_s < 0 or self.ttl_s <= 0 or any(wait < 0 for wait in self.redelivery):
+            raise ValueError("duplicates, delay_s and redelivery waits must not be negative, ttl_s must be positive")
+
 
 def _change(slug: str, entity_json: str) -> dict[str, Any]:
     """The event's slug-specific part, which carries the entity."""

@@ -385,6 +385,12 @@ async def test_inspect_shows_counters_without_jwts_or_keys(sim: Sim) -> None:
     assert (state["webhooks"]["sent"], state["webhooks"]["recent"]) == (0, [])
 
 
+@pytest.mark.parametrize("setting", [{"duplicates": -1}, {"delay_s": -1}, {"ttl_s": 0}, {"redelivery": (1, -1)}])
+def test_settings_that_cannot_work_are_refused(setting: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        Webhooks(url=URL, **setting)
+
+
 async def test_events_url_means_test_defaults_and_none_sends_nothing() -> None:
     app = create_app(events_url=URL)
     sender = app.state.webhooks
