@@ -34,7 +34,8 @@ class Provider:
     adapter: type[Adapter]
     simulator: str
     """``module:function`` of the simulator app factory, imported only when a simulator is wanted:
-    ``function(faults=None, *, clock=time.time) -> Starlette``."""
+    ``function(faults=None, *, clock=time.time) -> Starlette``; a simulator that sends the provider's
+    events (webhooks) also takes ``events_url``, where it sends them."""
     demo: Callable[[str], dict[str, Any]]
     """Its settings for the simulator at a base URL, with throwaway credentials (``serve --demo``)."""
     cassette_headers: frozenset[str] = field(default_factory=frozenset)
@@ -85,10 +86,14 @@ def provider(name: str) -> Provider:
         raise KeyError(f"unknown provider {name!r}; known: {', '.join(providers())}") from None
 
 
-def simulators_app(faults: Any = None, *, log_limit: int | None = None) -> Starlette:
+def simulators_app(
+    faults: Any = None, *, log_limit: int | None = None, options: Mapping[str, Mapping[str, Any]] | None = None
+) -> Starlette:
     """Every provider's simulator on one app, at /<name> (e.g. ``GET /wix/_inspect``), each keeping
-    its last ``log_limit`` requests (default: the simulators' own bound)."""
-    apps = {name: entry.simulator_app(faults) for name, entry in providers().items()}
+    its last ``log_limit`` requests (default: the simulators' own bound); ``options`` holds, by provider
+    name, more keyword arguments for its simulator (``{"wix": {"events_url": …}}``)."""
+    options = options or {}
+    apps = {name: entry.simulator_app(faults, **options.get(name, {})) for name, entry in providers().items()}
     if log_limit is not None:
         for app in apps.values():
             app.state.simulator.keep(log_limit)

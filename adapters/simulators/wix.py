@@ -12,6 +12,13 @@ Validation errors → 400 ``{message, details.validationError.fieldViolations[]}
 404, 409) → ``{message, details.applicationError{code, description}}``; injected 5xx have an empty body, as
 Wix system errors do. No provider-specific ``/_faults`` controls. The rules themselves live in `wix_rules`.
 
+Webhooks (``create_app(webhooks=Webhooks(url=…))`` or ``events_url=``; see `wix_webhooks`): every change
+is announced as Wix does: a create (or an upsert creating) → created; a write that changes the consent
+(upsert, bulk item, update, remove) → updated, none when nothing changed; DELETE → deleted. The test-only
+control route ``POST /_anonymize`` with ``{"email"}`` or ``{"phone"}`` deletes that address's consent as
+Wix's GDPR anonymize does (a deleted event with ``triggeredByAnonymizeRequest``); 404 if there is none.
+``GET /_inspect`` shows the sender's counters under ``state.webhooks``.
+
 Decisions where the docs are silent or disagree:
 - Updatable: state, lastConfirmationActivity, lastRevokeActivity (else REVOKED could never be reached by
   Update), extendedFields. Update without a mask (the JS SDK sends none) changes the updatable fields
@@ -32,6 +39,7 @@ Decisions where the docs are silent or disagree:
 from __future__ import annotations
 
 import copy
+import json
 import secrets
 import time
 import uuid
@@ -43,6 +51,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from adapters.simulators.common import Faults, Reject, Simulator, authorization
 from adapters.simulators.wix_rules import (
@@ -61,6 +70,7 @@ from adapters.simulators.wix_rules import (
     request_object,
     run_query,
 )
+from adapters.simulators.wix_webhooks import Sender, Webhooks
 
 __all__ = ["BASE_PATH", "BULK_UPSERT", "STALE_REVISION", "create_app"]
 
@@ -94,22 +104,37 @@ def _iso(moment: float) -> str:
 class _Wix:
     """State and handlers of one Wix simulator."""
 
-    def __init__(self, faults: Faults | None, clock: Callable[[], float], bulk_max: int = BULK_MAX) -> None:
+    def __init__(
+        self, faults: Faults | None, clock: Callable[[], float], bulk_max: int, webhooks: Webhooks | None
+    ) -> None:
         self.bulk_max = bulk_max
         self.clock = clock
         self.consents: dict[str, dict[str, Any]] = {}
         self.by_identifier: dict[tuple[str, str], str] = {}
+        self.events = None if webhooks is None else Sender(webhooks, clock)
         self.sim = Simulator(
             faults=faults,
             error_body=_error_body,
-            state=lambda: {"consents": self.consents},
+            state=self.state,
             reset=self.reset,
             authenticate=self.authenticate,
         )
 
+    def state(self) -> dict[str, Any]:
+        if self.events is None:
+            return {"consents": self.consents}
+        return {"consents": self.consents, "webhooks": self.events.view()}
+
     def reset(self) -> None:
         self.consents.clear()
         self.by_identifier.clear()
+        if self.events is not None:
+            self.events.reset()
+
+    def announce(self, slug: str, entity: dict[str, Any], *, anonymized: bool = False) -> None:
+        """Queue a webhook about a change (nothing without webhooks)."""
+        if self.events is not None:
+            self.events.emit(slug, entity, _iso(self.clock()), anonymized=anonymized)
 
     def authenticate(self, request: Request) -> None:
         auth = authorization(request)
@@ -143,6 +168,7 @@ class _Wix:
         entity.update({field: copy.deepcopy(consent[field]) for field in OPTIONAL_FIELDS if field in consent})
         self.consents[entity["id"]] = entity
         self.by_identifier[identifier(entity["details"])] = entity["id"]
+        self.announce("created", entity)
         return entity
 
     def save(self, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +176,13 @@ class _Wix:
             new["revision"] = str(int(old["revision"]) + 1)
             new["updatedDate"] = _iso(self.clock())
             self.consents[new["id"]] = new
+            self.announce("updated", new)
         return self.consents[new["id"]]
+
+    def drop(self, entity: dict[str, Any], *, anonymized: bool = False) -> None:
+        del self.consents[entity["id"]]
+        del self.by_identifier[identifier(entity["details"])]
+        self.announce("deleted", entity, anonymized=anonymized)
 
     def write(self, entity: dict[str, Any], consent: dict[str, Any], paths: list[str] | None) -> dict[str, Any]:
         """Apply an update or upsert to an existing consent, check the result, store it."""
@@ -265,21 +297,49 @@ class _Wix:
         return JSONResponse({"marketingConsent": self.write(entity, revoked, None)})
 
     async def delete(self, request: Request, body: Any) -> Response:
-        entity = self.find(request.path_params["id"])
-        del self.consents[entity["id"]]
-        del self.by_identifier[identifier(entity["details"])]
+        self.drop(self.find(request.path_params["id"]))
         return JSONResponse({})
+
+    async def anonymize(self, request: Request) -> Response:
+        """Control route (never faulted or logged): Wix's GDPR anonymize deletes the address's consent."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return self.sim.error(400, "Malformed JSON body")
+        address = body if isinstance(body, dict) else {}
+        details = {"type": "PHONE" if "phone" in address else "EMAIL", **address}
+        out = Violations()
+        check_details(details, "", out)
+        try:
+            out.raise_any()
+            entity = self.find_by(details)
+            if entity is None:
+                raise _application_error(404, "NOT_FOUND", "No marketing consent for this identifier")
+        except Reject as rejected:
+            return JSONResponse(rejected.body, rejected.status)
+        self.drop(entity, anonymized=True)
+        return JSONResponse({"id": entity["id"]})
 
 
 def create_app(
-    faults: Faults | None = None, *, clock: Callable[[], float] = time.time, bulk_max: int = BULK_MAX
+    faults: Faults | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    bulk_max: int = BULK_MAX,
+    webhooks: Webhooks | None = None,
+    events_url: str | None = None,
 ) -> Starlette:
     """A Wix marketing-consent simulator; ``clock`` stamps createdDate and updatedDate; a bulk
-    upsert of more than ``bulk_max`` items is refused (400) whole."""
-    wix = _Wix(faults, clock, bulk_max)
+    upsert of more than ``bulk_max`` items is refused (400) whole. ``webhooks`` sends every change as a
+    signed webhook; ``events_url`` is the same with the test defaults (what ``serve --demo`` asks any
+    provider's simulator for); with neither, nothing is sent."""
+    if webhooks is None and events_url is not None:
+        webhooks = Webhooks(url=events_url)
+    wix = _Wix(faults, clock, bulk_max, webhooks)
     sim, base = wix.sim, BASE_PATH
-    return sim.build(
+    app = sim.build(
         [
+            Route("/_anonymize", wix.anonymize, methods=["POST"]),
             sim.route(base, wix.create, ["POST"]),
             sim.route(f"{base}/get-by", wix.get_by, ["GET"]),
             sim.route(f"{base}/query", wix.query, ["POST"]),
@@ -291,3 +351,5 @@ def create_app(
             sim.route(f"{base}/{{id}}", wix.delete, ["DELETE"]),
         ]
     )
+    app.state.webhooks = wix.events  # the Sender (its idle() for tests), or None
+    return app

@@ -10,7 +10,7 @@ import typer
 
 from adapters.registry import simulators_app
 from adapters.simulators.common import LOG_LIMIT
-from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, gateway, registered, settings
+from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, fail, gateway, registered, settings
 from gateway.demo import demo_app, demo_token
 from gateway.http.app import create_app, create_worker_app
 from gateway.http.server import serve as serve_app
@@ -79,10 +79,27 @@ def simulate(
     host: HostOption = "127.0.0.1",
     port: PortOption = 8010,
     log_limit: Annotated[int, typer.Option(min=1, help="requests each simulator keeps for /_inspect")] = LOG_LIMIT,
+    events_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PROVIDER=URL",
+            help="send PROVIDER's webhooks to URL, signed with its test key (a simulator that sends events: wix)",
+        ),
+    ] = None,
 ) -> None:
     """Run every provider's simulator on one port, at /<provider> (/masivo, /wix, /intempt). Logs are the
     gateway's JSON lines, scrubbed the same way (Intempt's apiKey and Wix's get-by email travel
     in query strings)."""
-    registered()
+    known = registered()
+    options: dict[str, dict[str, str]] = {}
+    for value in events_url or []:
+        name, _, url = value.partition("=")
+        if name not in known or not url.startswith(("http://", "https://")):
+            fail(f"--events-url {value!r}: expected PROVIDER=URL with one of {', '.join(known)} and an http(s) URL", 2)
+        options[name] = {"events_url": url}
+    try:
+        simulators = simulators_app(log_limit=log_limit, options=options)
+    except TypeError as error:  # a simulator without events_url
+        fail(f"--events-url: a simulator does not send events ({error})", 2)
     configure_logging()
-    serve_app(simulators_app(log_limit=log_limit), host, port)
+    serve_app(simulators, host, port)
