@@ -69,11 +69,13 @@ class World:
         wrap_transport: Callable[[str, httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
         retry: Mapping[str, Any] | None = None,
         providers: Mapping[str, Mapping[str, Any]] | None = None,
+        simulator_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """``wrap_transport(provider, asgi)`` may put e.g. a fault-injecting transport in front of a
         provider's simulator (the worker's side only; ``control`` stays direct); ``retry`` replaces
-        the retry settings below; ``providers`` adds settings to a provider's (e.g. its drift_policy)."""
-        self.simulators = simulators_app()
+        the retry settings below; ``providers`` adds settings to a provider's (e.g. its drift_policy);
+        ``simulator_options`` more arguments for a provider's simulator (Wix's ``webhooks``)."""
+        self.simulators = simulators_app(options=simulator_options)
         transport = httpx.ASGITransport(app=self.simulators)
         self.control = httpx.AsyncClient(transport=transport, base_url="http://sim")
         self.sleeps = Sleeps()

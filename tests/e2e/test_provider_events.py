@@ -13,6 +13,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from adapters.simulators.wix_webhooks import TEST_PUBLIC_KEY, Webhooks
 from gateway.http.app import create_app
 from gateway.store import Store
 from schemas.api import EventStatus, SyncStatus
@@ -276,3 +277,97 @@ async def test_a_provider_that_sends_no_events_is_a_404(api: httpx.AsyncClient) 
     response = await api.post("/v1/providers/masivo/events", content=b"x")
     assert response.status_code == 404
     assert "wix" in response.json()["detail"]
+
+
+# -- with the Wix simulator's own signed webhooks -----------------------------------------------------------
+
+
+class Gateway(httpx.AsyncBaseTransport):
+    """The gateway's API as the Wix simulator reaches it; ``down`` refuses that many connections first."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+        self.down = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            self.down -= 1
+            raise httpx.ConnectError("the gateway is down", request=request)
+        return await httpx.ASGITransport(app=self.app).handle_async_request(request)
+
+
+async def no_wait(_seconds: float) -> None:
+    """The simulator's redelivery ladder and delays, without the waiting."""
+
+
+@pytest.fixture(params=[{}, {"duplicates": 1, "reorder": True}], ids=["plain", "duplicated-reordered"])
+async def wired(store: Store, request: pytest.FixtureRequest) -> AsyncIterator[tuple[World, Gateway]]:
+    """The Wix simulator sends its signed webhooks to the gateway's events endpoint, on the test's clock."""
+    receiver = Gateway()
+    hooks = Webhooks(
+        url="http://gateway/v1/providers/wix/events",
+        instance_id="site",
+        transport=receiver,
+        clock=lambda: world.now.timestamp(),
+        sleep=no_wait,
+        **request.param,
+    )
+    world = World(
+        store,
+        providers={"wix": {"webhook_public_key": TEST_PUBLIC_KEY}},
+        simulator_options={"wix": {"webhooks": hooks}},
+    )
+    receiver.app = create_app(world.gateway, run_worker=False)
+    yield world, receiver
+    await world.gateway.worker.stop()
+    await world.control.aclose()
+
+
+def sender(world: World) -> Any:
+    [wix] = [route.app for route in world.simulators.routes if getattr(route, "path", "") == "/wix"]  # type: ignore[attr-defined]
+    return wix.state.webhooks
+
+
+async def delivered(world: World) -> None:
+    """Every webhook the simulator sent so far is in, then acted on, then what it queued delivered."""
+    await sender(world).idle()
+    await settle(world)
+
+
+async def test_a_revoke_at_the_wix_simulator_reaches_masivo_and_intempt_by_its_webhook(
+    wired: tuple[World, Gateway],
+) -> None:
+    world, _ = wired
+    await world.decide("cust-1", 10, email_marketing="granted", sms_marketing="granted")
+    await world.gateway.worker.drain()
+    await delivered(world)  # the gateway's own writes, echoed back
+    assert await sources(world, "cust-1") == ["web"], "an echo of the gateway's own write changes nothing"
+
+    world.now += timedelta(minutes=10)
+    await at_wix(world, ANA, "REVOKED", (NOW + timedelta(minutes=9)).isoformat())
+    await delivered(world)
+
+    assert await purpose(world, "cust-1", "email_marketing") is PurposeState.denied
+    assert await purpose(world, "cust-1", "sms_marketing") is PurposeState.granted
+    assert (await masivo_purposes(world, "cust-1"))["email_marketing"] is False
+    assert (await intempt_actions(world, "cust-1"))["email"] == "reject"
+    assert await world.gateway.store.runs.recent(5) == []
+    history = [entry.decision.source for entry in await world.gateway.store.ledger.history("cust-1", 9)]
+    assert history == ["provider:wix", "web"], "adopted once, whatever the copies and their order"
+    assert (await row(world, "cust-1", "wix")).status is SyncStatus.in_sync
+
+
+async def test_a_webhook_sent_while_the_gateway_is_down_is_not_lost(wired: tuple[World, Gateway]) -> None:
+    world, receiver = wired
+    await world.decide("cust-1", 10, email_marketing="granted")
+    await world.gateway.worker.drain()
+    await delivered(world)
+
+    world.now += timedelta(minutes=10)
+    receiver.down = 2  # the revoke's first sends find nobody listening; Wix redelivers
+    await at_wix(world, ANA, "REVOKED", (NOW + timedelta(minutes=9)).isoformat())
+    await delivered(world)
+
+    assert sender(world).view()["failed"] == 2
+    assert await purpose(world, "cust-1", "email_marketing") is PurposeState.denied
+    assert (await masivo_purposes(world, "cust-1"))["email_marketing"] is False
