@@ -508,9 +508,21 @@ def _consent_path(consent_id: str) -> str:
     return f"{CONSENTS}/{quote(consent_id, safe='')}"
 
 
+def _demo(base_url: str) -> dict[str, Any]:
+    """The simulator's settings: its webhooks are signed with the simulator's public test key pair."""
+    from adapters.simulators.wix_webhooks import TEST_PUBLIC_KEY  # the simulator, only when one is wanted
+
+    return {
+        "base_url": base_url,
+        "api_key": secrets.token_hex(16),
+        "site_id": "demo-site",
+        "webhook_public_key": TEST_PUBLIC_KEY,
+    }
+
+
 PROVIDER = Provider(
     WixAdapter,
     simulator="adapters.simulators.wix:create_app",
-    demo=lambda base_url: {"base_url": base_url, "api_key": secrets.token_hex(16), "site_id": "demo-site"},
+    demo=_demo,
     cassette_headers=frozenset({"wix-site-id"}),  # which site's consents a request reads or writes
 )

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from adapters.base import EventSource
 from adapters.registry import providers, simulators_app
 from gateway.config import ApiToken, Settings, load_settings
 from gateway.http.app import create_app
@@ -46,6 +47,18 @@ def demo_settings(base_url: str, token: str) -> Settings:
 def demo_app(host: str, port: int, token: str, settings: Settings | None = None) -> Starlette:
     """The gateway with the simulators mounted under /simulators and providers pointed at them
     (``settings``: the demo's, changed by a test)."""
-    gateway = Gateway(settings or demo_settings(f"http://{host}:{port}", token))
+    base_url = f"http://{host}:{port}"
+    gateway = Gateway(settings or demo_settings(base_url, token))
     configure_logging([token, *gateway.secrets()])
-    return create_app(gateway, extra_routes=[Mount("/simulators", app=simulators_app())], migrate=True)
+    simulators = simulators_app(options=announcing(gateway, base_url))
+    return create_app(gateway, extra_routes=[Mount("/simulators", app=simulators)], migrate=True)
+
+
+def announcing(gateway: Gateway, base_url: str) -> dict[str, dict[str, Any]]:
+    """The simulators of providers that send events, pointed at the gateway's own events endpoint,
+    so a change made at a simulator reaches the gateway as it would from the provider."""
+    return {
+        name: {"events_url": f"{base_url}/v1/providers/{name}/events"}
+        for name, adapter in gateway.adapters.items()
+        if isinstance(adapter, EventSource)
+    }

@@ -210,3 +210,31 @@ def test_the_cli_on_the_demos_database_sees_what_its_api_sees(live: tuple[str, l
     with httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         history = client.get("/v1/subjects/cust-42/history").json()["items"]
     assert [entry["decision"]["source"] for entry in history] == ["web"], "no repair entry that pushes nowhere"
+
+
+def test_a_revoke_at_the_demos_wix_reaches_masivo_and_intempt_by_webhook(live: tuple[str, list[str]]) -> None:
+    """README's walk-through: the demo's Wix simulator sends its signed webhook, no read-back run."""
+    base, _ = live
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        assert client.post("/v1/consents?wait=10", json=DECISION, headers=headers).status_code == 200
+        revoke = {  # the person follows the unsubscribe link after the gateway knew their address
+            "details": {"type": "EMAIL", "email": "ana@example.com"},
+            "lastRevokeActivity": {"source": "REVOKE_LINK", "updatedDate": datetime.now(UTC).isoformat()},
+        }
+        wix = {"Authorization": "any", "wix-site-id": "demo"}
+        removed = client.post("/simulators/wix/marketing-consent/v1/marketing-consent/remove", json=revoke, headers=wix)
+        assert removed.status_code == 200, removed.text
+        deadline = time.monotonic() + 20  # a bound for a busy machine, not a speed claim
+        while time.monotonic() < deadline:
+            newest = client.get("/v1/subjects/cust-42/history?limit=1", headers=headers).json()["items"][0]
+            delivered = {d["provider"]: d["status"] for d in newest["deliveries"]}
+            if newest["decision"]["source"] == "provider:wix" and delivered.get("masivo") == "succeeded":
+                break
+            time.sleep(0.1)
+        events = client.get("/v1/providers/wix/events", headers=headers).json()["items"]
+
+    assert newest["decision"]["source"] == "provider:wix", newest
+    assert newest["decision"]["purposes"] == {"email_marketing": "denied"}
+    assert delivered == {"intempt": "succeeded", "masivo": "succeeded", "wix": "skipped"}
+    assert [event["outcome"] for event in events if event["status"] == "applied"] == ["cust-42: diverged, adopted"]
