@@ -3,14 +3,17 @@ again, as first syncs, a bounded number at a time; a stopped backfill resumes af
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
 from gateway.reconcile.backfill import Backfiller
 from gateway.store.tables import decisions, deliveries
 from schemas.api import BackfillOut, RunStatus
+from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth
 from tests.world import World
 
 SUBJECTS = [f"cust-{n:02d}" for n in range(12)]
@@ -129,3 +132,56 @@ async def test_failures_are_listed_with_their_reasons_and_no_contact_data(
     assert all(f.error and f.status_code == 400 for f in done.failures)
     shown = done.model_dump_json()
     assert "@example.com" not in shown and "+1415" not in shown
+
+
+# -- the admin API ---------------------------------------------------------------------------
+
+
+async def test_the_api_queues_a_backfill_a_worker_drives_and_reports_it(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/v1/consents", json=DECISION, headers=auth(WRITER))).status_code == 202
+    dry = await client.post("/v1/providers/fake/backfills", json={"dry_run": True}, headers=auth(ADMIN))
+    assert dry.status_code == 200 and dry.json() == {
+        "provider": "fake",
+        "dry_run": True,
+        "subjects": 1,
+        "mapped": 1,
+        "nothing": 0,
+    }
+    started = await client.post("/v1/providers/fake/backfills", headers=auth(ADMIN))
+    assert started.status_code == 202 and started.headers["location"] == f"/v1/backfills/{started.json()['id']}"
+    joined = await client.post("/v1/providers/fake/backfills", json={"dry_run": False}, headers=auth(ADMIN))
+    assert joined.status_code == 202 and joined.json()["id"] == started.json()["id"]
+    gateway = client.gateway  # type: ignore[attr-defined]
+    for _ in range(50):
+        await gateway.backfiller.step()  # the chores' step, without waiting for their poll
+        await gateway.worker.drain()
+        found = await client.get(started.headers["location"], headers=auth(ADMIN))
+        if found.json()["status"] == "done":
+            break
+    answer = found.json()
+    assert answer["outcomes"] == {"succeeded": 1} and answer["enqueued"] == 1 and answer["failures"] == []
+    assert "ana@example.com" not in found.text and "+14155550100" not in found.text
+
+
+async def test_the_api_refuses_unknown_providers_bad_bodies_and_other_scopes(client: httpx.AsyncClient) -> None:
+    unknown = await client.post("/v1/providers/nowhere/backfills", headers=auth(ADMIN))
+    assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+    assert unknown.json()["title"] == "No such provider" and "nowhere" in unknown.json()["detail"]
+    bad = await client.post("/v1/providers/fake/backfills", json={"dry_run": "yes"}, headers=auth(ADMIN))
+    assert bad.status_code == 422 and [e["field"] for e in bad.json()["errors"]] == ["dry_run"]
+    extra = await client.post("/v1/providers/fake/backfills", json={"subjects": ["a"]}, headers=auth(ADMIN))
+    assert extra.status_code == 422 and [e["field"] for e in extra.json()["errors"]] == ["subjects"]
+    for token in (WRITER, READER):
+        refused = await client.post("/v1/providers/fake/backfills", headers=auth(token))
+        assert refused.status_code == 403
+    assert (await client.get(f"/v1/backfills/{uuid.uuid4()}", headers=auth(ADMIN))).status_code == 404
+    assert (await client.get("/v1/backfills/not-an-id", headers=auth(ADMIN))).status_code == 404
+    assert (await client.get(f"/v1/backfills/{uuid.uuid4()}", headers=auth(READER))).status_code == 403
+
+
+async def test_the_openapi_document_describes_both_operations(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    start = paths["/v1/providers/{provider}/backfills"]["post"]
+    assert set(start["responses"]) == {"200", "202", "default"} and start["security"] == [{"bearer": ["admin"]}]
+    assert start["parameters"][0]["schema"] == {"enum": ["fake"]}
+    assert paths["/v1/backfills/{backfill_id}"]["get"]["security"] == [{"bearer": ["admin"]}]
