@@ -3,18 +3,26 @@ again, as first syncs, a bounded number at a time; a stopped backfill resumes af
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from gateway.cli import app
 from gateway.reconcile.backfill import Backfiller
+from gateway.store import Store
 from gateway.store.tables import decisions, deliveries
 from schemas.api import BackfillOut, RunStatus
+from schemas.consent import Decision
 from tests.e2e.conftest import ADMIN, DECISION, READER, WRITER, auth
-from tests.world import World
+from tests.processes import Processes
+from tests.world import NOW, World, phone_of
 
 SUBJECTS = [f"cust-{n:02d}" for n in range(12)]
 
@@ -185,3 +193,50 @@ async def test_the_openapi_document_describes_both_operations(client: httpx.Asyn
     assert set(start["responses"]) == {"200", "202", "default"} and start["security"] == [{"bearer": ["admin"]}]
     assert start["parameters"][0]["schema"] == {"enum": ["fake"]}
     assert paths["/v1/backfills/{backfill_id}"]["get"]["security"] == [{"bearer": ["admin"]}]
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def test_the_command_backfills_here_with_a_receipt_and_counts_a_dry_run(
+    tmp_path: Path, processes: Processes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = asyncio.run(processes.simulators())
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'database_url = "{url}"\n\n[providers.wix]\nbase_url = "{base}/wix"\napi_key = "${{CG_WIX_KEY}}"\n'
+        'site_id = "site"\nrate_per_minute = 60000.0\n'
+    )
+    monkeypatch.setenv("CG_WIX_KEY", "wix-key-backfill-0123456789")
+
+    async def decided() -> None:  # before Wix was enabled: no delivery to it
+        store = Store.from_url(url)
+        await store.upgrade()
+        for n in range(5):
+            body = DECISION | {
+                "subject": {"id": f"cli-{n}", "email": f"cli-{n}@example.com", "phone": phone_of(str(n))}
+            }
+            await store.ledger.record(Decision.model_validate(body, strict=False), {}, NOW)
+        await store.close()
+
+    asyncio.run(decided())
+    runner = CliRunner()
+    dry = runner.invoke(
+        app, ["backfill", "--provider", "wix", "--dry-run", "--config", str(config), "--format", "json"]
+    )
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout) == {"provider": "wix", "dry_run": True, "subjects": 5, "mapped": 5, "nothing": 0}
+
+    done = runner.invoke(app, ["backfill", "--provider", "wix", "--config", str(config), "--format", "json"])
+    assert done.exit_code == 0, done.output
+    receipt = json.loads(done.stdout)
+    assert receipt["status"] == "done" and receipt["outcomes"] == {"succeeded": 5} and receipt["failures"] == []
+    assert "@example.com" not in done.output and "+1415" not in done.output, "no contact data in the receipt or log"
+    wix = httpx.get(f"{base}/wix/_inspect").json()["state"]
+    assert len(wix_addresses(wix)) == 10
+
+    table = runner.invoke(app, ["backfill", "--provider", "wix", "--config", str(config)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "succeeded" in table.stdout and "5" in table.stdout
+    unknown = runner.invoke(app, ["backfill", "--provider", "nowhere", "--config", str(config)])
+    assert unknown.exit_code == 2 and "nowhere" in unknown.output
