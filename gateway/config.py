@@ -82,6 +82,17 @@ class ReconcileSettings(BaseModel):
     max_queued: int = Field(default=4, ge=1, description="runs people may have waiting at once; more is a 429")
 
 
+class BackfillSettings(BaseModel):
+    """Backfills: how many subjects one transaction enqueues, and how many deliveries may wait at once
+    (so a backfill of 100,000 subjects does not fill the outbox ahead of everyone's decisions)."""
+
+    chunk: int = Field(default=500, ge=1, le=10_000, description="subjects enqueued per transaction")
+    max_outstanding: int = Field(
+        default=2000, ge=1, description="a backfill's deliveries not final yet, at most; more wait for these"
+    )
+    lease_s: float = Field(default=300.0, gt=0, description="a backfill whose worker stopped is resumed after this")
+
+
 class AdminSettings(BaseModel):
     """The admin page's session: a signed cookie, so a browser signs in once with an admin token."""
 
@@ -167,6 +178,7 @@ class Settings(DatabaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
 
     def pool(self) -> Pool:

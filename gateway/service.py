@@ -18,6 +18,7 @@ from gateway.lifecycle.chores import Chores
 from gateway.lifecycle.erasure import Erasures
 from gateway.lifecycle.expiry import Expiries
 from gateway.metrics import Metrics
+from gateway.reconcile.backfill import Backfiller
 from gateway.reconcile.events import EventLoop
 from gateway.reconcile.runner import NotAdoptable, Reconciler, RunLoop
 from gateway.refusals import Refusal, bad_parameter, erased, not_found
@@ -27,6 +28,8 @@ from gateway.store.idempotency import Binding
 from gateway.store.ledger import Pending, SubjectErased
 from gateway.store.ratelimit import Sleep
 from schemas.api import (
+    BackfillOut,
+    BackfillPreview,
     DecisionOut,
     DeliveryOut,
     DeliveryStatus,
@@ -66,7 +69,9 @@ class Gateway:
         self.expiries = Expiries(self.store, self.adapters, clock, self.worker.wake, self.metrics)
         self.erasures = Erasures(self.store, self.adapters, settings.purposes, clock, self.worker.wake, self.metrics)
         self.events = EventLoop(self.reconciler, self.worker)
-        self.chores = Chores([self.runs.step, self.expiries.step, self.erasures.step], settings.reconcile.poll_s, sleep)
+        self.backfiller = Backfiller(self.store, self.adapters, settings.backfill, clock, self.worker)
+        steps = [self.runs.step, self.expiries.step, self.erasures.step, self.backfiller.step]
+        self.chores = Chores(steps, settings.reconcile.poll_s, sleep)
 
     async def start(self, *, run_worker: bool | None = None, migrate: bool = False) -> None:
         """Check (or, with ``migrate``, upgrade) the schema, then start the worker if asked to."""
@@ -171,6 +176,28 @@ class Gateway:
             raise Refusal(429, "too-many-runs", "Too many runs queued", detail, headers={"Retry-After": str(wait)})
         return run, created
 
+    async def preview_backfill(self, provider: str) -> BackfillPreview:
+        """What a backfill of ``provider`` would push (a dry run): nothing changes."""
+        return await self.backfiller.preview(self._configured(provider))
+
+    async def start_backfill(self, provider: str) -> tuple[BackfillOut, bool]:
+        """Queue a backfill of ``provider`` (a worker drives it), or join its unfinished one (False)."""
+        return await self.backfiller.ask(self._configured(provider))
+
+    async def backfill(self, backfill_id: str) -> BackfillOut:
+        found = await self.store.backfills.get(backfill_id)
+        if found is None:
+            raise not_found("backfill")
+        return found
+
+    def _configured(self, provider: str) -> str:
+        """``provider``, or a 404 naming it and the configured ones."""
+        if provider not in self.adapters:
+            raise not_found(
+                "provider", f"{provider} is not configured; configured: {', '.join(self.adapters) or 'none'}"
+            )
+        return provider
+
     async def repush(self, subject_id: str, providers: Collection[str] | None, note: str) -> DecisionOut:
         """Push the subject again to ``providers`` (default: all), whatever they acknowledged."""
         unknown = sorted(set(providers or ()) - set(self.adapters))
@@ -190,8 +217,7 @@ class Gateway:
 
     async def adopt(self, subject_id: str, provider: str) -> DecisionOut:
         """Adopt what ``provider`` was last read to hold as the person's decision now."""
-        if provider not in self.adapters:
-            raise not_found("provider", f"configured: {', '.join(self.adapters) or 'none'}")
+        self._configured(provider)
         if await self.store.ledger.subject_state(subject_id) is None:
             raise no_subject()
         try:

@@ -239,6 +239,58 @@ class RepushIn(BaseModel):
     note: FreeText | None = Field(default=None, max_length=1000)
 
 
+FAILURES_SHOWN = 1000  # a backfill's failed subjects listed in its answer; the count of them is whole
+
+
+class BackfillIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    dry_run: bool = Field(default=False, description="only count what would be pushed; nothing changes")
+
+
+class BackfillPreview(BaseModel):
+    """What a backfill of the provider would push now (a dry run: nothing was changed)."""
+
+    provider: str
+    dry_run: Literal[True] = True
+    subjects: int = Field(description="live subjects (erased ones are skipped)")
+    mapped: int = Field(description="subjects with something mapped at the provider: one push each")
+    nothing: int = Field(description="subjects with nothing mapped there: nothing to push")
+
+
+class BackfillFailure(BaseModel):
+    """A subject whose push failed for good, and why (the provider's error text, secret-free)."""
+
+    subject_id: str
+    delivery_id: str
+    error: str | None
+    status_code: int | None
+
+
+class BackfillOut(BaseModel):
+    """A backfill: its progress (``cursor``: the last subject id enqueued) and, per outcome, how many of
+    its subjects' pushes ended so (``pending``, ``retrying`` or ``sending`` while under way; ``nothing``:
+    the subject maps nothing at the provider, so nothing was pushed)."""
+
+    id: str
+    provider: str
+    status: RunStatus
+    subjects: int = Field(description="live subjects when it started (the ones decided since are pushed too)")
+    enqueued: int = Field(description="subjects whose push was queued")
+    outcomes: dict[str, int]
+    failures: list[BackfillFailure] = Field(description=f"the first {FAILURES_SHOWN} whose push died")
+    cursor: str | None
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> int:
+        """Subjects whose push is final, or who needed none."""
+        return sum(count for outcome, count in self.outcomes.items() if outcome not in UNDER_WAY)
+
+
 class SubjectOut(BaseModel):
     state: SubjectState
     providers: list[ProviderSync]

@@ -37,6 +37,10 @@ TINY = [
     "50",
     "--read-subjects",
     "20",
+    "--backfill-subjects",
+    "4",
+    "--backfill-seconds",
+    "5",
 ]
 FIGURES = {
     "ingest": ("rps", "ceiling_rps", "ratio", "p99_ms", "targets"),
@@ -44,6 +48,7 @@ FIGURES = {
     "fanout": ("p50_ms", "p99_ms", "p50_ratio", "p99_ratio", "sequential_ratio", "limit_ms", "chains", "targets"),
     "delivery": ("per_s", "ratio", "limit_per_s", "flow_lengths", "targets"),
     "reconciliation": ("view", "readback", "targets"),
+    "backfill": ("wall_s", "wix_requests", "items_per_request", "items_per_min", "bulk_size", "ratio", "targets"),
 }
 
 

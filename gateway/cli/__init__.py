@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.cli import db, deliveries, reconcile, serve, subjects, tokens
+from gateway.cli import backfill, db, deliveries, reconcile, serve, subjects, tokens
 from gateway.cli.common import app
 
 app.add_typer(db.app, name="db")
@@ -10,4 +10,4 @@ app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(subjects.app, name="subjects")
 app.add_typer(tokens.app, name="token")
 
-__all__ = ["app", "reconcile", "serve"]
+__all__ = ["app", "backfill", "reconcile", "serve"]

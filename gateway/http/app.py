@@ -15,7 +15,7 @@ from gateway.http.headers import SecurityHeaders
 from gateway.http.limits import TokenLimits
 from gateway.http.metering import RequestMetrics
 from gateway.http.problems import EXCEPTION_HANDLERS
-from gateway.http.routes import consents, deliveries, events, ops, reconciliation, subjects
+from gateway.http.routes import backfills, consents, deliveries, events, ops, reconciliation, subjects
 from gateway.service import Gateway
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -39,6 +39,7 @@ def create_app(
             *deliveries.routes,
             *reconciliation.routes,
             *events.routes,
+            *backfills.routes,
             *extra_routes,
         ],
         exception_handlers=EXCEPTION_HANDLERS,

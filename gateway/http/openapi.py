@@ -55,6 +55,7 @@ class Operation:
     body: type[BaseModel] | None = None
     params: Sequence[Param] = field(default_factory=tuple)
     also: Sequence[int] = field(default_factory=tuple)  # other success statuses with the same body
+    other: Mapping[int, type[BaseModel]] = field(default_factory=dict)  # other success statuses, other bodies
     links: Mapping[str, Link] = field(default_factory=dict)
     body_limit: str = "max_body_bytes"  # the setting that caps the body (413 above it)
     body_optional: bool = False  # an empty body means every field's default (``params.body_model``)
@@ -85,7 +86,7 @@ def build(routes: Sequence[BaseRoute], title: str, version: str, deployment: Dep
     ]
     models: set[type[BaseModel]] = {Problem}
     for _, op in documented_routes:
-        models |= {op.response} | ({op.body} if op.body else set())
+        models |= {op.response, *op.other.values()} | ({op.body} if op.body else set())
     keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (model, "validation" if _is_body(model, documented_routes) else "serialization") for model in models
     ]
@@ -151,6 +152,10 @@ def _operation(route: Route, op: Operation, refs: dict[Any, Any]) -> dict[str, A
         str(status): {"description": "success", "content": content(op.response, "serialization")}
         | ({"links": links} if links else {})
         for status in (op.status, *op.also)
+    }
+    responses |= {
+        str(status): {"description": "success", "content": content(model, "serialization")}
+        for status, model in op.other.items()
     }
     responses["default"] = problem
     scope = getattr(route.endpoint, "required_scope", None)

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store import migrate as schema
+from gateway.store.backfills import Backfills
 from gateway.store.db import Pool, create_engine
 from gateway.store.erasures import ErasureRecords
 from gateway.store.events import Events
@@ -33,6 +34,7 @@ class Store:
         self.observations = Observations(engine)
         self.runs = Runs(engine)
         self.events = Events(engine)
+        self.backfills = Backfills(engine)
         self.sessions = AdminSessions(engine)
         self.snapshots = Snapshots(engine)
         self.erasures = ErasureRecords(engine, self.ledger)

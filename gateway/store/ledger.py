@@ -49,6 +49,14 @@ class SubjectErased(GatewayError):
         self.subject_id = subject_id
 
 
+def repair(state: SubjectState, providers: Collection[str], now: datetime, note: str) -> Entry:
+    """The ledger entry (source ``repair``) that pushes the subject's state to ``providers`` again,
+    whatever they acknowledged, changing nothing."""
+    held = {purpose: record.state for purpose, record in state.purposes.items()}
+    decision = own_decision(state.subject_id, held, now, "repair", note)
+    return Entry(str(uuid.uuid4()), decision, [], {}, superseded=[], force=frozenset(providers))
+
+
 class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -138,10 +146,7 @@ class Ledger:
                 return None
             if state.erased_at is not None:
                 raise SubjectErased(subject_id, "nothing is pushed for it any more but its removal")
-            held = {purpose: record.state for purpose, record in state.purposes.items()}
-            decision = own_decision(subject_id, held, now, "repair", note)
-            entry = Entry(str(uuid.uuid4()), decision, [], {}, superseded=[], force=frozenset(providers))
-            return await self.append(conn, entry, state, state, adapters, now)
+            return await self.append(conn, repair(state, providers, now, note), state, state, adapters, now)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -282,3 +282,37 @@ admin_sessions = Table(
     _timestamp("expires_at"),
     Index("ix_admin_sessions_expiry", "expires_at"),
 )
+
+UNFINISHED = ("queued", "running")  # a backfill of a provider asked for again meanwhile joins it
+
+backfills = Table(
+    "backfills",  # every subject's state pushed to one provider again, chunk by chunk, resumable
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("provider", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # queued | running | done | failed
+    Column("cursor", String(200)),  # the last subject id enqueued: a resumed backfill goes on after it
+    Column("counts", JSON, nullable=False),  # subjects (when it started), enqueued, nothing (mapped nothing there)
+    Column("error", Text),
+    _timestamp("created_at"),
+    _timestamp("started_at", nullable=True),
+    _timestamp("finished_at", nullable=True),
+    _timestamp("lease_until", nullable=True),
+    Column("lease_owner", String(36)),  # the driver holding it: it alone enqueues, the others wait for the lease
+    Index(
+        "ux_backfills_unfinished",
+        "provider",
+        unique=True,
+        sqlite_where=Column("status").in_(UNFINISHED),
+        postgresql_where=Column("status").in_(UNFINISHED),
+    ),
+)
+
+backfill_items = Table(
+    "backfill_items",  # the delivery each subject of a backfill rides on: its outcome is the receipt's
+    metadata,
+    Column("backfill_id", String(36), ForeignKey("backfills.id"), primary_key=True),
+    Column("subject_id", String(200), primary_key=True),
+    Column("delivery_id", String(36), ForeignKey("deliveries.id"), nullable=False),
+    Index("ix_backfill_items_delivery", "delivery_id"),
+)

@@ -25,7 +25,8 @@ from tests.fakes import fake_adapter
 ONLY = {scope: f"only-{scope}-token-abcdefgh" for scope in SCOPES}  # a token holding just that scope
 LIMITED = "limited-token-abcdefgh"
 IMPORTER = "importer-token-abcdefgh"
-PATH_VALUES = {name: str(uuid.uuid4()) for name in ("decision_id", "delivery_id", "run_id", "erasure_id")}
+IDS = ("decision_id", "delivery_id", "run_id", "erasure_id", "backfill_id")
+PATH_VALUES = {name: str(uuid.uuid4()) for name in IDS}
 
 
 def settings(database_url: str) -> Settings:

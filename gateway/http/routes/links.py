@@ -38,6 +38,10 @@ def run_links(at: str) -> dict[str, Link]:
     return {"GetRun": Link("get_run", {"run_id": f"{at}/id"})}
 
 
+def backfill_links(at: str) -> dict[str, Link]:
+    return {"GetBackfill": Link("get_backfill", {"backfill_id": f"{at}/id"})}
+
+
 def erasure_links(at: str) -> dict[str, Link]:
     return {
         "GetErasure": Link("get_erasure", {"erasure_id": f"{at}/id"}),
