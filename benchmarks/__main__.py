@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import backfill, batch, delivery, fanout, ingest, reconciliation, workers
+from benchmarks import backfill, batch, delivery, events, fanout, ingest, reconciliation, workers
 from benchmarks.common import DEFAULT_POSTGRES, Bench, Database, start_simulators, unreachable
 from benchmarks.load import GENERATORS, describe, generator_name
 from gateway.redaction import configure_logging
@@ -37,6 +37,7 @@ PARTS: dict[str, Part] = {
     "workers": workers.run,
     "reconciliation": reconciliation.run,
     "backfill": backfill.run,
+    "events": events.run,
 }
 COMPARED = {"ingest": "rps", "batch": "decisions_per_s", "delivery": "per_s"}  # postgresql / sqlite
 
@@ -66,6 +67,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     scale.add_argument("--workers-concurrency", type=int, default=8, help="workers: per provider and worker")
     scale.add_argument("--view-subjects", type=int, default=10_000, help="reconciliation: subjects in the view")
     scale.add_argument("--read-subjects", type=int, default=500, help="reconciliation: subjects read back")
+    scale.add_argument("--events-subjects", type=int, default=100, help="events: opt-outs made at Wix, one at a time")
     scale.add_argument("--backfill-subjects", type=int, default=10_000, help="backfill: subjects sent to Wix")
     scale.add_argument("--backfill-seconds", type=float, default=60.0, help="backfill: stop measuring after")
     args = parser.parse_args(argv)

@@ -9,6 +9,7 @@ API, so a figure errs against the gateway by up to that much).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from statistics import median
@@ -105,8 +106,6 @@ async def revoke(api: httpx.AsyncClient, at_wix: httpx.AsyncClient, subject: str
 
 
 async def _pause() -> None:
-    import asyncio
-
     await asyncio.sleep(0.02)
 
 
@@ -115,6 +114,7 @@ def figures(times: list[float]) -> dict[str, Any]:
         "p50_ms": round(median(times), 1),
         "p99_ms": round(percentile(times, 0.99), 1),
         "max_ms": round(max(times), 1),
+        "slowest": times.index(max(times)),  # which opt-out, in order (0: the first, on cold connections)
         "events": len(times),
         "latency_ms": LATENCY_MS,
         "targets": TARGETS,

@@ -37,6 +37,8 @@ TINY = [
     "50",
     "--read-subjects",
     "20",
+    "--events-subjects",
+    "3",
     "--backfill-subjects",
     "4",
     "--backfill-seconds",
@@ -48,6 +50,7 @@ FIGURES = {
     "fanout": ("p50_ms", "p99_ms", "p50_ratio", "p99_ratio", "sequential_ratio", "limit_ms", "chains", "targets"),
     "delivery": ("per_s", "ratio", "limit_per_s", "flow_lengths", "targets"),
     "reconciliation": ("view", "readback", "targets"),
+    "events": ("p50_ms", "p99_ms", "max_ms", "events", "targets"),
     "backfill": ("wall_s", "wix_requests", "items_per_request", "items_per_min", "bulk_size", "ratio", "targets"),
 }
 
