@@ -85,10 +85,11 @@ def _print_preview(preview: BackfillPreview) -> None:
 
 
 def _print_receipt(done: BackfillOut) -> None:
-    outcomes = table("outcome", "subjects", title=f"backfill {done.id} of {done.provider}: {done.status.value}")
+    outcomes = table("outcome", "subjects", title=f"backfill of {done.provider}: {done.status.value}")
     for outcome, count in sorted(done.outcomes.items()):
         outcomes.add_row(outcome, str(count))
     Console().print(outcomes)
+    Console().print(f"backfill id: {done.id}")
     if done.failures:
         dead = done.outcomes.get("dead", 0)
         failed = table("subject", "status", "reason", title=f"failed: the first {len(done.failures)} of {dead}")
