@@ -89,7 +89,7 @@ def test_every_operation_with_valid_and_invalid_data(schema: Any) -> None:
     ]
     print({f"{label} {mode}": dict(counts) for (label, mode), counts in statuses.items()})  # shown with -s
     assert not failures, "\n\n".join(failures)
-    assert len(operations) == 20
+    assert len(operations) == 22
     assert sum(sum(counts.values()) for counts in statuses.values()) >= 1000
     recorded = statuses[("POST /v1/consents", "positive")]
     assert recorded[202] + recorded[200] >= EXAMPLES // 5, recorded  # generated decisions reach the record path
