@@ -100,10 +100,11 @@ class Together:
 
 @dataclass(eq=False)
 class Job:
-    """One claimed delivery under way: its lease's heartbeat, its journal, and what the provider holds."""
+    """One claimed delivery under way: its journal, what the provider holds, and its group's claims still
+    under way (the group's heartbeat renews those leases; a delivery leaves it when it ends)."""
 
     claim: Claim
-    beat: asyncio.Task[None]
+    live: set[Claim]
     journal: Journal = field(default_factory=Journal)
     held: Held = field(default_factory=Held)
 
@@ -272,28 +273,31 @@ class Worker:
             await asyncio.gather(*list(self._tasks))
 
     async def _deliver_leased(self, lane: Lane, claims: Sequence[Claim]) -> None:
-        jobs = [Job(claim, asyncio.create_task(self._keep_leased(claim))) for claim in claims]
+        live = set(claims)
+        heartbeat = asyncio.create_task(self._keep_leased(live))
         try:
-            await self._deliver(lane, jobs)
+            await self._deliver(lane, [Job(claim, live) for claim in claims])
         finally:
-            for job in jobs:
-                job.beat.cancel()
+            heartbeat.cancel()
             lane.active -= 1
             self.wake()
             async with self._changed:
                 self._changed.notify_all()
 
-    async def _keep_leased(self, claim: Claim) -> None:
-        """Renew the lease every third of its length while the delivery runs."""
+    async def _keep_leased(self, live: set[Claim]) -> None:
+        """Renew the leases of the claims still under way every third of the lease's length, in one
+        statement for a whole group; a lapsed one is no longer renewed."""
         lease_s = self.settings.worker.lease_s
-        while True:
+        while live:
             await self.beat(lease_s / 3)
             try:
-                if not await self.store.outbox.renew(claim, self.clock(), lease_s):
-                    log.warning("lease_lapsed", provider=claim.provider, delivery=claim.id, subject=claim.subject_id)
-                    return  # the outcome will not count: the pair is queued again when it is recorded
+                held = await self.store.outbox.renew_all(list(live), self.clock(), lease_s)
             except Exception:  # the next beat tries again; the lease is long enough for one miss
-                log.exception("lease_renewal_failed", delivery=claim.id)
+                log.exception("lease_renewal_failed", deliveries=sorted(claim.id for claim in live))
+                continue
+            for claim in [claim for claim in live if claim.id not in held]:  # one ended meanwhile left `live`
+                log.warning("lease_lapsed", provider=claim.provider, delivery=claim.id, subject=claim.subject_id)
+                live.discard(claim)  # the outcome will not count: the pair is queued again when it is recorded
 
     # -- delivering ----------------------------------------------------------------------
 
@@ -379,7 +383,7 @@ class Worker:
         return TransientError(provider, f"internal error: {type(error).__name__} (see the worker log)")
 
     async def _end(self, job: Job, result: Ack | ProviderError | None) -> None:
-        """Record how one delivery ended (None: skipped) and stop renewing its lease. A store failing the
+        """Record how one delivery ended (None: skipped); its lease is no longer renewed. A store failing the
         record leaves the row leased: it is claimed again when the lease runs out."""
         try:
             outcome, ack = self._outcome(job, result)
@@ -387,7 +391,7 @@ class Worker:
         except Exception:
             log.exception("delivery_not_recorded", provider=job.claim.provider, subject=job.claim.subject_id)
         finally:
-            job.beat.cancel()
+            job.live.discard(job.claim)
 
     def _outcome(self, job: Job, result: Ack | ProviderError | None) -> tuple[Outcome, Ack | None]:
         claim, journal = job.claim, job.journal
