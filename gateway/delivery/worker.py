@@ -124,7 +124,7 @@ class Lane:
         self.bulk = adapter if isinstance(adapter, Bulk) else None
         self.budget = budget
         self.limit = settings.concurrency
-        self.active = 0  # deliveries under way (a Bulk lane: claimed groups of them)
+        self.active = 0  # deliveries under way
         self.slots = asyncio.Semaphore(settings.concurrency)  # requests in flight: pushes and reads together
         self.client = httpx.AsyncClient(
             base_url=settings.base_url,
@@ -258,9 +258,10 @@ class Worker:
                 self._report(claim, Outcome(DeliveryStatus.dead, error=ABANDONED, exhausted=True))
             claims = [claim for claim in claims if not claim.abandoned]
             # One per subject × provider pair: the claim never leases two. A Bulk lane delivers its claims
-            # as one group (one request slot per bulk request); any other, each claim on its own.
+            # as one group (one request slot per bulk request); any other, each claim on its own. Each
+            # counts as under way until it ends, so a lane claims again only once its deliveries drain.
+            lane.active += len(claims)
             for group in [claims] if lane.bulk and claims else [[claim] for claim in claims]:
-                lane.active += 1
                 task = asyncio.create_task(self._deliver_leased(lane, group))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -279,7 +280,7 @@ class Worker:
             await self._deliver(lane, [Job(claim, live) for claim in claims])
         finally:
             heartbeat.cancel()
-            lane.active -= 1
+            lane.active -= len(live)  # any that never ended (each that did, counted itself out)
             self.wake()
             async with self._changed:
                 self._changed.notify_all()
@@ -392,6 +393,7 @@ class Worker:
             log.exception("delivery_not_recorded", provider=job.claim.provider, subject=job.claim.subject_id)
         finally:
             job.live.discard(job.claim)
+            self.lanes[job.claim.provider].active -= 1
 
     def _outcome(self, job: Job, result: Ack | ProviderError | None) -> tuple[Outcome, Ack | None]:
         claim, journal = job.claim, job.journal
