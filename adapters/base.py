@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar, cast
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from adapters.errors import GatewayError, PermanentError, TransientError
+from adapters.errors import GatewayError, PermanentError, ProviderError, TransientError
 from schemas.consent import PurposeRecord, PurposeState, SubjectState
 
 Projection = dict[str, Any]
@@ -30,6 +30,7 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 DriftPolicy = Literal["newest_wins", "gateway_wins", "report_only"]
 EXPECTED = "consent_gateway.expected_statuses"  # request extension: see json_request
 WRITES = "consent_gateway.writes"  # request extension: see json_request
+ITEM_WRITES = "consent_gateway.item_writes"  # request extension: see json_request
 
 Write = tuple[PurposeState, datetime]
 """What a push request sets for one provider term: the state, and the provider time it carries."""
@@ -45,6 +46,8 @@ class Ack(BaseModel):
 
 
 Flow = Generator[httpx.Request, httpx.Response, Ack]
+BulkFlow = Generator[httpx.Request, httpx.Response, list[Ack | ProviderError]]
+"""Pushes several subjects at once; answers each subject's own Ack or error, in input order."""
 
 
 class Observation(BaseModel):
@@ -192,6 +195,31 @@ class Observable(ABC):
         """A sans-IO flow reading what the provider holds for these subjects (≤ ``read_batch``)."""
 
 
+class Bulk(ABC):
+    """Mixed into an adapter whose provider takes several subjects' first syncs in one request (Wix's
+    bulk upsert): a backlog of new subjects then costs a request per ``bulk_size`` items, not several
+    per subject. Only first syncs go in bulk: a consent already known there keeps the adapter's own
+    ``push`` (Wix: PATCH at the revision read), so a change someone made there is never overwritten blind."""
+
+    @property
+    @abstractmethod
+    def bulk_size(self) -> int:
+        """The most items one bulk request carries (a provider setting: the maximum may be undocumented)."""
+
+    @abstractmethod
+    def first_sync(self, state: SubjectState, previous: Projection, memo: Mapping[str, Any]) -> bool:
+        """Whether this push is a first sync ``push_many`` may send: nothing acknowledged, no provider
+        ids remembered, no former address to withdraw."""
+
+    @abstractmethod
+    def push_many(self, states: Sequence[SubjectState]) -> BulkFlow:
+        """First syncs of several subjects, answering each its own ``Ack`` or error in input order: a
+        LocalValidationError for a body our rules refuse, a PermanentError for an item the provider
+        refused, a TransientError for one worth retrying. One subject's failure never stops another's.
+        Each request names what it sets per subject (``json_request(item_writes=…)``); a request that
+        failed whole after the worker's retries is thrown into the flow at its ``yield`` (see ``drive``)."""
+
+
 class ProviderEvent(BaseModel):
     """One verified change a provider announced for one term, in the adapter's ``project()`` terms, so
     it goes through the same rules as a read-back's Observation of that term."""
@@ -262,6 +290,7 @@ def json_request(
     *,
     expect: Collection[int] = (),
     writes: Mapping[str, Write] | None = None,
+    item_writes: Mapping[int, Mapping[str, Write]] | None = None,
 ) -> httpx.Request:
     """A request relative to the provider's base URL (the dispatcher's client resolves it).
 
@@ -269,12 +298,15 @@ def json_request(
     lookup), so the dispatcher records them as successful attempts, not as failures.
     ``writes``: what a push request sets, per provider term: the worker keeps it as the gateway's
     own writes (provenance), so a read-back never takes them for a person's change.
+    ``item_writes``: the same for a request carrying several subjects (``Bulk.push_many``), per index
+    of the subject in the flow's input, so each write lands in that subject's own delivery.
     """
     content = None if body is None else json.dumps(body, separators=(",", ":"))
     headers = {"content-type": "application/json"} if content is not None else {}
     request = httpx.Request(method, path, params=params, content=content, headers=headers)
     request.extensions[EXPECTED] = frozenset(expect)
     request.extensions[WRITES] = dict(writes or {})
+    request.extensions[ITEM_WRITES] = {index: dict(sets) for index, sets in (item_writes or {}).items()}
     return request
 
 
@@ -286,6 +318,11 @@ def expected(request: httpx.Request) -> frozenset[int]:
 def writes_of(request: httpx.Request) -> dict[str, Write]:
     """What a push request sets at the provider (see ``json_request``)."""
     return cast(dict[str, Write], request.extensions.get(WRITES, {}))
+
+
+def item_writes_of(request: httpx.Request) -> dict[int, dict[str, Write]]:
+    """What a request carrying several subjects sets for each, by the subject's index (see ``json_request``)."""
+    return cast(dict[int, dict[str, Write]], request.extensions.get(ITEM_WRITES, {}))
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
@@ -300,11 +337,19 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
 async def drive(
     flow: Generator[httpx.Request, httpx.Response, T], send: Callable[[httpx.Request], Awaitable[httpx.Response]]
 ) -> T:
-    """Run a flow (a push or a read) to its result, sending each request it yields."""
+    """Run a flow (a push or a read) to its result, sending each request it yields.
+
+    A request that fails with a ProviderError is thrown into the flow at its ``yield``: a flow that can
+    go on without that answer (a bulk flow's other chunks) catches it; any other lets it pass on."""
     try:
         request = next(flow)
         while True:
-            request = flow.send(await send(request))
+            try:
+                response = await send(request)
+            except ProviderError as error:
+                request = flow.throw(error)
+                continue
+            request = flow.send(response)
     except StopIteration as done:
         return cast(T, done.value)
 

@@ -8,6 +8,9 @@ channel whose projection changed:
   ``revision`` and PATCH once more; 404 (deleted at Wix) → as on a first sync;
 - first sync → GET ``get-by`` the address; found → PATCH as above; 404 → Upsert.
 
+First syncs of several subjects together go as one bulk upsert instead (``push_many``): an item per
+channel, ``bulk_size`` items a request, each item's result mapped back by its ``originalIndex``.
+
 Create is never used: it "always sets CONFIRMED", and a second Create for one address fails.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections import defaultdict
 from collections.abc import Collection, Generator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, TypeVar
@@ -29,6 +33,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from adapters.base import (
     Ack,
     Adapter,
+    Bulk,
+    BulkFlow,
     EventSource,
     Flow,
     Observable,
@@ -44,13 +50,16 @@ from adapters.base import (
     json_request,
     validation_reason,
 )
-from adapters.errors import LocalValidationError, PermanentError, TransientError
+from adapters.errors import LocalValidationError, PermanentError, ProviderError, TransientError
 from adapters.registry import Provider
 from schemas.consent import PurposeState, SubjectState, most_restrictive
 from schemas.wix import (
     CONSENT_ENTITY,
     EVENT_SLUGS,
     MAX_PAGE,
+    BulkUpsertRequest,
+    BulkUpsertResponse,
+    BulkUpsertResult,
     ConsentEvent,
     ConsentState,
     ErrorBody,
@@ -70,6 +79,7 @@ from schemas.wix import (
 )
 
 CONSENTS: Final = "/marketing-consent/v1/marketing-consent"
+BULK_UPSERT: Final = "/marketing-consent/v1/bulk/marketing-consent/upsert"
 
 WIX_STATE: Final = {
     PurposeState.granted: ConsentState.CONFIRMED,
@@ -102,6 +112,8 @@ NOT_FOUND: Final = frozenset({404})  # no consent for that address or id (yet): 
 WITHDRAWN: Final = "withdrawn"  # memo: the subject's former addresses whose consent was revoked
 WEBHOOK_LEEWAY_S: Final = 60  # a webhook token this long past its exp is still Wix's (clocks differ)
 STALE: Final = 409  # "entity has already changed since the requested revision": the flow re-reads
+TRANSIENT_CODES: Final = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "ABORTED"})
+"""Application error codes of a bulk item worth retrying (Wix's 429 and 5xx counterparts)."""
 
 Model = TypeVar("Model", bound=BaseModel)
 Step = Generator[httpx.Request, httpx.Response, StoredConsent]
@@ -136,6 +148,10 @@ class WixSettings(ProviderSettings):
             raise ValueError("must be an RSA public key in PEM form (Wix signs webhooks with RS256)")
         return value
 
+    bulk_size: int = Field(
+        default=100, ge=1, le=1000, description="items per bulk upsert (first syncs); Wix documents no maximum"
+    )
+
     @field_validator("purposes")
     @classmethod
     def _wix_channels(cls, value: dict[str, str]) -> dict[str, str]:
@@ -158,7 +174,7 @@ class WixAuth(httpx.Auth):
         yield request
 
 
-class WixAdapter(Adapter, Observable, EventSource):
+class WixAdapter(Adapter, Observable, Bulk, EventSource):
     name: ClassVar[str] = "wix"
     Settings: ClassVar[type[ProviderSettings]] = WixSettings
     volatile: ClassVar[tuple[str, ...]] = ("updatedDate",)
@@ -200,10 +216,7 @@ class WixAdapter(Adapter, Observable, EventSource):
         """Each channel whose consent changed, then the consent of every address the subject left
         (revoked once: an address it no longer has must not keep its opt-in)."""
         desired = self.project(state)
-        changed = [channel for channel, target in desired.items() if previous.get(channel) != target]
-        # Every body is built and checked before the first request, so a rule broken on
-        # one channel leaves the other untouched too.
-        bodies = {channel: self._upsert_body(state, channel, desired[channel]) for channel in changed}
+        bodies = self._bodies(state, desired, previous)
         done = set(memo.get(WITHDRAWN, ())) - {
             target.get("email") or target.get("phone") for target in desired.values()
         }
@@ -211,7 +224,7 @@ class WixAdapter(Adapter, Observable, EventSource):
         remembered = dict(memo)
         for channel, body in bodies.items():
             consent = yield from self._sync(body, self._known(channel, desired, previous, memo), _writes(body))
-            remembered[channel] = {"id": consent.id, "revision": consent.revision}
+            remembered[channel] = _remembered(consent)
         for key, body in withdrawals.items():
             revoked = yield json_request("POST", f"{CONSENTS}/remove", body, expect=NOT_FOUND)
             if revoked.status_code not in NOT_FOUND:
@@ -220,6 +233,85 @@ class WixAdapter(Adapter, Observable, EventSource):
         if done:
             remembered[WITHDRAWN] = sorted(done)
         return Ack(acknowledged=desired, memo=remembered)
+
+    def _bodies(self, state: SubjectState, desired: Projection, previous: Projection) -> dict[str, dict[str, Any]]:
+        """The upsert body of each channel whose consent changed. Every body is built and checked before
+        the first request, so a rule broken on one channel leaves the other untouched too."""
+        return {
+            channel: self._upsert_body(state, channel, target)
+            for channel, target in desired.items()
+            if previous.get(channel) != target
+        }
+
+    @property
+    def bulk_size(self) -> int:
+        return self.settings.bulk_size
+
+    def first_sync(self, state: SubjectState, previous: Projection, memo: Mapping[str, Any]) -> bool:
+        """Nothing acknowledged, no consent id remembered, no former address to withdraw: the single push
+        would look each address up and PATCH or upsert it, and a bulk upsert by address sets the same."""
+        known = any(isinstance(memo.get(channel), Mapping) for channel in self.addressed())
+        return not previous and not known and not any(state.former.values())
+
+    def push_many(self, states: Sequence[SubjectState]) -> BulkFlow:
+        """Each subject's channels as bulk upsert items, ``bulk_size`` a request. A subject is acknowledged
+        when all its items are, else it fails with its first item's error: its delivery is retried alone,
+        by the single push (lookup, then PATCH at the revision), which is idempotent."""
+        items: list[tuple[int, dict[str, Any]]] = []
+        failed: dict[int, ProviderError] = {}
+        for index, state in enumerate(states):
+            try:
+                items += [(index, body) for body in self._bodies(state, self.project(state), {}).values()]
+            except LocalValidationError as error:
+                failed[index] = error
+        stored: dict[int, dict[str, Any]] = defaultdict(dict)
+        for start in range(0, len(items), self.bulk_size):
+            chunk = items[start : start + self.bulk_size]
+            results = yield from self._bulk_upsert(chunk)
+            for (index, body), result in zip(chunk, results, strict=True):
+                if isinstance(result, ProviderError):
+                    failed.setdefault(index, result)
+                else:
+                    stored[index][body["marketingConsent"]["details"]["type"]] = _remembered(result)
+        return [
+            failed[index] if index in failed else Ack(acknowledged=self.project(state), memo=stored[index])
+            for index, state in enumerate(states)
+        ]
+
+    def _bulk_upsert(
+        self, chunk: Sequence[tuple[int, dict[str, Any]]]
+    ) -> Generator[httpx.Request, httpx.Response, list[StoredConsent | ProviderError]]:
+        """One bulk request: each item's consent or error, by its ``originalIndex``. A call failed or
+        refused whole says nothing of any one item: each gets a TransientError, so it is retried alone."""
+        writes: dict[int, dict[str, Write]] = defaultdict(dict)
+        for index, body in chunk:
+            writes[index] |= _writes(body)
+        info = [body["marketingConsent"] for _, body in chunk]
+        request = json_request("POST", BULK_UPSERT, self._body(BulkUpsertRequest, {"info": info}), item_writes=writes)
+        try:
+            answer = self._read((yield request), BulkUpsertResponse)
+        except ProviderError as error:
+            whole = TransientError(self.name, f"the bulk upsert failed whole: {error.message}", error.status_code)
+            return [error if isinstance(error, TransientError) else whole] * len(chunk)
+        results = {result.originalIndex: result for result in answer.results}
+        return [self._item(results.get(position)) for position in range(len(chunk))]
+
+    def _item(self, result: BulkUpsertResult | None) -> StoredConsent | ProviderError:
+        """One bulk item's consent, or its error: a validation error or another application error is
+        permanent, a transient code or an error that names no code (nothing says a retry cannot help) is not."""
+        if result is None:
+            return TransientError(self.name, "the bulk upsert answered nothing for this item")
+        if result.error is None and result.marketingConsent is not None:
+            return result.marketingConsent
+        error = result.error or ErrorBody()
+        text = _error_text(error) or "the bulk upsert failed this item and gave no reason"
+        details = error.details
+        if details is not None and details.validationError is not None:
+            return PermanentError(self.name, text)
+        code = details.applicationError.code if details is not None and details.applicationError else None
+        if code is None or code in TRANSIENT_CODES:
+            return TransientError(self.name, text)
+        return PermanentError(self.name, text)
 
     def _withdrawals(self, state: SubjectState) -> dict[str, dict[str, Any]]:
         """A revoke for each former address of a mapped channel, dated when the subject left it."""
@@ -360,17 +452,7 @@ class WixAdapter(Adapter, Observable, EventSource):
             error = received(ErrorBody, json_body(response))
         except ValidationError:
             return super().error_text(response)
-        parts = [error.message]
-        details = error.details
-        if details is not None and details.applicationError is not None:
-            application = details.applicationError
-            parts.append(": ".join(part for part in (application.code, application.description) if part))
-        if details is not None and details.validationError is not None:
-            parts.extend(
-                f"{violation.field}: {violation.description or violation.violatedRule}"
-                for violation in details.validationError.fieldViolations
-            )
-        return "; ".join(part for part in parts if part)[:500] or super().error_text(response)
+        return _error_text(error) or super().error_text(response)
 
     def _upsert_body(self, state: SubjectState, term: str, target: Mapping[str, Any]) -> dict[str, Any]:
         channel = IdentifierType(term)
@@ -481,6 +563,26 @@ def _changed_at(consent: StoredConsent) -> datetime:
     activity = consent.lastRevokeActivity if consent.state is ConsentState.REVOKED else consent.lastConfirmationActivity
     moment = (activity.updatedDate if activity else None) or consent.updatedDate or consent.createdDate
     return (moment or datetime.min.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _error_text(error: ErrorBody) -> str:
+    """Wix's ``message`` plus its ``details``: the application error, or each field violation."""
+    parts = [error.message]
+    details = error.details
+    if details is not None and details.applicationError is not None:
+        application = details.applicationError
+        parts.append(": ".join(part for part in (application.code, application.description) if part))
+    if details is not None and details.validationError is not None:
+        parts.extend(
+            f"{violation.field}: {violation.description or violation.violatedRule}"
+            for violation in details.validationError.fieldViolations
+        )
+    return "; ".join(part for part in parts if part)[:500]
+
+
+def _remembered(consent: StoredConsent) -> dict[str, str]:
+    """What the next push needs of a consent: its id, and the revision to PATCH at."""
+    return {"id": consent.id, "revision": consent.revision}
 
 
 def _writes(body: Mapping[str, Any]) -> dict[str, Write]:

@@ -389,6 +389,40 @@ class ErrorBody(Received):
     details: ErrorDetails | None = None
 
 
+class BulkUpsertRequest(Sent):
+    """POST ``/bulk/marketing-consent/upsert``: ``{"info": [MarketingConsent, …]}``, each item upserted by
+    the single Upsert's rules (PROVIDERS.md §7). The maximum items per call is undocumented: a setting."""
+
+    info: list[MarketingConsent] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _required(self) -> BulkUpsertRequest:
+        for consent in self.info:
+            _state_given(consent)
+        return self
+
+
+class BulkUpsertResult(Received):
+    """One item's result: the consent as stored, or the error that item alone failed with."""
+
+    originalIndex: int = Field(ge=0)
+    marketingConsent: StoredConsent | None = None
+    error: ErrorBody | None = None
+    link: Link | None = None
+
+
+class BulkMetadata(Received):
+    totalSuccess: int | None = None
+    totalFailure: int | None = None
+
+
+class BulkUpsertResponse(Received):
+    """``{results: [{originalIndex, marketingConsent | error, link}], metadata: {totalSuccess, totalFailure}}``."""
+
+    results: list[BulkUpsertResult] = Field(default_factory=list)
+    metadata: BulkMetadata | None = None
+
+
 # -- webhooks ------------------------------------------------------------------------------
 # https://dev.wix.com/docs/rest/articles/get-started/webhook-structure: the request body is a JWT
 # (RS256, signed with the app's key) whose ``data`` claim is a JSON string of WebhookData; its

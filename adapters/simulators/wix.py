@@ -10,7 +10,12 @@ Auth: ``Authorization: <API key>`` (no scheme word) plus ``wix-site-id``, or
 ``Authorization: <scheme> <token>``.
 Validation errors → 400 ``{message, details.validationError.fieldViolations[]}``; application errors (401,
 404, 409) → ``{message, details.applicationError{code, description}}``; injected 5xx have an empty body, as
-Wix system errors do. No provider-specific ``/_faults`` controls. The rules themselves live in `wix_rules`.
+Wix system errors do. The rules themselves live in `wix_rules`.
+
+Extra ``POST /_faults`` control: ``{"refused_addresses": ["email or phone", ...]}`` replaces the addresses
+whose upsert (single, or one bulk item) is refused with a 400 field violation, as Wix refuses an address its
+own checks reject: one bulk item fails while the others land, whatever the client's own checks said. The
+answer echoes ``refused_addresses``.
 
 Webhooks (``create_app(webhooks=Webhooks(url=…))`` or ``events_url=``; see `wix_webhooks`): every change
 is announced as Wix does: a create (or an upsert creating) → created; a write that changes the consent
@@ -48,6 +53,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -101,6 +107,12 @@ def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class _Controls(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    refused_addresses: list[str] | None = None
+
+
 class _Wix:
     """State and handlers of one Wix simulator."""
 
@@ -112,22 +124,24 @@ class _Wix:
         self.consents: dict[str, dict[str, Any]] = {}
         self.by_identifier: dict[tuple[str, str], str] = {}
         self.events = None if webhooks is None else Sender(webhooks, clock)
+        self.refused: set[str] = set()  # addresses (lower case) whose upsert is refused: a fault
         self.sim = Simulator(
             faults=faults,
             error_body=_error_body,
             state=self.state,
             reset=self.reset,
             authenticate=self.authenticate,
+            controls=self.control,
         )
 
     def state(self) -> dict[str, Any]:
-        if self.events is None:
-            return {"consents": self.consents}
-        return {"consents": self.consents, "webhooks": self.events.view()}
+        shown = {"consents": self.consents, "refused_addresses": sorted(self.refused)}
+        return shown if self.events is None else shown | {"webhooks": self.events.view()}
 
     def reset(self) -> None:
         self.consents.clear()
         self.by_identifier.clear()
+        self.refused.clear()
         if self.events is not None:
             self.events.reset()
 
@@ -135,6 +149,12 @@ class _Wix:
         """Queue a webhook about a change (nothing without webhooks)."""
         if self.events is not None:
             self.events.emit(slug, entity, _iso(self.clock()), anonymized=anonymized)
+
+    def control(self, extra: dict[str, Any]) -> dict[str, Any]:
+        controls = _Controls.model_validate(extra)
+        if controls.refused_addresses is not None:
+            self.refused = {address.lower() for address in controls.refused_addresses}
+        return {"refused_addresses": sorted(self.refused)}
 
     def authenticate(self, request: Request) -> None:
         auth = authorization(request)
@@ -250,6 +270,11 @@ class _Wix:
         if "state" not in consent:
             out.add("marketingConsent.state", "is required", "REQUIRED_FIELD")
         out.raise_any()
+        kind, address = identifier(consent["details"])
+        if address in self.refused:
+            field = f"marketingConsent.details.{kind.lower()}"
+            out.add(field, "is refused for this site (simulated fault)", "OTHER", "REFUSED_ADDRESS")
+            out.raise_any()
         existing = self.find_by(consent["details"])
         if existing is None:
             check_rules(consent, "marketingConsent.", out)

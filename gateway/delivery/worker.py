@@ -2,6 +2,10 @@
 
 Each provider is a lane with its own httpx client, connection pool and concurrency
 limit, claimed separately, so one slow or failing provider never delays another.
+
+A lane whose adapter is ``Bulk`` (Wix) claims up to ``bulk_size`` deliveries at once and pushes the
+first syncs among them in bulk flows (a request per ``bulk_size`` items), the others alone; every
+delivery still ends on its own: its attempts, retry ladder, dead letter and replay as if pushed alone.
 """
 
 from __future__ import annotations
@@ -11,26 +15,27 @@ import os
 import random
 import socket
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from adapters.base import Ack, Adapter, TooLarge, Write, drive, expected, sender, writes_of
-from adapters.errors import PermanentError, ProviderError, TransientError
+from adapters.base import Ack, Adapter, Bulk, TooLarge, Write, drive, expected, item_writes_of, sender, writes_of
+from adapters.errors import ProviderError, TransientError
 from gateway import __version__
 from gateway.clock import Clock, utcnow
 from gateway.config import RetrySettings, Settings
 from gateway.metrics import Metrics
 from gateway.redaction import mask_values, redact
 from gateway.store import Store
-from gateway.store.outbox import ABANDONED, Attempt, Claim, Outcome
+from gateway.store.outbox import ABANDONED, Attempt, Claim, Held, Outcome
 from gateway.store.ratelimit import Budget, Sleep
 from schemas.api import DeliveryStatus
+from schemas.consent import SubjectState
 
 USER_AGENT = f"consent-gateway/{__version__}"
 
@@ -53,6 +58,60 @@ class Journal:
         about the person (Intempt's error ``message`` can repeat the note the push carried)."""
         return mask_values(redact(str(error), adapter.secrets()), self.private)
 
+    def sending(self, request: httpx.Request) -> None:
+        """What a push request sets, written down before it is sent: an answer lost on the way may hide
+        that it landed."""
+        if writes := writes_of(request):
+            self.writes.append(writes)
+
+    def tried(self, request: httpx.Request, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+
+
+class Record(Protocol):
+    """Where a flow's requests are written down: one delivery's Journal, or those of a bulk flow."""
+
+    def text(self, adapter: Adapter, error: ProviderError) -> str: ...
+
+    def sending(self, request: httpx.Request) -> None: ...
+
+    def tried(self, request: httpx.Request, attempt: Attempt) -> None: ...
+
+
+@dataclass
+class Together:
+    """The journals of the deliveries one bulk flow pushes, by their index in its input: each request's
+    writes and attempt go to the deliveries it carries (``json_request(item_writes=…)``) and no other."""
+
+    members: Sequence[Journal]
+
+    def text(self, adapter: Adapter, error: ProviderError) -> str:
+        private = tuple(text for journal in self.members for text in journal.private)
+        return mask_values(redact(str(error), adapter.secrets()), private)
+
+    def sending(self, request: httpx.Request) -> None:
+        for index, writes in item_writes_of(request).items():
+            self.members[index].writes.append(writes)
+
+    def tried(self, request: httpx.Request, attempt: Attempt) -> None:
+        for index in item_writes_of(request):
+            self.members[index].attempts.append(attempt)
+
+
+@dataclass(eq=False)
+class Job:
+    """One claimed delivery under way: its journal, what the provider holds, and its group's claims still
+    under way (the group's heartbeat renews those leases; a delivery leaves it when it ends)."""
+
+    claim: Claim
+    live: set[Claim]
+    journal: Journal = field(default_factory=Journal)
+    held: Held = field(default_factory=Held)
+
+
+Ready = tuple[Job, SubjectState]
+"""A delivery with the subject's newest state, to push."""
+
 
 class Lane:
     """One provider: its adapter, its own client, concurrency limit and request budget."""
@@ -62,6 +121,7 @@ class Lane:
     ) -> None:
         settings = adapter.settings
         self.adapter = adapter
+        self.bulk = adapter if isinstance(adapter, Bulk) else None
         self.budget = budget
         self.limit = settings.concurrency
         self.active = 0  # deliveries under way
@@ -188,14 +248,21 @@ class Worker:
             if room <= 0:
                 continue
             claims = await self.store.outbox.claim(
-                name, room, self.clock(), self.settings.worker.lease_s, ladder_steps=len(self.settings.retry.ladder_s)
+                name,
+                lane.bulk.bulk_size if lane.bulk else room,
+                self.clock(),
+                self.settings.worker.lease_s,
+                ladder_steps=len(self.settings.retry.ladder_s),
             )
             for claim in [claim for claim in claims if claim.abandoned]:
                 self._report(claim, Outcome(DeliveryStatus.dead, error=ABANDONED, exhausted=True))
             claims = [claim for claim in claims if not claim.abandoned]
-            for claim in claims:  # one per subject × provider pair: the claim never leases two
-                lane.active += 1
-                task = asyncio.create_task(self._deliver_leased(lane, claim))
+            # One per subject × provider pair: the claim never leases two. A Bulk lane delivers its claims
+            # as one group (one request slot per bulk request); any other, each claim on its own. Each
+            # counts as under way until it ends, so a lane claims again only once its deliveries drain.
+            lane.active += len(claims)
+            for group in [claims] if lane.bulk and claims else [[claim] for claim in claims]:
+                task = asyncio.create_task(self._deliver_leased(lane, group))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             started += len(claims)
@@ -206,69 +273,142 @@ class Worker:
         while await self.dispatch() or self._tasks:
             await asyncio.gather(*list(self._tasks))
 
-    async def _deliver_leased(self, lane: Lane, claim: Claim) -> None:
-        heartbeat = asyncio.create_task(self._keep_leased(claim))
+    async def _deliver_leased(self, lane: Lane, claims: Sequence[Claim]) -> None:
+        live = set(claims)
+        heartbeat = asyncio.create_task(self._keep_leased(live))
         try:
-            await self.deliver(lane, claim)
-        except Exception:  # the row keeps its lease and is claimed again when it runs out
-            log.exception("delivery_not_recorded", provider=lane.adapter.name, subject=claim.subject_id)
+            await self._deliver(lane, [Job(claim, live) for claim in claims])
         finally:
             heartbeat.cancel()
-            lane.active -= 1
+            lane.active -= len(live)  # any that never ended (each that did, counted itself out)
             self.wake()
             async with self._changed:
                 self._changed.notify_all()
 
-    async def _keep_leased(self, claim: Claim) -> None:
-        """Renew the lease every third of its length while the delivery runs."""
+    async def _keep_leased(self, live: set[Claim]) -> None:
+        """Renew the leases of the claims still under way every third of the lease's length, in one
+        statement for a whole group; a lapsed one is no longer renewed."""
         lease_s = self.settings.worker.lease_s
-        while True:
+        while live:
             await self.beat(lease_s / 3)
             try:
-                if not await self.store.outbox.renew(claim, self.clock(), lease_s):
-                    log.warning("lease_lapsed", provider=claim.provider, delivery=claim.id, subject=claim.subject_id)
-                    return  # the outcome will not count: the pair is queued again when it is recorded
+                held = await self.store.outbox.renew_all(list(live), self.clock(), lease_s)
             except Exception:  # the next beat tries again; the lease is long enough for one miss
-                log.exception("lease_renewal_failed", delivery=claim.id)
+                log.exception("lease_renewal_failed", deliveries=sorted(claim.id for claim in live))
+                continue
+            for claim in [claim for claim in live if claim.id not in held]:  # one ended meanwhile left `live`
+                log.warning("lease_lapsed", provider=claim.provider, delivery=claim.id, subject=claim.subject_id)
+                live.discard(claim)  # the outcome will not count: the pair is queued again when it is recorded
 
     # -- delivering ----------------------------------------------------------------------
 
-    async def deliver(self, lane: Lane, claim: Claim) -> None:
-        """Push the subject's newest state (never a stale payload) and record the outcome.
+    async def _deliver(self, lane: Lane, jobs: Sequence[Job]) -> None:
+        """Push each subject's newest state (never a stale payload) and record each outcome: first syncs
+        together where the adapter can, every other delivery alone, concurrently."""
+        loaded = await asyncio.gather(*(self._load(lane.adapter, job) for job in jobs))
+        ready = [(job, state) for job, state in zip(jobs, loaded, strict=True) if state is not None]
+        together = self._together(lane.bulk, ready)
+        alone = [self._push_alone(lane, job, state) for job, state in ready if (job, state) not in together]
+        await asyncio.gather(self._push_together(lane, together), *alone)
 
-        A failure outside the provider call (an adapter bug, a store error reading the state)
-        is a step on the retry ladder like any transient one, so the delivery ends ``dead``
-        rather than coming back forever.
-        """
-        journal = Journal()
-        ack: Ack | None = None
+    async def _load(self, adapter: Adapter, job: Job) -> SubjectState | None:
+        """The subject's newest state, when there is something to push; else the delivery is ended here:
+        skipped when the provider holds it already, or a step on the retry ladder when reading failed (a
+        failure outside the provider call ends ``dead`` after the ladder rather than coming back forever)."""
+        claim, journal = job.claim, job.journal
         try:
-            outcome, ack = await self._attempt(lane, claim, journal)
+            state = await self.store.ledger.subject_state(claim.subject_id, addressed=bool(adapter.addressed()))
+            journal.private = state.private() if state else ()
+            job.held = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
+            journal.fence = job.held.fence
+            done = state is None or (state.erased_at is None and adapter.project(state) == job.held.acknowledged)
         except Exception as error:
-            log.exception("delivery_crashed", provider=claim.provider, delivery=claim.id)
-            crash = TransientError(claim.provider, f"internal error: {type(error).__name__} (see the worker log)")
-            outcome = self._reschedule(claim, crash, journal)
-        await self._finish(claim, outcome, journal, ack)
+            await self._end(job, self._crashed(claim.provider, error, delivery=claim.id))
+            return None
+        if done:
+            await self._end(job, None)
+            return None
+        return state
 
-    async def _attempt(self, lane: Lane, claim: Claim, journal: Journal) -> tuple[Outcome, Ack | None]:
-        adapter, attempts = lane.adapter, journal.attempts
-        state = await self.store.ledger.subject_state(claim.subject_id, addressed=bool(adapter.addressed()))
-        journal.private = state.private() if state else ()
-        held = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
-        journal.fence = held.fence
-        if state is None or (state.erased_at is None and adapter.project(state) == held.acknowledged):
-            return Outcome(DeliveryStatus.skipped), None
+    def _together(self, bulk: Bulk | None, ready: Sequence[Ready]) -> list[Ready]:
+        """The first syncs to push in bulk: each on its first try (a retry goes alone, by the adapter's own
+        push), and two at least (a lone one keeps the single push, the shape recorded cassettes hold)."""
+        if bulk is None:
+            return []
+        first = [
+            (job, state)
+            for job, state in ready
+            if job.claim.reschedules == 0
+            and state.erased_at is None
+            and bulk.first_sync(state, job.held.acknowledged, job.held.memo)
+        ]
+        return first if len(first) > 1 else []
+
+    async def _push_alone(self, lane: Lane, job: Job, state: SubjectState) -> None:
+        adapter, held = lane.adapter, job.held
+        result: Ack | ProviderError
         try:
-            erase, push = adapter.erase, adapter.push
-            flow = erase(state, held.memo) if state.erased_at else push(state, held.acknowledged, held.memo)
-            ack = await self.run_flow(lane, flow, journal)
-        except PermanentError as error:
-            return Outcome(DeliveryStatus.dead, attempts, journal.text(adapter, error), error.status_code), None
-        except TransientError as error:
-            return self._reschedule(claim, error, journal), None
-        return Outcome(DeliveryStatus.succeeded, attempts), ack.model_copy(update={"memo": held.memo | ack.memo})
+            flow = (
+                adapter.erase(state, held.memo)
+                if state.erased_at
+                else adapter.push(state, held.acknowledged, held.memo)
+            )
+            result = await self.run_flow(lane, flow, job.journal)
+        except ProviderError as error:
+            result = error
+        except Exception as error:
+            result = self._crashed(job.claim.provider, error, delivery=job.claim.id)
+        await self._end(job, result)
 
-    async def run_flow(self, lane: Lane, flow: Generator[httpx.Request, httpx.Response, T], journal: Journal) -> T:
+    async def _push_together(self, lane: Lane, ready: Sequence[Ready]) -> None:
+        """Several first syncs in one bulk flow through the lane (its slots, budget and in-process retries
+        of each request); each delivery then ends with its own result, as if pushed alone."""
+        if lane.bulk is None or not ready:
+            return
+        jobs = [job for job, _ in ready]
+        results: list[Ack | ProviderError]
+        try:
+            flow = lane.bulk.push_many([state for _, state in ready])
+            results = await self.run_flow(lane, flow, Together([job.journal for job in jobs]))
+        except ProviderError as error:
+            results = [error] * len(jobs)
+        except Exception as error:
+            results = [self._crashed(lane.adapter.name, error, deliveries=[job.claim.id for job in jobs])] * len(jobs)
+        for job, result in zip(jobs, results, strict=True):
+            await self._end(job, result)
+
+    def _crashed(self, provider: str, error: Exception, **logged: object) -> TransientError:
+        """A failure outside the provider call (an adapter bug, a store error): logged with its traceback,
+        then a transient error, a step on the retry ladder."""
+        log.exception("delivery_crashed", provider=provider, **logged)
+        return TransientError(provider, f"internal error: {type(error).__name__} (see the worker log)")
+
+    async def _end(self, job: Job, result: Ack | ProviderError | None) -> None:
+        """Record how one delivery ended (None: skipped); its lease is no longer renewed. A store failing the
+        record leaves the row leased: it is claimed again when the lease runs out."""
+        try:
+            outcome, ack = self._outcome(job, result)
+            await self._finish(job.claim, outcome, job.journal, ack)
+        except Exception:
+            log.exception("delivery_not_recorded", provider=job.claim.provider, subject=job.claim.subject_id)
+        finally:
+            job.live.discard(job.claim)
+            self.lanes[job.claim.provider].active -= 1
+
+    def _outcome(self, job: Job, result: Ack | ProviderError | None) -> tuple[Outcome, Ack | None]:
+        claim, journal = job.claim, job.journal
+        if result is None:
+            return Outcome(DeliveryStatus.skipped), None
+        if isinstance(result, Ack):
+            return Outcome(DeliveryStatus.succeeded, journal.attempts), result.model_copy(
+                update={"memo": job.held.memo | result.memo}
+            )
+        if isinstance(result, TransientError):
+            return self._reschedule(claim, result, journal), None
+        text = journal.text(self.lanes[claim.provider].adapter, result)
+        return Outcome(DeliveryStatus.dead, journal.attempts, text, result.status_code), None
+
+    async def run_flow(self, lane: Lane, flow: Generator[httpx.Request, httpx.Response, T], journal: Record) -> T:
         """Drive a flow (a push or a read-back), each request retried on its own while it fails
         transiently, within the provider's concurrency and request budget."""
 
@@ -280,22 +420,21 @@ class Worker:
 
         return await drive(flow, send)
 
-    async def _try(self, lane: Lane, request: httpx.Request, journal: Journal) -> httpx.Response:
+    async def _try(self, lane: Lane, request: httpx.Request, journal: Record) -> httpx.Response:
         """One request, written down whatever its end. A transient failure raises, so that
         request alone is retried: a push of several requests (Wix) does not start over for
         each blip. Any other answer goes back to the flow, which knows what a 404 or 409 means;
         an answer the flow said it expects (``json_request(expect=…)``) is a success. What a push
         request sets is journaled before it is sent: an answer lost on the way may hide that it landed."""
         started, began = self.clock(), time.monotonic()
-        if writes := writes_of(request):
-            journal.writes.append(writes)
+        journal.sending(request)
         try:
             response = await lane.send(request)
         except ProviderError as failure:  # no answer, or the auth exchange (Masivo) refused
-            self._note(lane.adapter, journal, started, began, failure.status_code, failure)
+            self._note(lane.adapter, journal, request, (started, began), failure.status_code, failure)
             raise
         error = None if response.status_code in expected(request) else _classified(lane.adapter, response)
-        self._note(lane.adapter, journal, started, began, response.status_code, error)
+        self._note(lane.adapter, journal, request, (started, began), response.status_code, error)
         if isinstance(error, TransientError):
             raise error
         return response
@@ -303,18 +442,19 @@ class Worker:
     def _note(
         self,
         adapter: Adapter,
-        journal: Journal,
-        started: datetime,
-        began: float,
+        journal: Record,
+        request: httpx.Request,
+        when: tuple[datetime, float],
         status_code: int | None,
         error: ProviderError | None,
     ) -> None:
+        started, began = when
         elapsed = time.monotonic() - began
         outcome = "succeeded" if error is None else "transient" if isinstance(error, TransientError) else "permanent"
         self.metrics.attempts.labels(adapter.name, outcome).inc()
         self.metrics.latency.labels(adapter.name).observe(elapsed)
         text = journal.text(adapter, error) if error else None
-        journal.attempts.append(Attempt(started, round(elapsed * 1000), outcome, status_code, text, self.identity))
+        journal.tried(request, Attempt(started, round(elapsed * 1000), outcome, status_code, text, self.identity))
 
     async def _finish(self, claim: Claim, outcome: Outcome, journal: Journal, ack: Ack | None = None) -> None:
         outbox = self.store.outbox

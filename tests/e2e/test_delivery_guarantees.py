@@ -242,11 +242,11 @@ def pushes(provider: str, log: Iterable[Mapping[str, Any]]) -> list[tuple[Key, d
             value = {name: consent["purposes"].get(name) is True for name in MASIVO_PURPOSES}
             out.append((("masivo", consent["customer_id"], "purposes"), moment, value, status))
         elif provider == "wix" and (entry["method"] == "PATCH" or entry["path"].endswith("/upsert")):
-            consent = body["marketingConsent"]
-            details = consent["details"]
-            key = ("wix", wix_subject(details.get("email") or details["phone"]), details["type"])
-            moment = datetime.fromisoformat(consent[WIX_ACTIVITY[consent["state"]]]["updatedDate"])
-            out.append((key, moment, consent["state"], status))
+            for consent in body.get("info") or [body["marketingConsent"]]:  # a bulk upsert: each item a push
+                details = consent["details"]
+                key = ("wix", wix_subject(details.get("email") or details["phone"]), details["type"])
+                moment = datetime.fromisoformat(consent[WIX_ACTIVITY[consent["state"]]]["updatedDate"])
+                out.append((key, moment, consent["state"], status))
         elif provider == "intempt" and entry["method"] == "POST":
             moment = datetime.fromtimestamp(body["timestamp"], NOW.tzinfo)
             out.append((("intempt", body["userId"], body["category"]), moment, body["action"], status))

@@ -503,3 +503,17 @@ async def test_bulk_upsert_enforces_the_simulators_configured_maximum(make_clien
     assert (await client.post(BULK_UPSERT, json={"info": items[:2]})).json()["metadata"]["totalSuccess"] == 2
     listed = await client.post(f"{BASE_PATH}/query", json={"query": {}})
     assert len(listed.json()["marketingConsent"]) == 2, "the refused call upserted nothing"
+
+
+async def test_refused_addresses_fail_their_bulk_item_alone_and_their_single_upsert(client: httpx.AsyncClient) -> None:
+    control = await client.post("/_faults", json={"refused_addresses": ["Bad@Example.com"]})
+    assert control.json()["refused_addresses"] == ["bad@example.com"]
+    items = [email_consent(email="good@example.com"), email_consent(email="BAD@example.com")]
+    answer = (await client.post(BULK_UPSERT, json={"info": items})).json()
+    assert answer["metadata"] == {"totalSuccess": 1, "totalFailure": 1}
+    violation = answer["results"][1]["error"]["details"]["validationError"]["fieldViolations"][0]
+    assert violation["field"] == "marketingConsent.details.email" and violation["ruleName"] == "REFUSED_ADDRESS"
+    single = await client.post(f"{BASE_PATH}/upsert", json={"marketingConsent": items[1]})
+    assert single.status_code == 400 and single.json() == answer["results"][1]["error"]
+    await client.post("/_reset")
+    assert (await client.post(f"{BASE_PATH}/upsert", json={"marketingConsent": items[1]})).status_code == 200

@@ -381,7 +381,7 @@ async def test_inspect_shows_counters_without_jwts_or_keys(sim: Sim) -> None:
     assert "eyJ" not in text and "PRIVATE KEY" not in text
     await sim.client.post("/_reset")
     state = (await sim.client.get("/_inspect")).json()["state"]
-    assert state == {"consents": {}, "webhooks": state["webhooks"]}
+    assert state == {"consents": {}, "refused_addresses": [], "webhooks": state["webhooks"]}
     assert (state["webhooks"]["sent"], state["webhooks"]["recent"]) == (0, [])
 
 
