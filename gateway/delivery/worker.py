@@ -126,6 +126,10 @@ class Lane:
         self.limit = settings.concurrency
         self.active = 0  # deliveries under way
         self.slots = asyncio.Semaphore(settings.concurrency)  # requests in flight: pushes and reads together
+        # deliveries being loaded, or pushed alone, at once: a Bulk lane's group of bulk_size claims works
+        # through them as many at a time as any lane would, so it never queues its store reads ahead of
+        # its own lease heartbeat in the connection pool (leases lapsed by the hundred without this)
+        self.pacing = asyncio.Semaphore(settings.concurrency)
         self.client = httpx.AsyncClient(
             base_url=settings.base_url,
             auth=adapter.auth(),
@@ -305,7 +309,12 @@ class Worker:
     async def _deliver(self, lane: Lane, jobs: Sequence[Job]) -> None:
         """Push each subject's newest state (never a stale payload) and record each outcome: first syncs
         together where the adapter can, every other delivery alone, concurrently."""
-        loaded = await asyncio.gather(*(self._load(lane.adapter, job) for job in jobs))
+
+        async def paced_load(job: Job) -> SubjectState | None:
+            async with lane.pacing:
+                return await self._load(lane.adapter, job)
+
+        loaded = await asyncio.gather(*(paced_load(job) for job in jobs))
         ready = [(job, state) for job, state in zip(jobs, loaded, strict=True) if state is not None]
         together = self._together(lane.bulk, ready)
         alone = [self._push_alone(lane, job, state) for job, state in ready if (job, state) not in together]
@@ -345,6 +354,10 @@ class Worker:
         return first if len(first) > 1 else []
 
     async def _push_alone(self, lane: Lane, job: Job, state: SubjectState) -> None:
+        async with lane.pacing:
+            await self._push(lane, job, state)
+
+    async def _push(self, lane: Lane, job: Job, state: SubjectState) -> None:
         adapter, held = lane.adapter, job.held
         result: Ack | ProviderError
         try:
