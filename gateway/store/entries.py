@@ -279,7 +279,8 @@ async def _enqueue(conn: Executor, plans: Sequence[Plan], now: datetime) -> dict
             links.append({"delivery_id": row["id"], "decision_id": plan.entry.id})
             riding.append(row)
         carried[plan.entry.id] = [delivery_out(row) for row in riding]
-        for pair in sorted(also[index] - found.keys()):  # another subject's delivery: not carried by this entry
+        # another subject's delivery, not carried by this entry (a set minus found.keys() walks every key found)
+        for pair in sorted(pair for pair in also[index] if pair not in found):
             found[pair] = _new_delivery(plan.entry.id, pair, DeliveryStatus.pending, now)
             new_rows.append(found[pair])
     if new_rows:
