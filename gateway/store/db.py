@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, TypeVarTuple, cast, overload
@@ -120,8 +121,8 @@ class SQLiteEngine(AsyncEngine):
     :meth:`transaction` runs a transaction's statements on the event loop's thread with a
     connection of its own: aiosqlite hands every cursor, statement, fetch and close to its thread
     and back (four hand-overs a statement, each waiting for the GIL), and a group commit spent
-    more time in those than in SQLite. Only waiting for another process's write lock is left to
-    a thread, so the loop never waits on it."""
+    more time in those than in SQLite. Only BEGIN (which may wait for another process's write
+    lock) and COMMIT (which writes the log) go to a thread, so the loop never waits on them."""
 
     def __init__(self, sync_engine: Engine) -> None:
         super().__init__(sync_engine)
@@ -139,7 +140,7 @@ class SQLiteEngine(AsyncEngine):
             with self._direct_engine().connect() as conn:
                 await _to_thread_to_the_end(conn.begin)  # BEGIN IMMEDIATE: may wait for another process
                 result = _run_inline(conn, body)
-                conn.commit()
+                await _to_thread_to_the_end(conn.commit)  # writing the log: the loop serves requests meanwhile
                 return result
 
     def _direct_engine(self) -> Engine:
@@ -210,16 +211,25 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
 
 def insert(conn: Executor, table: Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT on both backends."""
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    return _insert(conn.dialect.name, table)
+
+
+def _insert(dialect: str, table: Table) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 async def upsert(conn: Executor, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
     """Insert ``rows`` (all with the same columns), or update the ones whose ``keys`` exist."""
-    if not rows:
-        return
-    statement = insert(conn, table)
-    changes = {name: statement.excluded[name] for name in rows[0] if name not in keys}
-    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes), list(rows))
+    if rows:
+        await conn.execute(_upsert(conn.dialect.name, table, tuple(rows[0]), tuple(keys)), list(rows))
+
+
+@functools.cache
+def _upsert(dialect: str, table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> Any:
+    """Built once per shape: ``excluded`` makes a copy of every column of the table each time."""
+    statement = _insert(dialect, table)
+    changes = {name: statement.excluded[name] for name in columns if name not in keys}
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
 
 
 RETRYABLE_STATES = ("08", "40001", "40P01", "53", "57P03")  # connection lost, conflict, out of resources, starting
