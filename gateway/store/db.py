@@ -45,6 +45,10 @@ class Pool:
     timeout_s: float = 30.0
 
 
+WRITER_CACHE = "cache_size=-65536"
+"""64 MB of pages for the writer (SQLite's default is 2 MB): a group inserts rows keyed by random ids
+into several indexes, and once those outgrow the cache every insert reads pages back from the OS."""
+
 ERASING = "secure_delete=ON"
 """What an UPDATE or DELETE frees is zeroed, not left readable in the file (erasure)."""
 
@@ -60,8 +64,9 @@ def create_engine(url: str, pool: Pool | None = None) -> AsyncEngine:
     return SQLiteEngine(_configured(create_async_engine(url, **options).sync_engine))
 
 
-def _configured(engine: Engine) -> Engine:
-    """SQLite connections with WAL, a busy timeout, and BEGIN IMMEDIATE (DEFERRED for the reader)."""
+def _configured(engine: Engine, *more: str) -> Engine:
+    """SQLite connections with WAL, a busy timeout, and BEGIN IMMEDIATE (DEFERRED for the reader);
+    ``more``: pragmas of this engine's own."""
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -74,6 +79,7 @@ def _configured(engine: Engine) -> Engine:
             "foreign_keys=ON",
             "synchronous=NORMAL",
             "secure_delete=ON",
+            *more,
         )
         for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
@@ -148,7 +154,7 @@ class SQLiteEngine(AsyncEngine):
             url = self.sync_engine.url.set(drivername="sqlite+pysqlite")
             connect_args = {"timeout": 30, "check_same_thread": False}  # BEGIN waits on a thread, the rest here
             engine = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, connect_args=connect_args, **JSON_CODEC)
-            self._direct = _configured(engine)
+            self._direct = _configured(engine, WRITER_CACHE)
         return self._direct
 
     async def dispose(self, close: bool = True) -> None:
