@@ -27,8 +27,8 @@ HEADER_TIMEOUT_S = 10.0
 
 
 class HeaderDeadline(HttpToolsProtocol):
-    """httptools (llhttp, in C: a third of the time h11 took per request), closing a connection
-    whose next request's headers are not complete in time."""
+    """httptools (llhttp parses in C; h11, in Python, was a large share of each request's CPU),
+    closing a connection whose next request's headers are not complete in time."""
 
     def __init__(self, *args: Any, header_timeout_s: float = HEADER_TIMEOUT_S, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -102,7 +102,7 @@ def serve(app: ASGIApp, host: str, port: int, header_timeout_s: float = HEADER_T
 def collect_less() -> None:
     """Start-up's objects (modules, schemas, the app) live as long as the process: frozen out of the
     cyclic collector's reach, its full passes walk only what requests allocate; and it runs a tenth
-    as often, since requests leave few cycles. Under ingest load: a fifth less CPU per decision."""
+    as often, since requests leave few cycles. Under ingest load: about a fifth less CPU per decision."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(7000, 10, 10)
