@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -211,6 +212,18 @@ def peak_rss_mb(pid: int) -> float | None:
         if line.startswith("VmHWM:"):
             return round(int(line.split()[1]) / 1024, 1)
     return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (``/proc/<pid>/stat``, in clock ticks):
+    work per decision, which other load on a shared machine slows down but does not inflate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
+def per(total: float, count: int) -> float | None:
+    """``total`` over ``count`` to six places (CPU seconds per decision); None when nothing was counted."""
+    return round(total / count, 6) if count else None
 
 
 def log_findings(log: Path) -> dict[str, Any]:

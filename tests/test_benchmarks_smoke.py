@@ -45,8 +45,8 @@ TINY = [
     "5",
 ]
 FIGURES = {
-    "ingest": ("rps", "ceiling_rps", "ratio", "p99_ms", "targets"),
-    "batch": ("seconds", "decisions", "decisions_per_s", "peak_rss_mb", "targets"),
+    "ingest": ("rps", "ceiling_rps", "ratio", "p99_ms", "cpu_s_per_decision", "ceiling_cpu_s_per_request", "targets"),
+    "batch": ("seconds", "decisions", "decisions_per_s", "cpu_s_per_decision", "peak_rss_mb", "targets"),
     "fanout": ("p50_ms", "p99_ms", "p50_ratio", "p99_ratio", "sequential_ratio", "limit_ms", "chains", "targets"),
     "delivery": ("per_s", "ratio", "limit_per_s", "flow_lengths", "targets"),
     "reconciliation": ("view", "readback", "targets"),

@@ -19,9 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, delete, func, select, type_coerce
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.db import upsert
+from gateway.store.db import Executor, upsert
 from gateway.store.tables import UTCDateTime, address_company, addresses, subject_purposes, subjects
 from schemas.consent import FormerAddress, PurposeRecord, PurposeState, Shared, SubjectState
 
@@ -43,7 +42,7 @@ def current(state: SubjectState | None) -> dict[str, str]:
     return {kind: normalized(value) for kind in KINDS if (value := getattr(state, kind))}
 
 
-async def attach(conn: AsyncConnection, states: Sequence[SubjectState], *, former: bool = False) -> list[SubjectState]:
+async def attach(conn: Executor, states: Sequence[SubjectState], *, former: bool = False) -> list[SubjectState]:
     """``states`` with ``shared`` and ``address_since`` filled in from the index (and ``former``, when
     asked), in order. Three queries, whatever the number of subjects sharing an address: what the
     other holders decided is summed up in SQL."""
@@ -129,7 +128,7 @@ def _attached(
     return state.model_copy(update={"shared": shared, "former": formers, "address_since": since})
 
 
-async def _others(conn: AsyncConnection, wanted: list[str], asking: set[str]) -> defaultdict[str, Others]:
+async def _others(conn: Executor, wanted: list[str], asking: set[str]) -> defaultdict[str, Others]:
     """Per address, the live (decided, not erased) subjects other than ``asking`` holding it now."""
     held = (
         (addresses.c.address.in_(wanted))
@@ -160,9 +159,7 @@ async def _others(conn: AsyncConnection, wanted: list[str], asking: set[str]) ->
     return found
 
 
-async def moved(
-    conn: AsyncConnection, changes: Sequence[tuple[SubjectState | None, SubjectState]], now: datetime
-) -> None:
+async def moved(conn: Executor, changes: Sequence[tuple[SubjectState | None, SubjectState]], now: datetime) -> None:
     """Keep the index up to date with decisions just merged (in order, several per subject possible):
     an address a decision replaced becomes a former one, dated by that decision; a new one is current.
     Wherever the subjects holding an address change (one joins, leaves or is erased), the address's
@@ -200,7 +197,7 @@ def kind(address: str) -> str:
     return "email" if "@" in address else "phone"
 
 
-async def first_holders(conn: AsyncConnection, wanted: set[str], leaving: set[str]) -> dict[str, str]:
+async def first_holders(conn: Executor, wanted: set[str], leaving: set[str]) -> dict[str, str]:
     """Per address, the first live subject (in id order) other than ``leaving`` that holds it now."""
     if not wanted:
         return {}
@@ -208,7 +205,7 @@ async def first_holders(conn: AsyncConnection, wanted: set[str], leaving: set[st
     return {address: others.ids[0] for address, others in found.items() if others.ids}
 
 
-async def forget(conn: AsyncConnection, subject_id: str) -> None:
+async def forget(conn: Executor, subject_id: str) -> None:
     """An erased subject's addresses, current and former, out of the index (and out of the record of
     who held an address when, once nobody is left holding it)."""
     theirs = select(addresses.c.address).where(addresses.c.subject_id == subject_id)

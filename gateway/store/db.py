@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar, TypeVarTuple, cast, overload
 
 import orjson
+import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.schema import Table
+from sqlalchemy.sql.selectable import TypedReturnsRows
+from sqlalchemy.util.typing import TupleAny
 
 READ_ONLY = "consent_gateway_read_only"
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 def _dumps(value: Any) -> str:
@@ -38,6 +45,10 @@ class Pool:
     timeout_s: float = 30.0
 
 
+WRITER_CACHE = "cache_size=-65536"
+"""64 MB of pages for the writer (SQLite's default is 2 MB): a group inserts rows keyed by random ids
+into several indexes, and once those outgrow the cache every insert reads pages back from the OS."""
+
 ERASING = "secure_delete=ON"
 """What an UPDATE or DELETE frees is zeroed, not left readable in the file (erasure)."""
 
@@ -50,9 +61,14 @@ def create_engine(url: str, pool: Pool | None = None) -> AsyncEngine:
         sizes = {"pool_size": pool.size, "max_overflow": pool.overflow, "pool_timeout": pool.timeout_s}
         return create_async_engine(url, pool_pre_ping=True, **sizes, **JSON_CODEC)
     options: dict[str, Any] = {"connect_args": {"timeout": 30}, "pool_timeout": pool.timeout_s, **JSON_CODEC}
-    engine = SQLiteEngine(create_async_engine(url, **options).sync_engine)
+    return SQLiteEngine(_configured(create_async_engine(url, **options).sync_engine))
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _configured(engine: Engine, *more: str) -> Engine:
+    """SQLite connections with WAL, a busy timeout, and BEGIN IMMEDIATE (DEFERRED for the reader);
+    ``more``: pragmas of this engine's own."""
+
+    @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
         cursor = dbapi_connection.cursor()
@@ -63,12 +79,13 @@ def create_engine(url: str, pool: Pool | None = None) -> AsyncEngine:
             "foreign_keys=ON",
             "synchronous=NORMAL",
             "secure_delete=ON",
+            *more,
         )
         for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         deferred = connection.get_execution_options().get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
@@ -76,20 +93,106 @@ def create_engine(url: str, pool: Pool | None = None) -> AsyncEngine:
     return engine
 
 
+class Executor(Protocol):
+    """What a transaction's statements run on: an ``AsyncConnection``, or :class:`Inline`."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    @overload
+    async def execute(self, statement: TypedReturnsRows[*Ts], parameters: Any = None) -> CursorResult[*Ts]: ...
+
+    @overload
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[*TupleAny]: ...
+
+
+class Inline:
+    """A synchronous connection behind the ``await conn.execute(...)`` the store is written with:
+    each statement runs at once, on the calling thread (the SQLite writer's)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self.conn.execute(statement, parameters)
+
+
 class SQLiteEngine(AsyncEngine):
     """SQLite has one writer at a time. This process's writers queue on an asyncio lock rather
     than on SQLite's busy handler, which polls with growing sleeps (up to 100 ms each): a worker
     with a dozen deliveries in flight spent most of its time there. Other processes on the same
-    file still wait through ``busy_timeout``."""
+    file still wait through ``busy_timeout``.
+
+    :meth:`transaction` runs a transaction's statements on the event loop's thread with a
+    connection of its own: aiosqlite hands every cursor, statement, fetch and close to its thread
+    and back (four hand-overs a statement, each waiting for the GIL), and a group commit spent
+    more time in those than in SQLite. Only BEGIN (which may wait for another process's write
+    lock) and COMMIT (which writes the log) go to a thread, so the loop never waits on them."""
 
     def __init__(self, sync_engine: Engine) -> None:
         super().__init__(sync_engine)
         self._writer = asyncio.Lock()
+        self._direct: Engine | None = None
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         async with self._writer, super().begin() as conn:
             yield conn
+
+    async def transaction(self, body: Callable[[Executor], Awaitable[T]]) -> T:
+        """``body`` in one write transaction, its statements run as they come, without a hand-over."""
+        async with self._writer:
+            with self._direct_engine().connect() as conn:
+                await _to_thread_to_the_end(conn.begin)  # BEGIN IMMEDIATE: may wait for another process
+                result = _run_inline(conn, body)
+                await _to_thread_to_the_end(conn.commit)  # writing the log: the loop serves requests meanwhile
+                return result
+
+    def _direct_engine(self) -> Engine:
+        if self._direct is None:
+            url = self.sync_engine.url.set(drivername="sqlite+pysqlite")
+            connect_args = {"timeout": 30, "check_same_thread": False}  # BEGIN waits on a thread, the rest here
+            engine = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, connect_args=connect_args, **JSON_CODEC)
+            self._direct = _configured(engine, WRITER_CACHE)
+        return self._direct
+
+    async def dispose(self, close: bool = True) -> None:
+        await super().dispose(close)
+        if self._direct is not None:
+            self._direct.dispose(close)
+            self._direct = None
+
+
+async def _to_thread_to_the_end(call: Callable[[], object]) -> None:
+    """``call`` on a worker thread; a caller cancelled meanwhile still waits for it to end, since
+    the connection it uses is not free until then."""
+    running = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await running
+        raise
+
+
+def _run_inline(conn: Connection, body: Callable[[Executor], Awaitable[T]]) -> T:
+    """Drive ``body`` to its end at once: it awaits nothing but :class:`Inline`'s statements, which
+    never suspend. Anything else it awaits is a bug, refused (and its transaction rolled back)."""
+    step = body(Inline(conn)).__await__()
+    try:
+        next(step)
+    except StopIteration as done:
+        return cast(T, done.value)
+    step.close()
+    raise RuntimeError("a SQLite write transaction awaited something other than its statements")
+
+
+async def transaction(engine: AsyncEngine, body: Callable[[Executor], Awaitable[T]]) -> T:
+    """``body`` in one write transaction (on SQLite without aiosqlite's hand-overs: see :class:`SQLiteEngine`)."""
+    if isinstance(engine, SQLiteEngine):
+        return await engine.transaction(body)
+    async with engine.begin() as conn:
+        return await body(conn)
 
 
 async def flush_to_disk(engine: AsyncEngine) -> bool:
@@ -112,18 +215,27 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{READ_ONLY: True})
 
 
-def insert(conn: AsyncConnection, table: Table) -> Any:
+def insert(conn: Executor, table: Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT on both backends."""
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    return _insert(conn.dialect.name, table)
 
 
-async def upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
+def _insert(dialect: str, table: Table) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+async def upsert(conn: Executor, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
     """Insert ``rows`` (all with the same columns), or update the ones whose ``keys`` exist."""
-    if not rows:
-        return
-    statement = insert(conn, table)
-    changes = {name: statement.excluded[name] for name in rows[0] if name not in keys}
-    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes), list(rows))
+    if rows:
+        await conn.execute(_upsert(conn.dialect.name, table, tuple(rows[0]), tuple(keys)), list(rows))
+
+
+@functools.cache
+def _upsert(dialect: str, table: Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> Any:
+    """Built once per shape: ``excluded`` makes a copy of every column of the table each time."""
+    statement = _insert(dialect, table)
+    changes = {name: statement.excluded[name] for name in columns if name not in keys}
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
 
 
 RETRYABLE_STATES = ("08", "40001", "40P01", "53", "57P03")  # connection lost, conflict, out of resources, starting

@@ -15,12 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.base import Adapter, Projection
 from gateway.rules.provenance import Provenance
 from gateway.store import addresses
-from gateway.store.db import insert, upsert
+from gateway.store.db import Executor, insert, upsert
 from gateway.store.outbox import WAITING, delivery_out
 from gateway.store.snapshot import EPOCH
 from gateway.store.tables import (
@@ -125,7 +124,7 @@ def _left(
     }
 
 
-async def lock_subjects(conn: AsyncConnection, subject_ids: Sequence[str], now: datetime) -> dict[str, Any]:
+async def lock_subjects(conn: Executor, subject_ids: Sequence[str], now: datetime) -> dict[str, Any]:
     """Create the subjects' rows if new, then lock them (in id order, so two groups never wait on
     each other in a circle) and read them; returns the raw rows and purpose rows by subject."""
     ordered = sorted(set(subject_ids))
@@ -145,7 +144,7 @@ async def lock_subjects(conn: AsyncConnection, subject_ids: Sequence[str], now: 
     return {sid: (rows[sid], purposes[sid]) for sid in ordered}
 
 
-async def write(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) -> list[DecisionOut]:
+async def write(conn: Executor, plans: Sequence[Plan], now: datetime) -> list[DecisionOut]:
     """Write the planned entries, in order, with one statement per kind of row; returns each
     entry as recorded, with the deliveries it rides on. The subjects must be locked."""
     rows = [plan.row(now) for plan in plans]
@@ -166,7 +165,7 @@ async def write(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) -> 
     ]
 
 
-async def _write_states(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) -> None:
+async def _write_states(conn: Executor, plans: Sequence[Plan], now: datetime) -> None:
     """Each subject's final state after the group, and each purpose record the group rewrote."""
     final: dict[str, SubjectState] = {}
     purposes: dict[tuple[str, str], dict[str, Any]] = {}
@@ -194,7 +193,7 @@ async def _write_states(conn: AsyncConnection, plans: Sequence[Plan], now: datet
     )
 
 
-async def _write_acknowledgements(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) -> None:
+async def _write_acknowledgements(conn: Executor, plans: Sequence[Plan], now: datetime) -> None:
     held: list[dict[str, Any]] = [
         {"subject_id": plan.after.subject_id, "provider": name, "acknowledged": projection, "acknowledged_at": now}
         for plan in plans
@@ -226,7 +225,7 @@ async def _write_acknowledgements(conn: AsyncConnection, plans: Sequence[Plan], 
         await conn.execute(statement, forgotten)
 
 
-async def _writes(conn: AsyncConnection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+async def _writes(conn: Executor, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
     """The gateway's writes to these (subject, provider) pairs, none of them held there any more."""
     table = provider_state
     query = select(table.c.subject_id, table.c.provider, table.c.writes).where(
@@ -236,7 +235,7 @@ async def _writes(conn: AsyncConnection, pairs: set[tuple[str, str]]) -> dict[tu
     return {pair: Provenance.from_json(found.get(pair)).disowned().to_json() for pair in pairs}
 
 
-async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) -> dict[str, list[DeliveryOut]]:
+async def _enqueue(conn: Executor, plans: Sequence[Plan], now: datetime) -> dict[str, list[DeliveryOut]]:
     """Coalesce: each entry joins its changed providers' deliveries that have not been sent yet
     (or one an earlier entry of the group queued), else queues new ones; an unchanged provider
     gets a ``skipped`` row. Returns the deliveries each entry rides on.
@@ -280,7 +279,8 @@ async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) 
             links.append({"delivery_id": row["id"], "decision_id": plan.entry.id})
             riding.append(row)
         carried[plan.entry.id] = [delivery_out(row) for row in riding]
-        for pair in sorted(also[index] - found.keys()):  # another subject's delivery: not carried by this entry
+        # another subject's delivery, not carried by this entry (a set minus found.keys() walks every key found)
+        for pair in sorted(pair for pair in also[index] if pair not in found):
             found[pair] = _new_delivery(plan.entry.id, pair, DeliveryStatus.pending, now)
             new_rows.append(found[pair])
     if new_rows:
@@ -290,7 +290,7 @@ async def _enqueue(conn: AsyncConnection, plans: Sequence[Plan], now: datetime) 
     return carried
 
 
-async def _left_behind(conn: AsyncConnection, plans: Sequence[Plan]) -> list[set[tuple[str, str]]]:
+async def _left_behind(conn: Executor, plans: Sequence[Plan]) -> list[set[tuple[str, str]]]:
     """Per plan, the (subject, provider) pairs pushed because the subject left an address others hold:
     the first of them, so that consent is rewritten without this subject's decisions (one push does it
     for all of them, however many they are)."""

@@ -20,9 +20,9 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, exists, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.store.db import insert
+from gateway.store.db import Executor, insert
 from gateway.store.tables import idempotency_keys, idempotent_decisions
 
 if TYPE_CHECKING:  # the ledger binds keys as it records: it imports this module
@@ -57,7 +57,7 @@ class Binding:
     expires_at: datetime
 
 
-async def claim_bindings(conn: AsyncConnection, proposed: Sequence[tuple[Binding | None, str]]) -> list[str | None]:
+async def claim_bindings(conn: Executor, proposed: Sequence[tuple[Binding | None, str]]) -> list[str | None]:
     """Inside the recording transaction, bind each proposed decision id to its key and item; per
     item, the decision id the binding now holds: the proposed one, or the decision an earlier
     attempt of the request already recorded (then that item records nothing). None: unbound."""

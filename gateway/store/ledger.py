@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from adapters.base import Adapter, Projection
 from adapters.errors import GatewayError
 from gateway.store import addresses
-from gateway.store.db import reader
+from gateway.store.db import Executor, reader, transaction
 from gateway.store.entries import Entry, Plan, decision_out, lock_subjects, write
 from gateway.store.idempotency import Binding, claim_bindings
 from gateway.store.outbox import delivery_out
@@ -82,34 +82,47 @@ class Ledger:
         recorded again: the earlier one is returned in its place.
         """
         proposed = [str(uuid.uuid4()) for _ in items]
-        async with self.engine.begin() as conn:
-            stored = await claim_bindings(
-                conn, [(item.binding, id_) for item, id_ in zip(items, proposed, strict=True)]
-            )
-            earlier = {index: found for index, found in enumerate(stored) if found not in (None, proposed[index])}
-            fresh = [index for index in range(len(items)) if index not in earlier]
-            locked = await lock_subjects(conn, [items[index].decision.subject.id for index in fresh], now)
-            states: dict[str, SubjectState | None] = {
-                sid: None if row["occurred_at"] == EPOCH else subject_state(row, purposes)
-                for sid, (row, purposes) in locked.items()
-            }
-            plans = []
-            for index in fresh:
-                decision = items[index].decision
-                before = await self._unless_erased(conn, states[decision.subject.id], decision)
-                after, effective = merge(before, decision)
-                states[decision.subject.id] = after
-                entry = Entry(proposed[index], decision, effective, dict.fromkeys(effective, proposed[index]))
-                plans.append(Plan.of(entry, before, after, adapters, items[index].held))
-            written = dict(zip(fresh, await write(conn, plans, now), strict=True)) if plans else {}
+
+        async def group(conn: Executor) -> tuple[dict[int, str], dict[int, DecisionOut]]:
+            return await self._record_group(conn, items, proposed, adapters, now)
+
+        earlier, written = await transaction(self.engine, group)
         for index, decision_id in earlier.items():
             found = await self.decision(decision_id)
             assert found is not None, "a bound decision is never deleted"
             written[index] = found
         return [written[index] for index in range(len(items))]
 
+    async def _record_group(
+        self,
+        conn: Executor,
+        items: Sequence[Pending],
+        proposed: Sequence[str],
+        adapters: Mapping[str, Adapter],
+        now: datetime,
+    ) -> tuple[dict[int, str], dict[int, DecisionOut]]:
+        """The group's transaction: the ids an earlier attempt bound (by item), and what this one wrote."""
+        stored = await claim_bindings(conn, [(item.binding, id_) for item, id_ in zip(items, proposed, strict=True)])
+        earlier = {index: found for index, found in enumerate(stored) if found not in (None, proposed[index])}
+        fresh = [index for index in range(len(items)) if index not in earlier]
+        locked = await lock_subjects(conn, [items[index].decision.subject.id for index in fresh], now)
+        states: dict[str, SubjectState | None] = {
+            sid: None if row["occurred_at"] == EPOCH else subject_state(row, purposes)
+            for sid, (row, purposes) in locked.items()
+        }
+        plans = []
+        for index in fresh:
+            decision = items[index].decision
+            before = await self._unless_erased(conn, states[decision.subject.id], decision)
+            after, effective = merge(before, decision)
+            states[decision.subject.id] = after
+            entry = Entry(proposed[index], decision, effective, dict.fromkeys(effective, proposed[index]))
+            plans.append(Plan.of(entry, before, after, adapters, items[index].held))
+        written = dict(zip(fresh, await write(conn, plans, now), strict=True)) if plans else {}
+        return earlier, written
+
     async def _unless_erased(
-        self, conn: AsyncConnection, state: SubjectState | None, decision: Decision
+        self, conn: Executor, state: SubjectState | None, decision: Decision
     ) -> SubjectState | None:
         """The state a decision merges into; SubjectErased for an erased subject unless the decision
         re-creates it (and the erasure is finished: its removals and scrub must not meet new data)."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from gateway.store import Store, entries
 from gateway.store.grouping import GroupCommit
@@ -30,15 +31,16 @@ def decision(subject: str, minutes: int, **purposes: str) -> Decision:
 
 @pytest.fixture
 def commits(store: Store) -> Iterator[list[int]]:
-    """Counts the transactions committed on the store's engine."""
+    """Counts the transactions committed on any engine (on SQLite, a group is written on a writer
+    connection of the store's own, not through the async engine's pool)."""
     seen: list[int] = []
 
     def count(_connection: Any) -> None:
         seen.append(1)
 
-    event.listen(store.engine.sync_engine, "commit", count)
+    event.listen(Engine, "commit", count)
     yield seen
-    event.remove(store.engine.sync_engine, "commit", count)
+    event.remove(Engine, "commit", count)
 
 
 def group(store: Store) -> GroupCommit:
