@@ -4,17 +4,26 @@ scratch, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from sqlalchemy import update
+from typer.testing import CliRunner
 
 from adapters.base import Observation
+from gateway.cli import app as cli
+from gateway.config import load_settings
 from gateway.reconcile.runner import Reconciler
+from gateway.service import Gateway
 from gateway.store import Store
 from gateway.store.tables import reconciliation_rows
 from schemas.api import DeliveryStatus, ReconciliationPage, SyncStatus
-from tests.world import World
+from schemas.consent import Decision
+from tests.world import NOW, World
 
 WIX_REMOVE = "/wix/marketing-consent/v1/marketing-consent/remove"
 
@@ -187,3 +196,53 @@ async def test_a_scenario_covers_every_status(world: World) -> None:
     await scenario(world)
     page = await world.gateway.reconciler.view()
     assert {status for status, n in page.counts.items() if n} == set(SyncStatus)
+
+
+async def test_the_check_reports_a_stored_row_that_disagrees(world: World) -> None:
+    await world.decide("cust-1", 10, email_marketing="granted")
+    refresher = world.gateway.reconciler.refresher
+    await refresher.catch_up()
+    assert await refresher.check() == []
+    await corrupt(world.gateway.store, "cust-1", "wix")
+    [found] = await refresher.check()
+    assert (found.subject_id, found.provider) == ("cust-1", "wix")
+    assert found.computed is not None and found.computed["status"] == "pending"
+    assert found.stored is not None and found.stored["status"] == "diverged"
+    await refresher.catch_up()
+    await world.decide("cust-1", 20, email_marketing="denied")  # marked again: the row is computed anew
+    assert await refresher.check() == []
+
+
+async def corrupt(store: Store, subject: str, provider: str) -> None:
+    """A stored row changed behind the refresher's back, as a forgotten mark would leave it."""
+    rows = reconciliation_rows
+    async with store.engine.begin() as conn:
+        where = (rows.c.subject_id == subject) & (rows.c.provider == provider)
+        await conn.execute(update(rows).where(where).values(status="diverged"))
+
+
+def test_reconcile_check_exits_1_when_a_stored_row_disagrees(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'database_url = "sqlite+aiosqlite:///{tmp_path / "gateway.db"}"\n'
+        '[providers.masivo]\napi_key = "not-used-0123"\nbase_url = "http://127.0.0.1:9"\n'
+        '[providers.wix]\napi_key = "not-used-0123"\nsite_id = "s"\nbase_url = "http://127.0.0.1:9"\n'
+    )
+
+    async def stored(broken: bool) -> None:
+        gateway = Gateway(load_settings(config))
+        await gateway.store.upgrade()
+        if not broken:
+            decided = {"subject": {"id": "cust-1"}, "purposes": {"analytics": "granted"}, "occurred_at": NOW}
+            await gateway.record(Decision.model_validate(decided, strict=False))
+            await gateway.reconciler.refresher.catch_up()
+        else:
+            await corrupt(gateway.store, "cust-1", "masivo")
+        await gateway.stop()
+
+    asyncio.run(stored(broken=False))
+    fine = CliRunner().invoke(cli, ["reconcile", "--check", "--config", str(config), "--format", "json"])
+    assert (fine.exit_code, json.loads(fine.stdout)) == (0, {"disagreeing": []}), fine.output
+    asyncio.run(stored(broken=True))
+    broken = CliRunner().invoke(cli, ["reconcile", "--check", "--config", str(config)], env={"COLUMNS": "200"})
+    assert broken.exit_code == 1 and "cust-1" in broken.stdout and "1 stored row(s) disagree" in broken.output
