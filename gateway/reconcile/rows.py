@@ -89,9 +89,10 @@ class Refresher:
         return len(ids)
 
     async def step(self) -> bool:
-        """A worker chore: one chunk of marked subjects; whether there was any."""
+        """A worker chore: one chunk of marked subjects; whether a whole chunk was (more may wait at
+        once; a trickle of marks is taken every ``reconcile.poll_s``, not in a busy loop)."""
         await self.settle()
-        return bool(await self.refresh(self.chunk))
+        return await self.refresh(self.chunk) >= self.chunk
 
     async def catch_up(self) -> None:
         """Every marked subject's rows stored (with no writer meanwhile, none is left marked)."""
