@@ -65,7 +65,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     scale.add_argument("--concurrency", type=int, default=4, help="delivery: per provider (the default setting)")
     scale.add_argument("--workers-decisions", type=int, default=150, help="workers: decisions per worker count")
     scale.add_argument("--workers-concurrency", type=int, default=8, help="workers: per provider and worker")
-    scale.add_argument("--view-subjects", type=int, default=10_000, help="reconciliation: subjects in the view")
+    scale.add_argument("--view-subjects", type=int, default=100_000, help="reconciliation: subjects in the view")
     scale.add_argument("--read-subjects", type=int, default=500, help="reconciliation: subjects read back")
     scale.add_argument("--events-subjects", type=int, default=100, help="events: opt-outs made at Wix, one at a time")
     scale.add_argument("--backfill-subjects", type=int, default=10_000, help="backfill: subjects sent to Wix")

@@ -1,9 +1,11 @@
 """``reconciliation``: the drift view over many stored subjects, and a read-back run against the
 simulators at 20 ms, each measured against its limit.
 
-- ``view``: every row of the drift view (subjects x 3 providers, with counts) computed from a
-  store holding ``--view-subjects`` subjects, in a fresh process: seconds and peak RSS. Targets
-  <= 10 s and <= 200 MB at 100,000 subjects (300,000 rows: >= 30,000 rows/s at any size).
+- ``view``: the drift view's first page of 50 rows with every count (per status, per provider and
+  status) over a store holding ``--view-subjects`` subjects (x 3 providers), once a worker's
+  refresher stored their rows (``refresh_seconds``: every row computed and stored, as after a
+  provider's settings changed), in a fresh process: seconds and peak RSS. Targets <= 1 s and
+  <= 200 MB at 100,000 subjects.
 - ``readback``: a run over ``--read-subjects`` subjects, one observable provider at a time. Its
   limit is ``concurrency / latency`` requests a second, or its request budget
   (``rate_per_minute / 60``) where that is lower: Masivo reads one customer per request, with no
@@ -45,8 +47,7 @@ LATENCY_MS = 20.0
 CONCURRENCY = 4  # per provider: the default setting
 CHUNK = 500
 TARGETS = {
-    "view.seconds": "<= 10 at 100,000 subjects",
-    "view.rows_per_s": ">= 30000 (300,000 rows in 10 s)",
+    "view.seconds": "<= 1 at 100,000 subjects",
     "view.peak_rss_mb": "<= 200 at 100,000 subjects",
     "readback.*.ratio": ">= 0.8",
 }
@@ -156,7 +157,7 @@ async def run(bench: Bench, db: Database) -> dict[str, Any]:
 
 
 async def view_only(database_url: str) -> dict[str, Any]:
-    """In a fresh process: the whole drift view, timed, with this process's peak RSS."""
+    """In a fresh process: the drift view's first page and counts, timed, with this process's peak RSS."""
     gateway = Gateway(settings(database_url, {}))
     began = time.perf_counter()
     page = await gateway.reconciler.view(limit=50)
@@ -165,8 +166,7 @@ async def view_only(database_url: str) -> dict[str, Any]:
     rows = sum(page.counts.values())
     return {
         "rows": rows,
-        "seconds": round(elapsed, 2),
-        "rows_per_s": round(rows / elapsed),
+        "seconds": round(elapsed, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -178,6 +178,9 @@ async def view(bench: Bench, db: Database) -> dict[str, Any]:
     began = time.perf_counter()
     await populate(gateway, count)
     populated = time.perf_counter() - began
+    began = time.perf_counter()
+    await gateway.reconciler.refresher.catch_up()  # what a worker's chore does once they are written
+    refreshed = time.perf_counter() - began
     await gateway.store.close()
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.reconciliation", "--view-only", url, stdout=asyncio.subprocess.PIPE
@@ -185,7 +188,8 @@ async def view(bench: Bench, db: Database) -> dict[str, Any]:
     out, _ = await child.communicate()
     if child.returncode:
         raise RuntimeError(f"the drift view failed (exit {child.returncode})")
-    return {"subjects": count, "populate_seconds": round(populated, 1), **json.loads(out)}
+    timed = {"populate_seconds": round(populated, 1), "refresh_seconds": round(refreshed, 1)}
+    return {"subjects": count, **timed, **json.loads(out)}
 
 
 async def readback(bench: Bench, db: Database) -> dict[str, Any]:

@@ -80,6 +80,12 @@ class ReconcileSettings(BaseModel):
     lease_s: float = Field(default=300.0, gt=0, description="a run whose worker stopped is resumed after this")
     poll_s: float = Field(default=2.0, gt=0, description="how often a worker looks for a queued run")
     max_queued: int = Field(default=4, ge=1, description="runs people may have waiting at once; more is a 429")
+    stale_inline: int = Field(
+        default=2000,
+        ge=0,
+        le=10_000,
+        description="marked subjects the drift view stores itself before answering; more: it computes every row",
+    )
 
 
 class BackfillSettings(BaseModel):

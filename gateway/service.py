@@ -70,7 +70,8 @@ class Gateway:
         self.erasures = Erasures(self.store, self.adapters, settings.purposes, clock, self.worker.wake, self.metrics)
         self.events = EventLoop(self.reconciler, self.worker)
         self.backfiller = Backfiller(self.store, self.adapters, settings.backfill, clock, self.worker)
-        steps = [self.runs.step, self.expiries.step, self.erasures.step, self.backfiller.step]
+        refresh = self.reconciler.refresher.step  # the drift view's stored rows
+        steps = [self.runs.step, self.expiries.step, self.erasures.step, self.backfiller.step, refresh]
         self.chores = Chores(steps, settings.reconcile.poll_s, sleep)
 
     async def start(self, *, run_worker: bool | None = None, migrate: bool = False) -> None:

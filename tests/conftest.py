@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from gateway.store import Store, migrate
 from gateway.store.tables import metadata
-from tests.world import World
+from tests.world import World, rows_disagreeing
 
 POSTGRES_URL = os.environ.get("CONSENT_GATEWAY_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
@@ -137,9 +137,38 @@ def _run(url: str, *steps: Callable[[AsyncConnection], Awaitable[Any]]) -> None:
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[Store]:
+    """A store; after the test, every stored drift-view row is checked against the row computed from
+    scratch (``rows_disagreeing``): a write path that forgot to mark its subjects fails here."""
     store = Store.from_url(database_url)
     yield store
-    await store.close()
+    try:
+        if await store.current() == migrate.head():  # a migration test may leave an older schema
+            disagreeing = await rows_disagreeing(store)
+            ROWS_CHECKED["tests"] += 1
+            ROWS_CHECKED["disagreeing"] += len(disagreeing)
+            assert not disagreeing, f"stored drift rows disagree with the rows computed from scratch: {disagreeing}"
+    finally:
+        await store.close()
+
+
+ROWS_CHECKED = {"tests": 0, "disagreeing": 0}  # this process's; the summary adds every xdist worker's
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:  # an xdist worker: hand the counts to the controller
+        output["rows_checked"] = dict(ROWS_CHECKED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    for key, count in getattr(node, "workeroutput", {}).get("rows_checked", {}).items():
+        ROWS_CHECKED[key] += count
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    tests, disagreeing = ROWS_CHECKED["tests"], ROWS_CHECKED["disagreeing"]
+    terminalreporter.write_line(f"drift rows checked after {tests} tests: {disagreeing} disagreeing")
 
 
 @pytest.fixture

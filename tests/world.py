@@ -11,7 +11,8 @@ import httpx
 
 from adapters.registry import providers as registered
 from adapters.registry import simulators_app
-from gateway.config import Settings
+from gateway.config import Settings, build_adapters
+from gateway.reconcile.rows import Disagreement, Refresher
 from gateway.service import Gateway
 from gateway.store import Store
 from schemas import tcf
@@ -51,6 +52,25 @@ def phone_of(subject: str) -> str:
     return f"+1415{zlib.crc32(subject.encode()) % 10**7:07d}"
 
 
+def configured(providers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every installed provider on its demo settings at its in-process simulator, ``providers`` added."""
+    return {
+        name: entry.demo(f"https://sim/{name}")
+        | FIXED.get(name, {})
+        | {"timeout_s": 0.2}
+        | dict((providers or {}).get(name, {}))
+        for name, entry in registered().items()
+    }
+
+
+async def rows_disagreeing(store: Store) -> list[Disagreement]:
+    """The drift view's stored rows that computing them from scratch contradicts, after the marked
+    ones are stored (the world's providers; a store whose rows were computed with other settings has
+    them computed again first, and then agrees trivially)."""
+    adapters = build_adapters(Settings(providers=configured()))
+    return await Refresher(store, adapters, lambda: NOW, chunk=500).check()
+
+
 class Sleeps:
     def __init__(self) -> None:
         self.calls: list[float] = []
@@ -80,15 +100,8 @@ class World:
         self.control = httpx.AsyncClient(transport=transport, base_url="http://sim")
         self.sleeps = Sleeps()
         self.now = NOW
-        configured = {
-            name: entry.demo(f"https://sim/{name}")
-            | FIXED.get(name, {})
-            | {"timeout_s": 0.2}
-            | dict((providers or {}).get(name, {}))
-            for name, entry in registered().items()
-        }
         retry_settings = dict(retry) if retry is not None else {"attempts": 4, "ladder_s": [60, 600, 3600]}
-        settings = Settings(providers=configured, retry=retry_settings)
+        settings = Settings(providers=configured(providers), retry=retry_settings)
         self.gateway = Gateway(
             settings,
             store=store,

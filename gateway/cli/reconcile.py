@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from contextlib import suppress
-from typing import Annotated
+from dataclasses import asdict
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +26,7 @@ from gateway.cli.common import (
     settings,
     table,
 )
+from gateway.reconcile.rows import Disagreement
 from gateway.service import Gateway
 from gateway.store.ledger import SubjectErased
 from schemas.api import ProviderSync, ReconciliationPage, RunOut, SyncStatus
@@ -42,10 +45,16 @@ def reconcile(
     fix: Annotated[bool, typer.Option("--repair", help="push every diverged or failed row shown again")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="rows shown")] = 200,
     output: FormatOption = Format.table,
+    check: Annotated[
+        bool, typer.Option("--check", help="compute every row from scratch; exit 1 if a stored row disagrees")
+    ] = False,
 ) -> None:
     """Where the providers disagree with the gateway: per subject and provider, desired vs
     acknowledged vs observed, and the counts per status."""
     built = gateway(settings(config, demo), api=None)
+    if check:
+        _check(built, output)
+        return
     if provider is not None and provider not in built.adapters:
         fail(f"--provider: not configured: {provider}; configured: {', '.join(built.adapters) or 'none'}", 2)
 
@@ -71,6 +80,32 @@ def reconcile(
     _print(page)
     if fix:
         console.print(f"re-pushed {repaired} row(s); a running worker delivers them")
+
+
+def _check(built: Gateway, output: Format) -> None:
+    """The stored rows (after the marked subjects' are stored) against every row computed from scratch."""
+
+    async def work() -> list[Disagreement]:
+        try:
+            return await built.reconciler.refresher.check()
+        finally:
+            await built.worker.stop()
+
+    found = run_with(built.store, work)
+    if output is Format.json:
+        print(json.dumps({"disagreeing": [asdict(d) for d in found]}, indent=2, default=str))
+    else:
+        rows = table("subject", "provider", "stored", "computed")
+        for d in found:
+            rows.add_row(d.subject_id, d.provider, _shown(d.stored), _shown(d.computed))
+        Console().print(rows)
+        console.print(f"{len(found)} stored row(s) disagree with the rows computed from scratch")
+    if found:
+        raise typer.Exit(1)
+
+
+def _shown(row: Mapping[str, Any] | None) -> str:
+    return "(none)" if row is None else str(row["status"])
 
 
 async def _read_back(built: Gateway, provider: str | None, subject: str | None) -> RunOut:

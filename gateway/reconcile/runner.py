@@ -13,84 +13,30 @@ import base64
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Generator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import httpx
 import structlog
 
-from adapters.base import Adapter, Observable, Observation, Projection
+from adapters.base import Adapter, Observable, Observation
 from adapters.errors import GatewayError, ProviderError
 from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.metrics import Metrics
+from gateway.reconcile.cells import Cell, cells
+from gateway.reconcile.rows import Refresher
 from gateway.redaction import redact
-from gateway.rules.drift import Judgement, Known, difference, judge, status
+from gateway.rules.drift import Known, judge
 from gateway.store import Store
 from gateway.store.observations import Read
 from gateway.store.snapshot import Chunk
-from schemas.api import DecisionOut, DeliveryOut, ProviderSync, ReconciliationPage, RunOut, RunStatus, SyncStatus
+from schemas.api import DecisionOut, ProviderSync, ReconciliationPage, RunOut, RunStatus, SyncStatus
 from schemas.consent import PurposeState, SubjectState, decision_context, own_decision
 
 log = structlog.get_logger("consent_gateway.reconcile")
 T = TypeVar("T")
 Progress = Callable[[RunOut], None]
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One row's status, computed cheaply; the full row is built only for rows that are shown."""
-
-    adapter: Adapter
-    state: SubjectState
-    desired: Projection
-    known: Known
-    status: SyncStatus
-    observe_error: str | None
-
-    @classmethod
-    def of(cls, adapter: Adapter, state: SubjectState, chunk: Chunk) -> Cell:
-        pair = (state.subject_id, adapter.name)
-        desired = adapter.project(state)
-        known = chunk.known.get(pair, Known())
-        found = status(adapter, desired, known, chunk.delivery_status(pair))
-        return cls(adapter, state, desired, known, found, chunk.observe_errors.get(pair))
-
-    @property
-    def pair(self) -> tuple[str, str]:
-        return self.state.subject_id, self.adapter.name
-
-    def row(self, last_delivery: DeliveryOut | None, skew: timedelta) -> ProviderSync:
-        known, adapter = self.known, self.adapter
-        held = known.newest() if isinstance(adapter, Observable) else known.acknowledged
-        judged = known.read_last and known.observed_at is not None and self.status is SyncStatus.diverged
-        fields = set(adapter.addressed().values())
-        return ProviderSync(
-            subject_id=self.state.subject_id,
-            provider=adapter.name,
-            status=self.status,
-            desired=self.desired,
-            acknowledged=known.acknowledged,
-            acknowledged_at=known.acknowledged_at,
-            observed=known.observed,
-            observed_at=known.observed_at,
-            observe_error=self.observe_error,
-            difference=difference(self.desired, held),
-            not_applicable=adapter.not_applicable(self.state),
-            not_adopted=self._judged(skew).not_adopted if judged else {},
-            shared_with=sorted(
-                {other for f in fields if f in self.state.shared for other in self.state.shared[f].subject_ids}
-            ),
-            last_delivery=last_delivery,
-        )
-
-    def _judged(self, skew: timedelta) -> Judgement:
-        """The rules applied to the last read-back, as of when it was read."""
-        assert self.known.observed_at is not None
-        return judge(
-            self.adapter, self.state, self.known.observation(), self.known.writes, self.known.observed_at, skew
-        )
 
 
 class NotAdoptable(GatewayError):
@@ -120,6 +66,7 @@ class Reconciler:
         self.clock = clock
         self.metrics = metrics
         self.snapshots = store.snapshots
+        self.refresher = Refresher(store, adapters, clock, settings.reconcile.chunk)
 
     def observable(self) -> list[str]:
         return [name for name, adapter in self.adapters.items() if isinstance(adapter, Observable)]
@@ -129,7 +76,7 @@ class Reconciler:
     async def rows(self, subject_ids: Sequence[str], provider: str | None = None) -> list[ProviderSync]:
         """One row per subject × provider, in subject then provider order; from the store only."""
         chunk = await self.snapshots.chunk(subject_ids)
-        return await self._render(self._cells(chunk, subject_ids, provider))
+        return await self._render(cells(self.adapters, chunk, subject_ids, provider))
 
     async def _render(self, cells: Sequence[Cell]) -> list[ProviderSync]:
         last = await self.snapshots.last_deliveries(sorted({cell.state.subject_id for cell in cells}))
@@ -139,17 +86,6 @@ class Reconciler:
     def skew(self) -> timedelta:
         """How far past the gateway's clock a time may lie, for a provider's change as for a caller's decision."""
         return timedelta(seconds=self.settings.max_clock_skew_s)
-
-    def _cells(self, chunk: Chunk, subject_ids: Sequence[str], provider: str | None) -> list[Cell]:
-        cells = []
-        for subject_id in subject_ids:
-            state = chunk.states.get(subject_id)
-            if state is None:
-                continue
-            for name, adapter in sorted(self.adapters.items()):
-                if provider is None or name == provider:
-                    cells.append(Cell.of(adapter, state, chunk))
-        return cells
 
     async def view(
         self,
@@ -161,21 +97,15 @@ class Reconciler:
         limit: int = 50,
     ) -> ReconciliationPage:
         """A page of rows (filtered), and the count per status (and per provider and status) of
-        every row the other filters match. Walks the subjects chunk by chunk: memory stays flat."""
+        every row the other filters match: read from the stored rows, with the subjects marked since
+        their rows were stored computed live (``gateway.reconcile.rows``); every row computed live
+        for one subject, or while too many are marked."""
         after = decode_cursor(cursor) if cursor else None
-        counts: Counter[tuple[str, SyncStatus]] = Counter()
-        shown: list[Cell] = []
-        more = False
-        async for cells in self._all_cells(provider, subject):
-            counts.update((cell.adapter.name, cell.status) for cell in cells)
-            wanted = (cell for cell in cells if status is None or cell.status in status)
-            for cell in wanted:
-                if after is not None and cell.pair <= after:
-                    continue
-                if len(shown) == limit:
-                    more = True
-                else:
-                    shown.append(cell)
+        live = None if subject is not None else await self.refresher.before_view(self.settings.reconcile.stale_inline)
+        if live is None:
+            counts, shown, more = await self._walk(provider, status, subject, after, limit)
+        else:
+            counts, shown, more = await self._stored(provider, status, live, after, limit)
         items = await self._render(shown)
         providers = sorted(self.adapters) if provider is None else [provider]
         return ReconciliationPage(
@@ -185,14 +115,62 @@ class Reconciler:
             next_cursor=encode_cursor(items[-1]) if more and items else None,
         )
 
+    async def _stored(
+        self,
+        provider: str | None,
+        status: Collection[SyncStatus] | None,
+        marked: Sequence[str],
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> tuple[Counter[tuple[str, SyncStatus]], list[Cell], bool]:
+        """The page and counts from the stored rows, the ``marked`` subjects' computed live instead."""
+        providers = sorted(self.adapters) if provider is None else [provider]
+        fresh = cells(self.adapters, await self.snapshots.chunk(marked), marked, provider)
+        stored = await self.store.drift_rows.counts(providers, unless=marked)
+        counts = Counter({(name, SyncStatus(found)): n for (name, found), n in stored.items()})
+        counts.update((cell.adapter.name, cell.status) for cell in fresh)
+        wanted = None if status is None else {s.value for s in status}
+        page = await self.store.drift_rows.page(providers, wanted, after, limit + 1, unless=marked)
+        computed = {cell.pair: cell for cell in fresh if status is None or cell.status in status}
+        pairs = sorted({(s, p) for s, p, _ in page} | {pair for pair in computed if after is None or pair > after})
+        more, pairs = len(pairs) > limit, pairs[:limit]
+        read = sorted({s for s, p in pairs if (s, p) not in computed})
+        for cell in cells(self.adapters, await self.snapshots.chunk(read), read, provider):  # shown: in full, now
+            computed.setdefault(cell.pair, cell)
+        return counts, [computed[pair] for pair in pairs if pair in computed], more
+
+    async def _walk(
+        self,
+        provider: str | None,
+        status: Collection[SyncStatus] | None,
+        subject: str | None,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> tuple[Counter[tuple[str, SyncStatus]], list[Cell], bool]:
+        """The page and counts with every row computed live, walking the subjects chunk by chunk:
+        memory stays flat."""
+        counts: Counter[tuple[str, SyncStatus]] = Counter()
+        shown: list[Cell] = []
+        more = False
+        async for found in self._all_cells(provider, subject):
+            counts.update((cell.adapter.name, cell.status) for cell in found)
+            for cell in found:
+                if (status is not None and cell.status not in status) or (after is not None and cell.pair <= after):
+                    continue
+                if len(shown) == limit:
+                    more = True
+                else:
+                    shown.append(cell)
+        return counts, shown, more
+
     async def _all_cells(self, provider: str | None, subject: str | None) -> AsyncIterator[list[Cell]]:
         """Every cell the filters allow, a chunk of subjects at a time."""
         if subject is not None:
-            yield self._cells(await self.snapshots.chunk([subject]), [subject], provider)
+            yield cells(self.adapters, await self.snapshots.chunk([subject]), [subject], provider)
             return
         after: str | None = None
         while ids := await self.snapshots.subject_ids(after, self.settings.reconcile.chunk):
-            yield self._cells(await self.snapshots.chunk(ids), ids, provider)
+            yield cells(self.adapters, await self.snapshots.chunk(ids), ids, provider)
             after = ids[-1]
 
     # -- read-back runs ------------------------------------------------------------------

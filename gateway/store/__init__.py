@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.store import migrate as schema
 from gateway.store.backfills import Backfills
 from gateway.store.db import Pool, create_engine
+from gateway.store.drift_rows import DriftRows
 from gateway.store.erasures import ErasureRecords
 from gateway.store.events import Events
 from gateway.store.expiries import ExpiryQueue
@@ -37,6 +38,7 @@ class Store:
         self.backfills = Backfills(engine)
         self.sessions = AdminSessions(engine)
         self.snapshots = Snapshots(engine)
+        self.drift_rows = DriftRows(engine)
         self.erasures = ErasureRecords(engine, self.ledger)
         self.expiries = ExpiryQueue(engine)
         self.future_dates = FutureDates(self.ledger)

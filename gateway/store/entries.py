@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, select, update
 
 from adapters.base import Adapter, Projection
 from gateway.rules.provenance import Provenance
-from gateway.store import addresses
+from gateway.store import addresses, stale
 from gateway.store.db import Executor, insert, upsert
 from gateway.store.outbox import WAITING, delivery_out
 from gateway.store.snapshot import EPOCH
@@ -158,6 +158,8 @@ async def write(conn: Executor, plans: Sequence[Plan], now: datetime) -> list[De
         await conn.execute(expiries.insert(), due)
     await _write_states(conn, plans, now)
     await addresses.moved(conn, [(plan.before, plan.after) for plan in plans], now)
+    held = [addresses.current(state) for plan in plans for state in (plan.before, plan.after)]
+    await stale.mark(conn, [plan.after.subject_id for plan in plans], {a for now in held for a in now.values()})
     await _write_acknowledgements(conn, plans, now)
     carried = await _enqueue(conn, plans, now)
     return [

@@ -15,6 +15,7 @@ from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Observation
+from gateway.store import stale
 from gateway.store.db import insert, reader, upsert
 from gateway.store.tables import UTCDateTime, observations, reconciliation_runs
 from schemas.api import RunOut, RunStatus
@@ -45,6 +46,7 @@ class Observations:
         ]
         failed = {pair: result for pair, result in found.items() if isinstance(result, str)}
         async with self.engine.begin() as conn:
+            await stale.mark(conn, [subject_id for subject_id, _ in found])
             await upsert(conn, observations, held, ["subject_id", "provider"])
             for (subject_id, provider), error in failed.items():
                 statement = insert(conn, observations).values(

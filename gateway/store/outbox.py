@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Ack, Projection, Write
 from gateway.rules.provenance import Provenance
+from gateway.store import stale
 from gateway.store.db import reader
 from gateway.store.tables import deliveries, delivery_attempts, delivery_decisions, provider_state
 from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
@@ -142,6 +143,7 @@ class Outbox:
                     .where(deliveries.c.id.in_([row.id for row in over]))
                     .values(status=DeliveryStatus.dead.value, last_error=ABANDONED, lease_until=None, updated_at=now)
                 )
+                await stale.mark(conn, [row.subject_id for row in over])
             live = [row.id for row in found if row not in over]
             claims = [Claim(row.id, row.subject_id, provider, row.reschedules, abandoned=True) for row in over]
             lease = str(uuid.uuid4())
@@ -211,6 +213,7 @@ class Outbox:
         again, so its newest state is pushed after both. Returns whether the outcome counted."""
         async with self.engine.begin() as conn:
             await _hold_pair(conn, claim)
+            await stale.mark(conn, [claim.subject_id])
             result = await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))
             held = bool(result.rowcount)
             if not held:
@@ -298,11 +301,11 @@ class Outbox:
             query = query.where(deliveries.c.provider == provider)
         if since is not None:
             query = query.where(deliveries.c.updated_at >= since)
+        again = {"status": DeliveryStatus.pending.value, "reschedules": 0, "next_attempt_at": now, "updated_at": now}
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                query.values(status=DeliveryStatus.pending.value, reschedules=0, next_attempt_at=now, updated_at=now)
-            )
-            return int(result.rowcount)
+            replayed = [row[0] for row in await conn.execute(query.values(again).returning(deliveries.c.subject_id))]
+            await stale.mark(conn, replayed)
+            return len(replayed)
 
     async def retry_now(self, delivery_id: str, now: datetime) -> bool:
         """Make a waiting (pending or retrying) delivery due now; False when it is not waiting."""

@@ -316,3 +316,31 @@ backfill_items = Table(
     Column("delivery_id", String(36), ForeignKey("deliveries.id"), nullable=False),
     Index("ix_backfill_items_delivery", "delivery_id"),
 )
+
+reconciliation_rows = Table(
+    "reconciliation_rows",  # the drift view's rows, materialized: each subject × provider's status
+    metadata,
+    Column("subject_id", String(200), primary_key=True),
+    Column("provider", String(40), primary_key=True),
+    Column("status", String(16), nullable=False),
+    _timestamp("acknowledged_at", nullable=True),
+    _timestamp("observed_at", nullable=True),
+    _timestamp("refreshed_at"),  # when the row was last computed
+    Index("ix_reconciliation_rows_status", "status", "subject_id", "provider"),
+    Index("ix_reconciliation_rows_provider", "provider", "status", "subject_id"),
+)
+
+reconciliation_stale = Table(
+    "reconciliation_stale",  # a mark per change to a subject's rows' inputs, written with the change
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject_id", String(200), nullable=False),
+    Index("ix_reconciliation_stale_subject", "subject_id"),
+)
+
+reconciliation_providers = Table(
+    "reconciliation_providers",  # the provider settings the stored rows were computed with
+    metadata,
+    Column("provider", String(40), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+)
