@@ -149,7 +149,10 @@ class WixSettings(ProviderSettings):
         return value
 
     bulk_size: int = Field(
-        default=100, ge=1, le=1000, description="items per bulk upsert (first syncs); Wix documents no maximum"
+        default=0,
+        ge=0,
+        le=1000,
+        description="items per bulk upsert of first syncs (Wix documents no maximum); 0: off, every push alone",
     )
 
     @field_validator("purposes")

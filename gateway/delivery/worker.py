@@ -121,7 +121,7 @@ class Lane:
     ) -> None:
         settings = adapter.settings
         self.adapter = adapter
-        self.bulk = adapter if isinstance(adapter, Bulk) else None
+        self.bulk = adapter if isinstance(adapter, Bulk) and adapter.bulk_size > 0 else None  # 0: off
         self.budget = budget
         self.limit = settings.concurrency
         self.active = 0  # deliveries under way

@@ -24,7 +24,8 @@ Results = list[Ack | ProviderError]
 
 
 def wix(**settings: Any) -> WixAdapter:
-    return WixAdapter(WixSettings(api_key=SecretStr("IST.wix-key-0123456789"), site_id="site-1", **settings))
+    values = {"bulk_size": 100} | settings
+    return WixAdapter(WixSettings(api_key=SecretStr("IST.wix-key-0123456789"), site_id="site-1", **values))
 
 
 def subject(name: str, phone: str | None = None, **purposes: str) -> SubjectState:
@@ -64,7 +65,8 @@ def test_wix_is_bulk_with_a_bounded_setting() -> None:
     adapter = wix()
     assert isinstance(adapter, Bulk) and adapter.bulk_size == 100
     assert wix(bulk_size=7).bulk_size == 7
-    for wrong in (0, 1001):
+    assert WixSettings(api_key=SecretStr("k"), site_id="s").bulk_size == 0, "off unless configured"
+    for wrong in (-1, 1001):
         with pytest.raises(ValueError, match="bulk_size"):
             wix(bulk_size=wrong)
 

@@ -20,6 +20,7 @@ from tests.world import World
 WIX_BASE = "/wix/marketing-consent/v1/marketing-consent"
 BULK = f"/wix{BULK_UPSERT}"
 SUBJECTS = 100
+BULK_ON = {"wix": {"bulk_size": 100}}  # bulk first syncs are opt-in (README)
 
 
 async def closed(world: World) -> None:
@@ -29,7 +30,7 @@ async def closed(world: World) -> None:
 
 @pytest.fixture
 async def wix_world(store: Store) -> AsyncIterator[World]:
-    world = World(store)
+    world = World(store, providers=BULK_ON)
     yield world
     await closed(world)
 
@@ -127,7 +128,9 @@ class FailFirstBulk(httpx.AsyncBaseTransport):
 
 
 async def test_a_transient_bulk_failure_is_retried_in_process_then_succeeds(store: Store) -> None:
-    world = World(store, wrap_transport=lambda name, inner: FailFirstBulk(inner, 1) if name == "wix" else inner)
+    world = World(
+        store, providers=BULK_ON, wrap_transport=lambda name, inner: FailFirstBulk(inner, 1) if name == "wix" else inner
+    )
     try:
         await decide_all(world, 5, email_marketing="granted")
         await world.gateway.worker.drain()
@@ -144,7 +147,7 @@ async def test_a_transient_bulk_failure_is_retried_in_process_then_succeeds(stor
 
 
 async def test_a_bulk_failing_past_its_retries_is_rescheduled_and_retried_alone(store: Store) -> None:
-    world = World(store, retry={"attempts": 2, "ladder_s": [60]})
+    world = World(store, providers=BULK_ON, retry={"attempts": 2, "ladder_s": [60]})
     try:
         await world.faults("wix", error_rate=1, status=503, path="bulk")
         await decide_all(world, 2, email_marketing="granted")
