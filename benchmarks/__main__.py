@@ -63,6 +63,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     scale.add_argument("--sequential-decisions", type=int, default=5, help="fanout: decisions the naive script sends")
     scale.add_argument("--delivery-decisions", type=int, default=200, help="delivery: decisions delivered")
     scale.add_argument("--concurrency", type=int, default=4, help="delivery: per provider (the default setting)")
+    scale.add_argument(
+        "--high-concurrency", type=int, default=32, help="delivery: per provider, again (decisions scaled to match)"
+    )
     scale.add_argument("--workers-decisions", type=int, default=150, help="workers: decisions per worker count")
     scale.add_argument("--workers-concurrency", type=int, default=8, help="workers: per provider and worker")
     scale.add_argument("--view-subjects", type=int, default=100_000, help="reconciliation: subjects in the view")

@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, case, exists, func, literal, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Ack, Projection, Write
 from gateway.rules.provenance import Provenance
 from gateway.store import stale
-from gateway.store.db import reader
+from gateway.store.db import Executor, reader, transaction
 from gateway.store.tables import deliveries, delivery_attempts, delivery_decisions, provider_state
 from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
 from schemas.consent import parse_timestamp
@@ -41,6 +41,10 @@ class Claim:
     lease: str | None = None  # this claim's lease id: its outcome counts only while the lease holds
     abandoned: bool = False  # its lease ran out once too often: marked dead by the claim itself
 
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.provider, self.subject_id)
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -65,6 +69,19 @@ class Outcome:
     next_attempt_at: datetime | None = None
     rescheduled: bool = False
     exhausted: bool = False  # dead because the retry ladder ran out, not because the provider refused
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a claimed delivery ended, to be recorded: its outcome, on success what the provider holds
+    now, what each push request set there (the gateway's own writes: ``gateway.rules.provenance``) and
+    the pair's fence when the push read what the provider held."""
+
+    claim: Claim
+    outcome: Outcome
+    ack: Ack | None = None
+    sent: Sequence[Mapping[str, Write]] = ()
+    fence: int = 0
 
 
 @dataclass(frozen=True)
@@ -186,11 +203,17 @@ class Outbox:
     async def acknowledged(self, subject_id: str, provider: str) -> Held:
         """What the provider last accepted for this subject, the ids/revisions remembered, and the
         gateway's writes since."""
+        return (await self.held(provider, [subject_id])).get(subject_id, Held())
+
+    async def held(self, provider: str, subject_ids: Sequence[str]) -> dict[str, Held]:
+        """``acknowledged`` for several subjects in one statement (a claimed group); those not listed
+        were never acknowledged."""
         table = provider_state
-        columns = (table.c.acknowledged, table.c.memo, table.c.writes, table.c.fence)
+        columns = (table.c.subject_id, table.c.acknowledged, table.c.memo, table.c.writes, table.c.fence)
+        query = select(*columns).where(table.c.provider == provider, table.c.subject_id.in_(subject_ids))
         async with self.reader.connect() as conn:
-            row = (await conn.execute(select(*columns).where(_pair(subject_id, provider)))).first()
-        return Held(row[0], row[1], Provenance.from_json(row[2]), row[3]) if row else Held()
+            rows = (await conn.execute(query)).all()
+        return {row[0]: Held(row[1], row[2], Provenance.from_json(row[3]), row[4]) for row in rows}
 
     async def finish(
         self,
@@ -202,30 +225,28 @@ class Outbox:
         sent: Sequence[Mapping[str, Write]] = (),
         fence: int = 0,
     ) -> bool:
-        """Record how a claimed delivery ended, every attempt, on success what the provider holds, and
-        the gateway's own writes there (``sent``: what each push request set; ``fence``: the pair's
-        fence when the push read what the provider held).
+        """Record how one claimed delivery ended (``finish_many`` of one); whether the outcome counted."""
+        return (await self.finish_many([Ended(claim, outcome, ack, sent, fence)], now))[0]
 
-        The outcome counts only while the claim's lease holds. Once it lapsed, the pair may have been
+    async def finish_many(self, ended: Sequence[Ended], now: datetime) -> list[bool]:
+        """Record how claimed deliveries ended, in one transaction (the worker's group commit): every
+        attempt, on success what the provider holds, and the gateway's own writes there. Whether each
+        outcome counted, in order.
+
+        An outcome counts only while the claim's lease holds. Once it lapsed, the pair may have been
         claimed again and pushed meanwhile, and this push may have landed last with an older state:
         what the provider holds is then unknown, the pair's fence moves (so the other push's
         acknowledgement, read under the old fence, is not trusted either) and the pair is queued
-        again, so its newest state is pushed after both. Returns whether the outcome counted."""
-        async with self.engine.begin() as conn:
-            await _hold_pair(conn, claim)
-            await stale.mark(conn, [claim.subject_id])
-            result = await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))
-            held = bool(result.rowcount)
-            if not held:
-                tried = deliveries.c.attempts + len(outcome.attempts)
-                await conn.execute(update(deliveries).where(deliveries.c.id == claim.id).values(attempts=tried))
-                await _queue_again(conn, claim, now, touched=bool(outcome.attempts))
-            if outcome.attempts:
-                rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
-                await conn.execute(delivery_attempts.insert(), rows)
-            if ack is not None or outcome.attempts:
-                await _record_held(conn, claim, outcome, now, ack if held else None, sent, fence, lapsed=not held)
-            return held
+        again, so its newest state is pushed after both. Pairs are taken in one order (PostgreSQL
+        locks each pair), so two groups never wait on each other in a circle."""
+        order = sorted(range(len(ended)), key=lambda index: ended[index].claim.pair)
+
+        async def body(conn: Executor) -> list[bool]:
+            await stale.mark(conn, [end.claim.subject_id for end in ended])
+            counted = {index: await _finish(conn, ended[index], now) for index in order}
+            return [counted[index] for index in range(len(ended))]
+
+        return await transaction(self.engine, body)
 
     # -- dead letters and the admin surface ------------------------------------------------
 
@@ -329,6 +350,26 @@ class Outbox:
             return {name: (int(count), _age(now, oldest)) for name, count, oldest in rows}
 
 
+async def _finish(conn: Executor, end: Ended, now: datetime) -> bool:
+    """One delivery's end (``Outbox.finish_many``); whether it counted."""
+    claim, outcome = end.claim, end.outcome
+    await _hold_pair(conn, claim)
+    held = bool(
+        (await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))).rowcount
+    )
+    if not held:
+        tried = deliveries.c.attempts + len(outcome.attempts)
+        await conn.execute(update(deliveries).where(deliveries.c.id == claim.id).values(attempts=tried))
+        await _queue_again(conn, claim, now, touched=bool(outcome.attempts))
+    if outcome.attempts:
+        rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
+        await conn.execute(delivery_attempts.insert(), rows)
+    if end.ack is not None or outcome.attempts:
+        ack = end.ack if held else None
+        await _record_held(conn, claim, outcome, now, ack, end.sent, end.fence, lapsed=not held)
+    return held
+
+
 def _pair(subject_id: str, provider: str) -> Any:
     return (provider_state.c.subject_id == subject_id) & (provider_state.c.provider == provider)
 
@@ -358,7 +399,7 @@ def _ended(outcome: Outcome, now: datetime) -> dict[str, Any]:
 
 
 async def _record_held(
-    conn: AsyncConnection,
+    conn: Executor,
     claim: Claim,
     outcome: Outcome,
     now: datetime,
@@ -395,7 +436,7 @@ async def _record_held(
         await conn.execute(update(provider_state).where(_pair(claim.subject_id, claim.provider)).values(values))
 
 
-async def _queue_again(conn: AsyncConnection, claim: Claim, now: datetime, *, touched: bool) -> None:
+async def _queue_again(conn: Executor, claim: Claim, now: datetime, *, touched: bool) -> None:
     """After an outcome that came too late to count: the claim's row back in the queue if no one
     claimed it since; else, if this push reached the provider (``touched``), another push of the
     pair queued behind the one now in flight (or the waiting one made due)."""
@@ -417,7 +458,7 @@ async def _queue_again(conn: AsyncConnection, claim: Claim, now: datetime, *, to
     )
 
 
-async def _hold_pair(conn: AsyncConnection, claim: Claim) -> None:
+async def _hold_pair(conn: Executor, claim: Claim) -> None:
     """PostgreSQL: wait for any other finish of the same pair (two pushes of one pair end at once only
     after a lease lapsed). SQLite has one writer at a time."""
     if conn.dialect.name == "postgresql":
@@ -425,7 +466,7 @@ async def _hold_pair(conn: AsyncConnection, claim: Claim) -> None:
         await conn.execute(lock, {"provider": claim.provider, "subject": claim.subject_id})
 
 
-async def _lock_pairs(conn: AsyncConnection, provider: str, subject_ids: set[str]) -> set[str]:
+async def _lock_pairs(conn: Executor, provider: str, subject_ids: set[str]) -> set[str]:
     """The subjects whose (subject, provider) pair this transaction now holds; a pair another
     claimer holds is skipped, never waited for. Released at commit."""
     if not subject_ids:
