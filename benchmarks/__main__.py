@@ -96,8 +96,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         logs = args.logs or Path(scratch) / "logs"
         bench = Bench(args, Path(scratch), logs, generator)
         async with bench.processes("simulators") as procs:
-            log_limit = max(10_000, 12 * max(args.delivery_decisions, args.workers_decisions, args.fanout_decisions))
-            bench.simulators = await start_simulators(procs, log_limit)
+            delivered = args.delivery_decisions * max(1, args.high_concurrency // args.concurrency)
+            log_limit = max(10_000, 12 * max(delivered, args.workers_decisions, args.fanout_decisions))
+            servers = await start_simulators(procs, log_limit)
+            bench.simulators = {provider: server.url for provider, server in servers.items()}
+            bench.simulator_pids = [server.process.pid for server in servers.values()]
             for url in args.database:
                 db = Database(url, Path(scratch))
                 results[db.kind] = await run_store(bench, db)

@@ -9,7 +9,8 @@ one decision costs there (the simulators' logs over the run / decisions); the sl
 bounds it. With W worker processes the bound is W times that (``workers`` reuses this
 measurement). ``cpu_s_per_push``: the workers' CPU seconds from the end of start-up to the end,
 over the requests the providers saw: the worker's own cost per request, which a busy machine
-slows down but does not inflate.
+slows down but does not inflate. ``simulators_cpu_s_per_request``: the same for the simulators,
+which share the machine's cores with the worker.
 """
 
 from __future__ import annotations
@@ -63,15 +64,18 @@ async def measure(
         await set_latency(bench.simulators, dict.fromkeys(PROVIDERS, LATENCY_MS))
         started = start_workers(procs, config, workers)
         idle = await started_up(started)
+        simulating = sum(cpu_seconds(pid) for pid in bench.simulator_pids)
         await record(gateway.url, decisions, prefix="d")
         done_at = await until_delivered(url, timeout=60 + decisions * 0.2)
         cpu = sum(cpu_seconds(process.pid) for process in started) - idle
+        simulated = sum(cpu_seconds(pid) for pid in bench.simulator_pids) - simulating
     requests = {provider: await logged(bench.simulators, provider) for provider in PROVIDERS}
     began = min(entry["at"] for entries in requests.values() for entry in entries)
     flows = {provider: len(entries) / decisions for provider, entries in requests.items()}
     sent = sum(len(entries) for entries in requests.values())
     return figures(decisions, done_at - began, flows, workers, concurrency) | {
         "cpu_s_per_push": per(cpu, sent),
+        "simulators_cpu_s_per_request": per(simulated, sent),
         "requests": sent,
         "statuses": await statuses(url),
     }

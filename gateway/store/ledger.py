@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter, Projection
 from adapters.errors import GatewayError
-from gateway.store.db import Executor, reader, transaction
+from gateway.store.db import Executor, read, reader, transaction
 from gateway.store.entries import Entry, Plan, decision_out, lock_subjects, write
 from gateway.store.idempotency import Binding, claim_bindings
 from gateway.store.outbox import delivery_out
@@ -169,8 +169,11 @@ class Ledger:
 
     async def subject_states(self, ids: Sequence[str], *, addressed: bool = True) -> dict[str, SubjectState]:
         """``subject_state`` of several subjects in one read (a claimed group of deliveries): those decided."""
-        async with self.reader.connect() as conn:
+
+        async def states(conn: Executor) -> dict[str, SubjectState]:
             return await read_states(conn, ids, DECIDED, addressed=addressed, former=True)
+
+        return await read(self.engine, states)
 
     async def locked_state(self, conn: AsyncConnection, subject_id: str) -> SubjectState | None:
         """The subject's state, its row locked until ``conn``'s transaction ends."""

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, case, exists, func, literal, or_, select, text, update
+from sqlalchemy import Integer, Row, and_, bindparam, case, exists, func, literal, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Ack, Projection, Write
 from gateway.rules.provenance import Provenance
 from gateway.store import stale
-from gateway.store.db import Executor, reader, transaction
+from gateway.store.db import Executor, read, reader, transaction
 from gateway.store.tables import deliveries, delivery_attempts, delivery_decisions, provider_state
 from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
 from schemas.consent import parse_timestamp
@@ -27,6 +27,15 @@ PAIR_LOCK = "hashtext(current_schema() || '/' || :provider), hashtext({subject})
 are database-wide, and two gateways (or test sessions) in schemas of one database must not pass over
 each other's pairs."""
 STATUSES = {status.value: status for status in DeliveryStatus}
+CANDIDATE = (
+    deliveries.c.id,
+    deliveries.c.subject_id,
+    deliveries.c.status,
+    deliveries.c.reschedules,
+    deliveries.c.next_attempt_at,
+    deliveries.c.created_at,
+)
+Candidate = Row[Any, Any, Any, Any, Any, Any]  # a CANDIDATE row
 ABANDONED = "gave up: the outcome of its attempts was never recorded (the worker stopped or the store failed)"
 
 
@@ -129,26 +138,10 @@ class Outbox:
         Each claim gets a lease id of its own (``Claim.lease``): ``renew`` and ``finish`` act only
         under it, so a worker whose lease lapsed can't extend or decide the claim another holds now.
         """
-        other = deliveries.alias("other")
-        in_flight = exists().where(
-            other.c.subject_id == deliveries.c.subject_id,
-            other.c.provider == deliveries.c.provider,
-            other.c.status == DeliveryStatus.sending.value,
-            other.c.lease_until > now,
-        )
-        due = or_(
-            and_(WAITING, deliveries.c.next_attempt_at <= now),
-            and_(deliveries.c.status == DeliveryStatus.sending.value, deliveries.c.lease_until <= now),
-        )
-        candidates = (
-            select(deliveries.c.id, deliveries.c.subject_id, deliveries.c.status, deliveries.c.reschedules)
-            .where(deliveries.c.provider == provider, due, ~in_flight)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        async with self.engine.begin() as conn:
-            found = _one_per_pair((await conn.execute(candidates)).all())
+        in_flight = _in_flight(now)
+
+        async def leasing(conn: Executor) -> list[Claim]:
+            found = _one_per_pair(await _candidates(conn, provider, limit, now))
             if conn.dialect.name == "postgresql":
                 held = await _lock_pairs(conn, provider, {row.subject_id for row in found})
                 found = [row for row in found if row.subject_id in held]
@@ -161,26 +154,26 @@ class Outbox:
                     .values(status=DeliveryStatus.dead.value, last_error=ABANDONED, lease_until=None, updated_at=now)
                 )
                 await stale.mark(conn, [row.subject_id for row in over])
-            live = [row.id for row in found if row not in over]
             claims = [Claim(row.id, row.subject_id, provider, row.reschedules, abandoned=True) for row in over]
+            live = [row.id for row in found if row not in over]
+            if not live:
+                return claims
             lease = str(uuid.uuid4())
-            if live:
-                leased = await conn.execute(  # a new statement: sees a pair claimed since the select
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(live), ~in_flight)
-                    .values(
-                        status=DeliveryStatus.sending.value,
-                        reschedules=deliveries.c.reschedules + case((deliveries.c.id.in_(lost), 1), else_=0),
-                        lease_until=now + timedelta(seconds=lease_s),
-                        lease_id=lease,
-                        updated_at=now,
-                    )
-                    .returning(
-                        deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules
-                    )
+            leased = await conn.execute(  # a new statement: sees a pair claimed since the select
+                update(deliveries)
+                .where(deliveries.c.id.in_(live), ~in_flight)
+                .values(
+                    status=DeliveryStatus.sending.value,
+                    reschedules=deliveries.c.reschedules + case((deliveries.c.id.in_(lost), 1), else_=0),
+                    lease_until=now + timedelta(seconds=lease_s),
+                    lease_id=lease,
+                    updated_at=now,
                 )
-                claims += [Claim(row.id, row.subject_id, provider, row.reschedules, lease) for row in leased]
-            return claims
+                .returning(deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules)
+            )
+            return claims + [Claim(row.id, row.subject_id, provider, row.reschedules, lease) for row in leased]
+
+        return await transaction(self.engine, leasing)
 
     async def renew(self, claim: Claim, now: datetime, lease_s: float) -> bool:
         """Extend a lease still held, so a slow push is never claimed a second time meanwhile. False
@@ -191,14 +184,17 @@ class Outbox:
         """``renew`` for several claims in one statement (a bulk group's); the ids whose lease still held."""
         if not claims:
             return set()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(deliveries)
-                .where(or_(*(_leased(claim, now) for claim in claims)))
-                .values(lease_until=now + timedelta(seconds=lease_s))
-                .returning(deliveries.c.id)
-            )
-            return {row[0] for row in result}
+        renewal = (
+            update(deliveries)
+            .where(or_(*(_leased(claim, now) for claim in claims)))
+            .values(lease_until=now + timedelta(seconds=lease_s))
+            .returning(deliveries.c.id)
+        )
+
+        async def renew(conn: Executor) -> set[str]:
+            return {row[0] for row in await conn.execute(renewal)}
+
+        return await transaction(self.engine, renew)
 
     async def acknowledged(self, subject_id: str, provider: str) -> Held:
         """What the provider last accepted for this subject, the ids/revisions remembered, and the
@@ -211,9 +207,12 @@ class Outbox:
         table = provider_state
         columns = (table.c.subject_id, table.c.acknowledged, table.c.memo, table.c.writes, table.c.fence)
         query = select(*columns).where(table.c.provider == provider, table.c.subject_id.in_(subject_ids))
-        async with self.reader.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return {row[0]: Held(row[1], row[2], Provenance.from_json(row[3]), row[4]) for row in rows}
+
+        async def rows(conn: Executor) -> dict[str, Held]:
+            found = (await conn.execute(query)).all()
+            return {row[0]: Held(row[1], row[2], Provenance.from_json(row[3]), row[4]) for row in found}
+
+        return await read(self.engine, rows)
 
     async def finish(
         self,
@@ -498,9 +497,49 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return parse_timestamp(created_at), delivery_id
 
 
-def _one_per_pair(rows: Sequence[Row[Any, Any, Any, Any]]) -> list[Row[Any, Any, Any, Any]]:
+def _in_flight(now: Any) -> Any:
+    """The row's subject × provider pair has a delivery being pushed under a lease that holds."""
+    return exists().where(
+        OTHER.c.subject_id == deliveries.c.subject_id,
+        OTHER.c.provider == deliveries.c.provider,
+        OTHER.c.status == DeliveryStatus.sending.value,
+        OTHER.c.lease_until > now,
+    )
+
+
+def _due_now(status: str) -> Any:
+    """A provider's rows of one status that are due (``:provider``, ``:now``, ``:limit``), in due order,
+    their pair not in flight: one index range cut at the limit, never a walk of delivered rows. Rows
+    another claimer holds are skipped. Built once: a claim runs three of them, often."""
+    now = bindparam("now", type_=deliveries.c.next_attempt_at.type)
+    when = deliveries.c.lease_until if status == DeliveryStatus.sending.value else deliveries.c.next_attempt_at
+    return (
+        select(*CANDIDATE)
+        .where(deliveries.c.provider == bindparam("provider"), deliveries.c.status == status, when <= now)
+        .where(~_in_flight(now))
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+
+
+OTHER = deliveries.alias("other")
+DUE_NOW = [_due_now(status.value) for status in (*JOINABLE, DeliveryStatus.sending)]
+
+
+async def _candidates(conn: Executor, provider: str, limit: int, now: datetime) -> list[Candidate]:
+    """The first ``limit`` due rows of a provider whose pair is not in flight, in due order: waiting
+    ones due now and ``sending`` ones whose lease ran out."""
+    found: list[Candidate] = []
+    for query in DUE_NOW:
+        found += (await conn.execute(query, {"provider": provider, "now": now, "limit": limit})).all()
+    found.sort(key=lambda row: (row.next_attempt_at, row.created_at))
+    return found[:limit]
+
+
+def _one_per_pair(rows: Sequence[Candidate]) -> list[Candidate]:
     """The first row of each subject (one provider per claim), in the given order."""
-    first: dict[str, Row[Any, Any, Any, Any]] = {}
+    first: dict[str, Candidate] = {}
     for row in rows:
         first.setdefault(row.subject_id, row)
     return list(first.values())
