@@ -63,6 +63,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     scale.add_argument("--sequential-decisions", type=int, default=5, help="fanout: decisions the naive script sends")
     scale.add_argument("--delivery-decisions", type=int, default=200, help="delivery: decisions delivered")
     scale.add_argument("--concurrency", type=int, default=4, help="delivery: per provider (the default setting)")
+    scale.add_argument(
+        "--high-concurrency", type=int, default=32, help="delivery: per provider, again (decisions scaled to match)"
+    )
     scale.add_argument("--workers-decisions", type=int, default=150, help="workers: decisions per worker count")
     scale.add_argument("--workers-concurrency", type=int, default=8, help="workers: per provider and worker")
     scale.add_argument("--view-subjects", type=int, default=100_000, help="reconciliation: subjects in the view")
@@ -93,8 +96,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         logs = args.logs or Path(scratch) / "logs"
         bench = Bench(args, Path(scratch), logs, generator)
         async with bench.processes("simulators") as procs:
-            log_limit = max(10_000, 12 * max(args.delivery_decisions, args.workers_decisions, args.fanout_decisions))
-            bench.simulators = await start_simulators(procs, log_limit)
+            delivered = args.delivery_decisions * max(1, args.high_concurrency // args.concurrency)
+            log_limit = max(10_000, 12 * max(delivered, args.workers_decisions, args.fanout_decisions))
+            servers = await start_simulators(procs, log_limit)
+            bench.simulators = {provider: server.url for provider, server in servers.items()}
+            bench.simulator_pids = [server.process.pid for server in servers.values()]
             for url in args.database:
                 db = Database(url, Path(scratch))
                 results[db.kind] = await run_store(bench, db)

@@ -54,6 +54,7 @@ class Bench:
     logs: Path
     generator: str
     simulators: dict[str, str] = field(default_factory=dict)
+    simulator_pids: list[int] = field(default_factory=list)
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     async def load(self, load: loadgen.Load) -> dict[str, Any]:
@@ -107,15 +108,14 @@ async def answers(url: str, process: Process, timeout: float) -> bool:
 # -- simulators -----------------------------------------------------------------------------------
 
 
-async def start_simulators(procs: Processes, log_limit: int) -> dict[str, str]:
+async def start_simulators(procs: Processes, log_limit: int) -> dict[str, Server]:
     """One `consent-gateway simulate` process per provider (one Python process answers ~190
-    requests/s: a shared one would be the ceiling measured); the base URL of each."""
+    requests/s: a shared one would be the ceiling measured)."""
     command = [CLI, "simulate", "--log-limit", str(log_limit), "--port"]
 
-    async def one(provider: str) -> str:
+    async def one(provider: str) -> Server:
         ready = f"/{provider}/_inspect"
-        server = await start_server(procs, f"simulate-{provider}", lambda port: [*command, str(port)], ready)
-        return server.url
+        return await start_server(procs, f"simulate-{provider}", lambda port: [*command, str(port)], ready)
 
     return dict(zip(PROVIDERS, await asyncio.gather(*(one(provider) for provider in PROVIDERS)), strict=True))
 

@@ -1,16 +1,21 @@
 """``delivery``: decisions fully delivered per second by `consent-gateway worker` with every provider
 at 20 ms and ``--concurrency`` C, against what C and the flows allow.
 
-The decisions (new subjects) are recorded first with no worker running; then the worker starts
-and the clock runs from the first request any provider sees to every delivery final. A
-provider lane keeps at most C requests in flight, so it finishes at most
-C / (flow length x latency) decisions a second, flow length being the requests one decision
-costs there (the simulators' logs over the run / decisions); the slowest provider bounds it.
-With W worker processes the bound is W times that (``workers`` reuses this measurement).
+The worker starts first, on an empty store; once its start-up is over (its CPU time stands still)
+the decisions (new subjects) are recorded in batches, and the clock runs from the first request
+any provider sees to every delivery final. A provider lane keeps at most C requests in flight, so
+it finishes at most C / (flow length x latency) decisions a second, flow length being the requests
+one decision costs there (the simulators' logs over the run / decisions); the slowest provider
+bounds it. With W worker processes the bound is W times that (``workers`` reuses this
+measurement). ``cpu_s_per_push``: the workers' CPU seconds from the end of start-up to the end,
+over the requests the providers saw: the worker's own cost per request, which a busy machine
+slows down but does not inflate. ``simulators_cpu_s_per_request``: the same for the simulators,
+which share the machine's cores with the worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,7 +24,9 @@ from benchmarks.common import (
     PROVIDERS,
     Bench,
     Database,
+    cpu_seconds,
     logged,
+    per,
     ratio,
     record,
     set_latency,
@@ -30,6 +37,7 @@ from benchmarks.common import (
 )
 from gateway.store import Store
 from gateway.store.tables import deliveries
+from tests.processes import Process
 
 LATENCY_MS = 20.0
 TARGETS = {"ratio": ">= 0.8"}
@@ -37,7 +45,12 @@ TARGETS = {"ratio": ">= 0.8"}
 
 async def run(bench: Bench, db: Database) -> dict[str, Any]:
     args = bench.args
-    return await measure(bench, db, "delivery", args.delivery_decisions, 1, args.concurrency) | {"targets": TARGETS}
+    results = await measure(bench, db, "delivery", args.delivery_decisions, 1, args.concurrency)
+    high = args.high_concurrency
+    results[f"concurrency_{high}"] = await measure(
+        bench, db, f"delivery-{high}", args.delivery_decisions * high // args.concurrency, 1, high
+    )
+    return results | {"targets": TARGETS}
 
 
 async def measure(
@@ -48,15 +61,36 @@ async def measure(
     config = write_config(bench.folder / f"{db.kind}-{part}.toml", url, bench.simulators, concurrency)
     async with bench.processes(f"{db.kind}-{part}") as procs:
         gateway = await start_gateway(procs, config, worker=False)
-        await record(gateway.url, decisions, prefix="d")
-        gateway.process.kill()
         await set_latency(bench.simulators, dict.fromkeys(PROVIDERS, LATENCY_MS))
-        start_workers(procs, config, workers)
+        started = start_workers(procs, config, workers)
+        idle = await started_up(started)
+        simulating = sum(cpu_seconds(pid) for pid in bench.simulator_pids)
+        await record(gateway.url, decisions, prefix="d")
         done_at = await until_delivered(url, timeout=60 + decisions * 0.2)
+        cpu = sum(cpu_seconds(process.pid) for process in started) - idle
+        simulated = sum(cpu_seconds(pid) for pid in bench.simulator_pids) - simulating
     requests = {provider: await logged(bench.simulators, provider) for provider in PROVIDERS}
     began = min(entry["at"] for entries in requests.values() for entry in entries)
     flows = {provider: len(entries) / decisions for provider, entries in requests.items()}
-    return figures(decisions, done_at - began, flows, workers, concurrency) | {"statuses": await statuses(url)}
+    sent = sum(len(entries) for entries in requests.values())
+    return figures(decisions, done_at - began, flows, workers, concurrency) | {
+        "cpu_s_per_push": per(cpu, sent),
+        "simulators_cpu_s_per_request": per(simulated, sent),
+        "requests": sent,
+        "statuses": await statuses(url),
+    }
+
+
+async def started_up(processes: list[Process], settle_s: float = 0.5) -> float:
+    """Wait until the processes' CPU time stands still (start-up over, idle on an empty store); their
+    CPU seconds then."""
+    before = -1.0
+    while True:
+        now = sum(cpu_seconds(process.pid) for process in processes)
+        if now - before < 0.02:
+            return now
+        before = now
+        await asyncio.sleep(settle_s)
 
 
 def figures(decisions: int, seconds: float, flows: dict[str, float], workers: int, concurrency: int) -> dict[str, Any]:

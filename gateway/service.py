@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -63,7 +63,9 @@ class Gateway:
         self.worker = Worker(
             self.store, self.adapters, settings, transports=transports, clock=clock, sleep=sleep, metrics=self.metrics
         )
-        self.recorder = GroupCommit(self.store.ledger, self.adapters, clock, self.worker.wake)
+        self.recorder: GroupCommit[Pending, DecisionOut] = GroupCommit(
+            self._record_group, self.worker.wake, name="decisions"
+        )
         self.reconciler = Reconciler(self.store, self.adapters, settings, clock, self.metrics)
         self.runs = RunLoop(self.reconciler, self.worker)
         self.expiries = Expiries(self.store, self.adapters, clock, self.worker.wake, self.metrics)
@@ -101,11 +103,14 @@ class Gateway:
         """Validation context for a caller's decision: the purpose vocabulary and the clock now."""
         return decision_context(self.settings.purposes, self.clock(), self.settings.max_clock_skew_s)
 
+    async def _record_group(self, group: Sequence[Pending]) -> list[DecisionOut]:
+        return await self.store.ledger.record_many(group, self.adapters, self.clock())
+
     async def record(self, decision: Decision, binding: Binding | None = None) -> DecisionOut:
         """Record ``decision`` (with the others arriving meanwhile: group commit); with a
         ``binding``, at most once per idempotency key and item."""
         try:
-            recorded = await self.recorder.record(Pending(decision, binding))
+            recorded = await self.recorder.commit(Pending(decision, binding))
         except SubjectErased:
             self.metrics.decisions.labels("rejected").inc()
             raise

@@ -15,7 +15,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Awaitable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
@@ -32,7 +32,8 @@ from gateway.config import RetrySettings, Settings
 from gateway.metrics import Metrics
 from gateway.redaction import mask_values, redact
 from gateway.store import Store
-from gateway.store.outbox import ABANDONED, Attempt, Claim, Held, Outcome
+from gateway.store.grouping import GroupCommit
+from gateway.store.outbox import ABANDONED, Attempt, Claim, Ended, Held, Outcome
 from gateway.store.ratelimit import Budget, Sleep
 from schemas.api import DeliveryStatus
 from schemas.consent import SubjectState
@@ -126,9 +127,9 @@ class Lane:
         self.limit = settings.concurrency
         self.active = 0  # deliveries under way
         self.slots = asyncio.Semaphore(settings.concurrency)  # requests in flight: pushes and reads together
-        # deliveries being loaded, or pushed alone, at once: a Bulk lane's group of bulk_size claims works
-        # through them as many at a time as any lane would, so it never queues its store reads ahead of
-        # its own lease heartbeat in the connection pool (leases lapsed by the hundred without this)
+        # deliveries pushed alone at once: a Bulk lane's group of bulk_size claims works through them as
+        # many at a time as any lane would, so it never queues its store work ahead of its own lease
+        # heartbeat in the connection pool (leases lapsed by the hundred without this)
         self.pacing = asyncio.Semaphore(settings.concurrency)
         self.client = httpx.AsyncClient(
             base_url=settings.base_url,
@@ -189,6 +190,7 @@ class Worker:
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
+        self.outcomes: GroupCommit[Ended, bool] = GroupCommit(self._finish_group, name="outcomes")
 
     def _budget(self, adapter: Adapter, sleep: Sleep) -> Budget | None:
         per_minute = adapter.settings.rate_per_minute
@@ -261,12 +263,13 @@ class Worker:
             for claim in [claim for claim in claims if claim.abandoned]:
                 self._report(claim, Outcome(DeliveryStatus.dead, error=ABANDONED, exhausted=True))
             claims = [claim for claim in claims if not claim.abandoned]
-            # One per subject × provider pair: the claim never leases two. A Bulk lane delivers its claims
-            # as one group (one request slot per bulk request); any other, each claim on its own. Each
-            # counts as under way until it ends, so a lane claims again only once its deliveries drain.
-            lane.active += len(claims)
-            for group in [claims] if lane.bulk and claims else [[claim] for claim in claims]:
-                task = asyncio.create_task(self._deliver_leased(lane, group))
+            # One per subject × provider pair: the claim never leases two. The claims go as one group: one
+            # read of what to push, one lease heartbeat, outcomes committed together; each delivery is
+            # pushed and ends on its own. Each counts as under way until it ends, so a lane claims again
+            # as its deliveries drain.
+            if claims:
+                lane.active += len(claims)
+                task = asyncio.create_task(self._deliver_leased(lane, claims))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             started += len(claims)
@@ -309,35 +312,40 @@ class Worker:
     async def _deliver(self, lane: Lane, jobs: Sequence[Job]) -> None:
         """Push each subject's newest state (never a stale payload) and record each outcome: first syncs
         together where the adapter can, every other delivery alone, concurrently."""
-
-        async def paced_load(job: Job) -> SubjectState | None:
-            async with lane.pacing:
-                return await self._load(lane.adapter, job)
-
-        loaded = await asyncio.gather(*(paced_load(job) for job in jobs))
-        ready = [(job, state) for job, state in zip(jobs, loaded, strict=True) if state is not None]
+        ready = await self._load(lane.adapter, jobs)
         together = self._together(lane.bulk, ready)
         alone = [self._push_alone(lane, job, state) for job, state in ready if (job, state) not in together]
         await asyncio.gather(self._push_together(lane, together), *alone)
 
-    async def _load(self, adapter: Adapter, job: Job) -> SubjectState | None:
-        """The subject's newest state, when there is something to push; else the delivery is ended here:
-        skipped when the provider holds it already, or a step on the retry ladder when reading failed (a
-        failure outside the provider call ends ``dead`` after the ladder rather than coming back forever)."""
-        claim, journal = job.claim, job.journal
+    async def _load(self, adapter: Adapter, jobs: Sequence[Job]) -> list[Ready]:
+        """The subjects' newest states and what the provider holds, in one read for the group; the
+        deliveries with something to push. The others end here: skipped when the provider holds it
+        already, or a step on the retry ladder when reading failed (a failure outside the provider
+        call ends ``dead`` after the ladder rather than coming back forever)."""
+        ids = [job.claim.subject_id for job in jobs]
         try:
-            state = await self.store.ledger.subject_state(claim.subject_id, addressed=bool(adapter.addressed()))
-            journal.private = state.private() if state else ()
-            job.held = await self.store.outbox.acknowledged(claim.subject_id, claim.provider)
-            journal.fence = job.held.fence
-            done = state is None or (state.erased_at is None and adapter.project(state) == job.held.acknowledged)
+            states = await self.store.ledger.subject_states(ids, addressed=bool(adapter.addressed()))
+            held = await self.store.outbox.held(adapter.name, ids)
         except Exception as error:
-            await self._end(job, self._crashed(claim.provider, error, delivery=claim.id))
-            return None
-        if done:
-            await self._end(job, None)
-            return None
-        return state
+            failed = self._crashed(adapter.name, error, deliveries=[job.claim.id for job in jobs])
+            await asyncio.gather(*(self._end(job, failed) for job in jobs))
+            return []
+        ready: list[Ready] = []
+        ending: list[Awaitable[None]] = []
+        for job in jobs:
+            state, job.held = states.get(job.claim.subject_id), held.get(job.claim.subject_id, Held())
+            job.journal.fence, job.journal.private = job.held.fence, state.private() if state else ()
+            try:
+                done = state is None or (state.erased_at is None and adapter.project(state) == job.held.acknowledged)
+            except Exception as error:
+                ending.append(self._end(job, self._crashed(adapter.name, error, delivery=job.claim.id)))
+                continue
+            if done or state is None:
+                ending.append(self._end(job, None))
+            else:
+                ready.append((job, state))
+        await asyncio.gather(*ending)
+        return ready
 
     def _together(self, bulk: Bulk | None, ready: Sequence[Ready]) -> list[Ready]:
         """The first syncs to push in bulk: each on its first try (a retry goes alone, by the adapter's own
@@ -387,8 +395,7 @@ class Worker:
             results = [error] * len(jobs)
         except Exception as error:
             results = [self._crashed(lane.adapter.name, error, deliveries=[job.claim.id for job in jobs])] * len(jobs)
-        for job, result in zip(jobs, results, strict=True):
-            await self._end(job, result)
+        await asyncio.gather(*(self._end(job, result) for job, result in zip(jobs, results, strict=True)))
 
     def _crashed(self, provider: str, error: Exception, **logged: object) -> TransientError:
         """A failure outside the provider call (an adapter bug, a store error): logged with its traceback,
@@ -470,13 +477,16 @@ class Worker:
         journal.tried(request, Attempt(started, round(elapsed * 1000), outcome, status_code, text, self.identity))
 
     async def _finish(self, claim: Claim, outcome: Outcome, journal: Journal, ack: Ack | None = None) -> None:
-        outbox = self.store.outbox
-        if await outbox.finish(claim, outcome, self.clock(), ack, sent=journal.writes, fence=journal.fence):
+        """Record the outcome with the others ending meanwhile (group commit), then report it."""
+        if await self.outcomes.commit(Ended(claim, outcome, ack, journal.writes, journal.fence)):
             self._report(claim, outcome)
             return
         self.metrics.deliveries.labels(claim.provider, "too_late").inc()
         fields = _logged(claim)
         log.warning("delivery_outcome_too_late", **fields, status=outcome.status.value, queued_again=True)
+
+    async def _finish_group(self, ended: Sequence[Ended]) -> list[bool]:
+        return await self.store.outbox.finish_many(ended, self.clock())
 
     def _report(self, claim: Claim, outcome: Outcome) -> None:
         """Count and log how a delivery ended: a dead letter is a warning, giving up after the

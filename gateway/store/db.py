@@ -22,6 +22,7 @@ from sqlalchemy.sql.selectable import TypedReturnsRows
 from sqlalchemy.util.typing import TupleAny
 
 READ_ONLY = "consent_gateway_read_only"
+BUSY_TIMEOUT_MS = 30_000  # how long an SQLite writer waits for another process's write lock
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
@@ -75,7 +76,7 @@ def _configured(engine: Engine, *more: str) -> Engine:
         # secure_delete: what an UPDATE or DELETE frees is zeroed, not left readable in the file (erasure)
         pragmas = (
             "journal_mode=WAL",
-            "busy_timeout=30000",
+            f"busy_timeout={BUSY_TIMEOUT_MS}",
             "foreign_keys=ON",
             "synchronous=NORMAL",
             "secure_delete=ON",
@@ -127,13 +128,14 @@ class SQLiteEngine(AsyncEngine):
     :meth:`transaction` runs a transaction's statements on the event loop's thread with a
     connection of its own: aiosqlite hands every cursor, statement, fetch and close to its thread
     and back (four hand-overs a statement, each waiting for the GIL), and a group commit spent
-    more time in those than in SQLite. Only BEGIN (which may wait for another process's write
-    lock) and COMMIT (which writes the log) go to a thread, so the loop never waits on them."""
+    more time in those than in SQLite. Only COMMIT (which writes the log), and BEGIN when it must
+    wait for another process's write lock, go to a thread, so the loop never waits on them."""
 
     def __init__(self, sync_engine: Engine) -> None:
         super().__init__(sync_engine)
         self._writer = asyncio.Lock()
         self._direct: Engine | None = None
+        self._reading: Engine | None = None
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
@@ -144,24 +146,58 @@ class SQLiteEngine(AsyncEngine):
         """``body`` in one write transaction, its statements run as they come, without a hand-over."""
         async with self._writer:
             with self._direct_engine().connect() as conn:
-                await _to_thread_to_the_end(conn.begin)  # BEGIN IMMEDIATE: may wait for another process
+                if not _begun_at_once(conn):  # another process writes: wait for it on a thread
+                    await _to_thread_to_the_end(conn.begin)
                 result = _run_inline(conn, body)
                 await _to_thread_to_the_end(conn.commit)  # writing the log: the loop serves requests meanwhile
                 return result
 
+    async def read(self, body: Callable[[Executor], Awaitable[T]]) -> T:
+        """``body``'s statements in one read transaction, run at once on the loop's thread: a reader
+        never waits for a writer (WAL), so only the reads themselves hold the loop. For small reads (a
+        claimed group's rows), not for walking a table."""
+        if self._reading is None:
+            self._reading = self._sync_engine()
+        with self._reading.connect().execution_options(**{READ_ONLY: True}) as conn, conn.begin():
+            return _run_inline(conn, body)
+
     def _direct_engine(self) -> Engine:
         if self._direct is None:
-            url = self.sync_engine.url.set(drivername="sqlite+pysqlite")
-            connect_args = {"timeout": 30, "check_same_thread": False}  # BEGIN waits on a thread, the rest here
-            engine = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, connect_args=connect_args, **JSON_CODEC)
-            self._direct = _configured(engine, WRITER_CACHE)
+            self._direct = self._sync_engine(WRITER_CACHE)
         return self._direct
+
+    def _sync_engine(self, *pragmas: str) -> Engine:
+        """A connection of its own on the same file, without aiosqlite (its own pool: the writer's
+        connection is busy on a thread while it commits, and a read must not wait for it)."""
+        url = self.sync_engine.url.set(drivername="sqlite+pysqlite")
+        connect_args = {"timeout": 30, "check_same_thread": False}  # BEGIN waits on a thread, the rest here
+        engine = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, connect_args=connect_args, **JSON_CODEC)
+        return _configured(engine, *pragmas)
 
     async def dispose(self, close: bool = True) -> None:
         await super().dispose(close)
-        if self._direct is not None:
-            self._direct.dispose(close)
-            self._direct = None
+        for engine in (self._direct, self._reading):
+            if engine is not None:
+                engine.dispose(close)
+        self._direct = self._reading = None
+
+
+def _begun_at_once(conn: Connection) -> bool:
+    """BEGIN IMMEDIATE here and now, or False when another process holds the write lock: a hand-over to
+    a thread costs more than the whole of a small transaction, and in one process the lock is free
+    (this process's writers queue on the asyncio lock)."""
+    raw = conn.connection.driver_connection
+    assert raw is not None, "an open connection has its driver's"
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        conn.begin()
+    except sa_exc.OperationalError as error:
+        if "locked" not in str(error.orig) and "busy" not in str(error.orig):
+            raise
+        return False
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return True
 
 
 async def _to_thread_to_the_end(call: Callable[[], object]) -> None:
@@ -184,7 +220,7 @@ def _run_inline(conn: Connection, body: Callable[[Executor], Awaitable[T]]) -> T
     except StopIteration as done:
         return cast(T, done.value)
     step.close()
-    raise RuntimeError("a SQLite write transaction awaited something other than its statements")
+    raise RuntimeError("a SQLite transaction awaited something other than its statements")
 
 
 async def transaction(engine: AsyncEngine, body: Callable[[Executor], Awaitable[T]]) -> T:
@@ -192,6 +228,15 @@ async def transaction(engine: AsyncEngine, body: Callable[[Executor], Awaitable[
     if isinstance(engine, SQLiteEngine):
         return await engine.transaction(body)
     async with engine.begin() as conn:
+        return await body(conn)
+
+
+async def read(engine: AsyncEngine, body: Callable[[Executor], Awaitable[T]]) -> T:
+    """``body`` in one read transaction (on SQLite on the loop's thread, without aiosqlite's hand-overs:
+    :meth:`SQLiteEngine.read`); small reads only."""
+    if isinstance(engine, SQLiteEngine):
+        return await engine.read(body)
+    async with reader(engine).connect() as conn:
         return await body(conn)
 
 

@@ -18,13 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.base import Adapter, Projection
 from adapters.errors import GatewayError
-from gateway.store import addresses
-from gateway.store.db import Executor, reader, transaction
+from gateway.store.db import Executor, read, reader, transaction
 from gateway.store.entries import Entry, Plan, decision_out, lock_subjects, write
 from gateway.store.idempotency import Binding, claim_bindings
 from gateway.store.outbox import delivery_out
-from gateway.store.snapshot import EPOCH, subject_state
-from gateway.store.tables import decisions, deliveries, delivery_decisions, erasures, subject_purposes, subjects
+from gateway.store.snapshot import DECIDED, EPOCH, read_states, subject_state
+from gateway.store.tables import decisions, deliveries, delivery_decisions, erasures, subjects
 from schemas.api import DecisionOut, DeliveryOut, DeliveryStatus
 from schemas.consent import Decision, SubjectState, merge, own_decision
 
@@ -166,26 +165,20 @@ class Ledger:
     async def subject_state(self, subject_id: str, *, addressed: bool = True) -> SubjectState | None:
         """``addressed``: with who else holds its addresses and the ones it left (for a provider keeping
         one consent per address); a push to any other provider needs neither."""
-        async with self.reader.connect() as conn:
-            return await self._state(conn, subject_id, addressed=addressed)
+        return (await self.subject_states([subject_id], addressed=addressed)).get(subject_id)
+
+    async def subject_states(self, ids: Sequence[str], *, addressed: bool = True) -> dict[str, SubjectState]:
+        """``subject_state`` of several subjects in one read (a claimed group of deliveries): those decided."""
+
+        async def states(conn: Executor) -> dict[str, SubjectState]:
+            return await read_states(conn, ids, DECIDED, addressed=addressed, former=True)
+
+        return await read(self.engine, states)
 
     async def locked_state(self, conn: AsyncConnection, subject_id: str) -> SubjectState | None:
         """The subject's state, its row locked until ``conn``'s transaction ends."""
-        return await self._state(conn, subject_id, lock=True)
-
-    async def _state(
-        self, conn: AsyncConnection, subject_id: str, lock: bool = False, addressed: bool = True
-    ) -> SubjectState | None:
-        """The state adapters push: with the subjects sharing its addresses, and the addresses it left."""
-        query = select(subjects).where(subjects.c.id == subject_id)
-        row = (await conn.execute(query.with_for_update() if lock else query)).mappings().first()
-        if row is None or row["occurred_at"] == EPOCH:
-            return None
-        purposes = (
-            await conn.execute(select(subject_purposes).where(subject_purposes.c.subject_id == subject_id))
-        ).mappings()
-        state = subject_state(row, purposes)
-        return (await addresses.attach(conn, [state], former=True))[0] if addressed else state
+        await conn.execute(select(subjects.c.id).where(subjects.c.id == subject_id).with_for_update())
+        return (await read_states(conn, [subject_id], DECIDED, former=True)).get(subject_id)
 
     async def decision(self, decision_id: str) -> DecisionOut | None:
         found = await self._decisions(decisions.c.id == decision_id, limit=1)

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, case, exists, func, literal, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Integer, Row, and_, bindparam, case, exists, func, literal, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Ack, Projection, Write
 from gateway.rules.provenance import Provenance
 from gateway.store import stale
-from gateway.store.db import reader
+from gateway.store.db import Executor, read, reader, transaction
 from gateway.store.tables import deliveries, delivery_attempts, delivery_decisions, provider_state
 from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
 from schemas.consent import parse_timestamp
@@ -27,6 +27,15 @@ PAIR_LOCK = "hashtext(current_schema() || '/' || :provider), hashtext({subject})
 are database-wide, and two gateways (or test sessions) in schemas of one database must not pass over
 each other's pairs."""
 STATUSES = {status.value: status for status in DeliveryStatus}
+CANDIDATE = (
+    deliveries.c.id,
+    deliveries.c.subject_id,
+    deliveries.c.status,
+    deliveries.c.reschedules,
+    deliveries.c.next_attempt_at,
+    deliveries.c.created_at,
+)
+Candidate = Row[Any, Any, Any, Any, Any, Any]  # a CANDIDATE row
 ABANDONED = "gave up: the outcome of its attempts was never recorded (the worker stopped or the store failed)"
 
 
@@ -40,6 +49,10 @@ class Claim:
     reschedules: int
     lease: str | None = None  # this claim's lease id: its outcome counts only while the lease holds
     abandoned: bool = False  # its lease ran out once too often: marked dead by the claim itself
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.provider, self.subject_id)
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,19 @@ class Outcome:
     next_attempt_at: datetime | None = None
     rescheduled: bool = False
     exhausted: bool = False  # dead because the retry ladder ran out, not because the provider refused
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a claimed delivery ended, to be recorded: its outcome, on success what the provider holds
+    now, what each push request set there (the gateway's own writes: ``gateway.rules.provenance``) and
+    the pair's fence when the push read what the provider held."""
+
+    claim: Claim
+    outcome: Outcome
+    ack: Ack | None = None
+    sent: Sequence[Mapping[str, Write]] = ()
+    fence: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,26 +138,10 @@ class Outbox:
         Each claim gets a lease id of its own (``Claim.lease``): ``renew`` and ``finish`` act only
         under it, so a worker whose lease lapsed can't extend or decide the claim another holds now.
         """
-        other = deliveries.alias("other")
-        in_flight = exists().where(
-            other.c.subject_id == deliveries.c.subject_id,
-            other.c.provider == deliveries.c.provider,
-            other.c.status == DeliveryStatus.sending.value,
-            other.c.lease_until > now,
-        )
-        due = or_(
-            and_(WAITING, deliveries.c.next_attempt_at <= now),
-            and_(deliveries.c.status == DeliveryStatus.sending.value, deliveries.c.lease_until <= now),
-        )
-        candidates = (
-            select(deliveries.c.id, deliveries.c.subject_id, deliveries.c.status, deliveries.c.reschedules)
-            .where(deliveries.c.provider == provider, due, ~in_flight)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        async with self.engine.begin() as conn:
-            found = _one_per_pair((await conn.execute(candidates)).all())
+        in_flight = _in_flight(now)
+
+        async def leasing(conn: Executor) -> list[Claim]:
+            found = _one_per_pair(await _candidates(conn, provider, limit, now))
             if conn.dialect.name == "postgresql":
                 held = await _lock_pairs(conn, provider, {row.subject_id for row in found})
                 found = [row for row in found if row.subject_id in held]
@@ -144,26 +154,26 @@ class Outbox:
                     .values(status=DeliveryStatus.dead.value, last_error=ABANDONED, lease_until=None, updated_at=now)
                 )
                 await stale.mark(conn, [row.subject_id for row in over])
-            live = [row.id for row in found if row not in over]
             claims = [Claim(row.id, row.subject_id, provider, row.reschedules, abandoned=True) for row in over]
+            live = [row.id for row in found if row not in over]
+            if not live:
+                return claims
             lease = str(uuid.uuid4())
-            if live:
-                leased = await conn.execute(  # a new statement: sees a pair claimed since the select
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(live), ~in_flight)
-                    .values(
-                        status=DeliveryStatus.sending.value,
-                        reschedules=deliveries.c.reschedules + case((deliveries.c.id.in_(lost), 1), else_=0),
-                        lease_until=now + timedelta(seconds=lease_s),
-                        lease_id=lease,
-                        updated_at=now,
-                    )
-                    .returning(
-                        deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules
-                    )
+            leased = await conn.execute(  # a new statement: sees a pair claimed since the select
+                update(deliveries)
+                .where(deliveries.c.id.in_(live), ~in_flight)
+                .values(
+                    status=DeliveryStatus.sending.value,
+                    reschedules=deliveries.c.reschedules + case((deliveries.c.id.in_(lost), 1), else_=0),
+                    lease_until=now + timedelta(seconds=lease_s),
+                    lease_id=lease,
+                    updated_at=now,
                 )
-                claims += [Claim(row.id, row.subject_id, provider, row.reschedules, lease) for row in leased]
-            return claims
+                .returning(deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules)
+            )
+            return claims + [Claim(row.id, row.subject_id, provider, row.reschedules, lease) for row in leased]
+
+        return await transaction(self.engine, leasing)
 
     async def renew(self, claim: Claim, now: datetime, lease_s: float) -> bool:
         """Extend a lease still held, so a slow push is never claimed a second time meanwhile. False
@@ -174,23 +184,35 @@ class Outbox:
         """``renew`` for several claims in one statement (a bulk group's); the ids whose lease still held."""
         if not claims:
             return set()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(deliveries)
-                .where(or_(*(_leased(claim, now) for claim in claims)))
-                .values(lease_until=now + timedelta(seconds=lease_s))
-                .returning(deliveries.c.id)
-            )
-            return {row[0] for row in result}
+        renewal = (
+            update(deliveries)
+            .where(or_(*(_leased(claim, now) for claim in claims)))
+            .values(lease_until=now + timedelta(seconds=lease_s))
+            .returning(deliveries.c.id)
+        )
+
+        async def renew(conn: Executor) -> set[str]:
+            return {row[0] for row in await conn.execute(renewal)}
+
+        return await transaction(self.engine, renew)
 
     async def acknowledged(self, subject_id: str, provider: str) -> Held:
         """What the provider last accepted for this subject, the ids/revisions remembered, and the
         gateway's writes since."""
+        return (await self.held(provider, [subject_id])).get(subject_id, Held())
+
+    async def held(self, provider: str, subject_ids: Sequence[str]) -> dict[str, Held]:
+        """``acknowledged`` for several subjects in one statement (a claimed group); those not listed
+        were never acknowledged."""
         table = provider_state
-        columns = (table.c.acknowledged, table.c.memo, table.c.writes, table.c.fence)
-        async with self.reader.connect() as conn:
-            row = (await conn.execute(select(*columns).where(_pair(subject_id, provider)))).first()
-        return Held(row[0], row[1], Provenance.from_json(row[2]), row[3]) if row else Held()
+        columns = (table.c.subject_id, table.c.acknowledged, table.c.memo, table.c.writes, table.c.fence)
+        query = select(*columns).where(table.c.provider == provider, table.c.subject_id.in_(subject_ids))
+
+        async def rows(conn: Executor) -> dict[str, Held]:
+            found = (await conn.execute(query)).all()
+            return {row[0]: Held(row[1], row[2], Provenance.from_json(row[3]), row[4]) for row in found}
+
+        return await read(self.engine, rows)
 
     async def finish(
         self,
@@ -202,30 +224,28 @@ class Outbox:
         sent: Sequence[Mapping[str, Write]] = (),
         fence: int = 0,
     ) -> bool:
-        """Record how a claimed delivery ended, every attempt, on success what the provider holds, and
-        the gateway's own writes there (``sent``: what each push request set; ``fence``: the pair's
-        fence when the push read what the provider held).
+        """Record how one claimed delivery ended (``finish_many`` of one); whether the outcome counted."""
+        return (await self.finish_many([Ended(claim, outcome, ack, sent, fence)], now))[0]
 
-        The outcome counts only while the claim's lease holds. Once it lapsed, the pair may have been
+    async def finish_many(self, ended: Sequence[Ended], now: datetime) -> list[bool]:
+        """Record how claimed deliveries ended, in one transaction (the worker's group commit): every
+        attempt, on success what the provider holds, and the gateway's own writes there. Whether each
+        outcome counted, in order.
+
+        An outcome counts only while the claim's lease holds. Once it lapsed, the pair may have been
         claimed again and pushed meanwhile, and this push may have landed last with an older state:
         what the provider holds is then unknown, the pair's fence moves (so the other push's
         acknowledgement, read under the old fence, is not trusted either) and the pair is queued
-        again, so its newest state is pushed after both. Returns whether the outcome counted."""
-        async with self.engine.begin() as conn:
-            await _hold_pair(conn, claim)
-            await stale.mark(conn, [claim.subject_id])
-            result = await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))
-            held = bool(result.rowcount)
-            if not held:
-                tried = deliveries.c.attempts + len(outcome.attempts)
-                await conn.execute(update(deliveries).where(deliveries.c.id == claim.id).values(attempts=tried))
-                await _queue_again(conn, claim, now, touched=bool(outcome.attempts))
-            if outcome.attempts:
-                rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
-                await conn.execute(delivery_attempts.insert(), rows)
-            if ack is not None or outcome.attempts:
-                await _record_held(conn, claim, outcome, now, ack if held else None, sent, fence, lapsed=not held)
-            return held
+        again, so its newest state is pushed after both. Pairs are taken in one order (PostgreSQL
+        locks each pair), so two groups never wait on each other in a circle."""
+        order = sorted(range(len(ended)), key=lambda index: ended[index].claim.pair)
+
+        async def body(conn: Executor) -> list[bool]:
+            await stale.mark(conn, [end.claim.subject_id for end in ended])
+            counted = {index: await _finish(conn, ended[index], now) for index in order}
+            return [counted[index] for index in range(len(ended))]
+
+        return await transaction(self.engine, body)
 
     # -- dead letters and the admin surface ------------------------------------------------
 
@@ -329,6 +349,26 @@ class Outbox:
             return {name: (int(count), _age(now, oldest)) for name, count, oldest in rows}
 
 
+async def _finish(conn: Executor, end: Ended, now: datetime) -> bool:
+    """One delivery's end (``Outbox.finish_many``); whether it counted."""
+    claim, outcome = end.claim, end.outcome
+    await _hold_pair(conn, claim)
+    held = bool(
+        (await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))).rowcount
+    )
+    if not held:
+        tried = deliveries.c.attempts + len(outcome.attempts)
+        await conn.execute(update(deliveries).where(deliveries.c.id == claim.id).values(attempts=tried))
+        await _queue_again(conn, claim, now, touched=bool(outcome.attempts))
+    if outcome.attempts:
+        rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
+        await conn.execute(delivery_attempts.insert(), rows)
+    if end.ack is not None or outcome.attempts:
+        ack = end.ack if held else None
+        await _record_held(conn, claim, outcome, now, ack, end.sent, end.fence, lapsed=not held)
+    return held
+
+
 def _pair(subject_id: str, provider: str) -> Any:
     return (provider_state.c.subject_id == subject_id) & (provider_state.c.provider == provider)
 
@@ -358,7 +398,7 @@ def _ended(outcome: Outcome, now: datetime) -> dict[str, Any]:
 
 
 async def _record_held(
-    conn: AsyncConnection,
+    conn: Executor,
     claim: Claim,
     outcome: Outcome,
     now: datetime,
@@ -395,7 +435,7 @@ async def _record_held(
         await conn.execute(update(provider_state).where(_pair(claim.subject_id, claim.provider)).values(values))
 
 
-async def _queue_again(conn: AsyncConnection, claim: Claim, now: datetime, *, touched: bool) -> None:
+async def _queue_again(conn: Executor, claim: Claim, now: datetime, *, touched: bool) -> None:
     """After an outcome that came too late to count: the claim's row back in the queue if no one
     claimed it since; else, if this push reached the provider (``touched``), another push of the
     pair queued behind the one now in flight (or the waiting one made due)."""
@@ -417,7 +457,7 @@ async def _queue_again(conn: AsyncConnection, claim: Claim, now: datetime, *, to
     )
 
 
-async def _hold_pair(conn: AsyncConnection, claim: Claim) -> None:
+async def _hold_pair(conn: Executor, claim: Claim) -> None:
     """PostgreSQL: wait for any other finish of the same pair (two pushes of one pair end at once only
     after a lease lapsed). SQLite has one writer at a time."""
     if conn.dialect.name == "postgresql":
@@ -425,7 +465,7 @@ async def _hold_pair(conn: AsyncConnection, claim: Claim) -> None:
         await conn.execute(lock, {"provider": claim.provider, "subject": claim.subject_id})
 
 
-async def _lock_pairs(conn: AsyncConnection, provider: str, subject_ids: set[str]) -> set[str]:
+async def _lock_pairs(conn: Executor, provider: str, subject_ids: set[str]) -> set[str]:
     """The subjects whose (subject, provider) pair this transaction now holds; a pair another
     claimer holds is skipped, never waited for. Released at commit."""
     if not subject_ids:
@@ -457,9 +497,49 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return parse_timestamp(created_at), delivery_id
 
 
-def _one_per_pair(rows: Sequence[Row[Any, Any, Any, Any]]) -> list[Row[Any, Any, Any, Any]]:
+def _in_flight(now: Any) -> Any:
+    """The row's subject × provider pair has a delivery being pushed under a lease that holds."""
+    return exists().where(
+        OTHER.c.subject_id == deliveries.c.subject_id,
+        OTHER.c.provider == deliveries.c.provider,
+        OTHER.c.status == DeliveryStatus.sending.value,
+        OTHER.c.lease_until > now,
+    )
+
+
+def _due_now(status: str) -> Any:
+    """A provider's rows of one status that are due (``:provider``, ``:now``, ``:limit``), in due order,
+    their pair not in flight: one index range cut at the limit, never a walk of delivered rows. Rows
+    another claimer holds are skipped. Built once: a claim runs three of them, often."""
+    now = bindparam("now", type_=deliveries.c.next_attempt_at.type)
+    when = deliveries.c.lease_until if status == DeliveryStatus.sending.value else deliveries.c.next_attempt_at
+    return (
+        select(*CANDIDATE)
+        .where(deliveries.c.provider == bindparam("provider"), deliveries.c.status == status, when <= now)
+        .where(~_in_flight(now))
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+
+
+OTHER = deliveries.alias("other")
+DUE_NOW = [_due_now(status.value) for status in (*JOINABLE, DeliveryStatus.sending)]
+
+
+async def _candidates(conn: Executor, provider: str, limit: int, now: datetime) -> list[Candidate]:
+    """The first ``limit`` due rows of a provider whose pair is not in flight, in due order: waiting
+    ones due now and ``sending`` ones whose lease ran out."""
+    found: list[Candidate] = []
+    for query in DUE_NOW:
+        found += (await conn.execute(query, {"provider": provider, "now": now, "limit": limit})).all()
+    found.sort(key=lambda row: (row.next_attempt_at, row.created_at))
+    return found[:limit]
+
+
+def _one_per_pair(rows: Sequence[Candidate]) -> list[Candidate]:
     """The first row of each subject (one provider per claim), in the given order."""
-    first: dict[str, Row[Any, Any, Any, Any]] = {}
+    first: dict[str, Candidate] = {}
     for row in rows:
         first.setdefault(row.subject_id, row)
     return list(first.values())

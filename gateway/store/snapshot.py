@@ -12,20 +12,21 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, func, select
+from sqlalchemy import ColumnElement, RowMapping, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.rules.drift import Known
 from gateway.rules.provenance import Provenance
 from gateway.store import addresses
-from gateway.store.db import reader
+from gateway.store.db import Executor, reader
 from gateway.store.outbox import delivery_out
 from gateway.store.tables import deliveries, observations, provider_state, subject_purposes, subjects
 from schemas.api import UNDER_WAY, DeliveryOut, DeliveryStatus
 from schemas.consent import PurposeRecord, PurposeState, SubjectState, parse_timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the occurred_at of a subject row created but never decided
-LIVE = (subjects.c.occurred_at != EPOCH) & subjects.c.erased_at.is_(None)  # decided, and not erased
+DECIDED = subjects.c.occurred_at != EPOCH  # erased ones too: their removal is still pushed
+LIVE = DECIDED & subjects.c.erased_at.is_(None)  # decided, and not erased
 Pair = tuple[str, str]  # (subject id, provider)
 STATES = {state.value: state for state in PurposeState}  # a dict lookup: several per subject in a drift view
 
@@ -74,6 +75,23 @@ ALONE: dict[str, Any] = {"shared": {}, "former": {}, "address_since": {}}
 """Given, not defaulted: pydantic inspects a default factory's signature on every model_construct."""
 
 
+async def read_states(
+    conn: Executor, ids: Sequence[str], which: ColumnElement[bool], *, addressed: bool = True, former: bool = False
+) -> dict[str, SubjectState]:
+    """The states of the subjects among ``ids`` that match ``which``, in three statements whatever
+    their number; ``addressed``: with who else holds their addresses (and, with ``former``, the
+    addresses they left) for a provider keeping one consent per address."""
+    rows = (await conn.execute(select(subjects).where(subjects.c.id.in_(ids), which))).mappings().all()
+    purposes = await conn.execute(select(subject_purposes).where(subject_purposes.c.subject_id.in_(ids)))
+    by_subject: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
+    for purpose in purposes.mappings():
+        by_subject[purpose["subject_id"]].append(purpose)
+    found = [subject_state(row, by_subject[row["id"]]) for row in rows]
+    if addressed:
+        found = await addresses.attach(conn, found, former=former)
+    return {state.subject_id: state for state in found}
+
+
 class Snapshots:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = reader(engine)
@@ -95,13 +113,7 @@ class Snapshots:
     async def states(self, ids: Sequence[str]) -> dict[str, SubjectState]:
         """Live subjects' states, with the other subjects sharing their addresses."""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(subjects).where(subjects.c.id.in_(ids), LIVE))).mappings().all()
-            purposes = await conn.execute(select(subject_purposes).where(subject_purposes.c.subject_id.in_(ids)))
-            by_subject: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
-            for purpose in purposes.mappings():
-                by_subject[purpose["subject_id"]].append(purpose)
-            found = await addresses.attach(conn, [subject_state(row, by_subject[row["id"]]) for row in rows])
-        return {state.subject_id: state for state in found}
+            return await read_states(conn, ids, LIVE)
 
     async def chunk(self, ids: Sequence[str]) -> Chunk:
         """States, acknowledgements, observations, and which pairs have a push under way or dead."""

@@ -43,14 +43,15 @@ def commits(store: Store) -> Iterator[list[int]]:
     event.remove(Engine, "commit", count)
 
 
-def group(store: Store) -> GroupCommit:
-    return GroupCommit(store.ledger, {"fake": fake_adapter()}, lambda: NOW, lambda: None)
+def group(store: Store) -> GroupCommit[Pending, DecisionOut]:
+    adapters = {"fake": fake_adapter()}
+    return GroupCommit(lambda group: store.ledger.record_many(group, adapters, NOW))
 
 
 async def test_decisions_arriving_together_share_transactions(store: Store, commits: list[int]) -> None:
     recorder = group(store)
     recorded = await asyncio.gather(
-        *(recorder.record(Pending(decision(f"s-{i}", 0, email_marketing="granted"))) for i in range(60))
+        *(recorder.commit(Pending(decision(f"s-{i}", 0, email_marketing="granted"))) for i in range(60))
     )
     assert len({r.id for r in recorded}) == 60 and all(r.effective_purposes == ["email_marketing"] for r in recorded)
     assert len(commits) <= 3, f"{len(commits)} transactions for 60 decisions"
@@ -59,9 +60,9 @@ async def test_decisions_arriving_together_share_transactions(store: Store, comm
 async def test_decisions_for_one_subject_in_one_group_merge_in_arrival_order(store: Store, commits: list[int]) -> None:
     recorder = group(store)
     newer, older, newest_sms = await asyncio.gather(
-        recorder.record(Pending(decision("s", 10, email_marketing="denied"))),
-        recorder.record(Pending(decision("s", 5, email_marketing="granted", sms_marketing="granted"))),
-        recorder.record(Pending(decision("s", 20, sms_marketing="denied"))),
+        recorder.commit(Pending(decision("s", 10, email_marketing="denied"))),
+        recorder.commit(Pending(decision("s", 5, email_marketing="granted", sms_marketing="granted"))),
+        recorder.commit(Pending(decision("s", 20, sms_marketing="denied"))),
     )
     assert len(commits) == 1, "one group"
     assert newer.effective_purposes == ["email_marketing"]
@@ -88,7 +89,7 @@ async def test_one_bad_decision_fails_alone(store: Store, monkeypatch: pytest.Mo
     monkeypatch.setattr(entries.Plan, "of", refuse_bad)
     recorder = group(store)
     outcomes: list[DecisionOut | BaseException] = await asyncio.gather(
-        *(recorder.record(Pending(decision(s, 0, email_marketing="granted"))) for s in ("a", "bad", "c")),
+        *(recorder.commit(Pending(decision(s, 0, email_marketing="granted"))) for s in ("a", "bad", "c")),
         return_exceptions=True,
     )
     assert isinstance(outcomes[1], RuntimeError)

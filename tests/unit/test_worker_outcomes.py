@@ -100,7 +100,7 @@ async def test_an_outcome_the_store_cannot_record_ends_dead_instead_of_coming_ba
     async def cannot_record(*_args: Any) -> None:
         raise RuntimeError("store refused the write")
 
-    monkeypatch.setattr(gateway.store.outbox, "finish", cannot_record)
+    monkeypatch.setattr(gateway.store.outbox, "finish_many", cannot_record)
     await post(gateway)
     statuses = []
     with capture_logs() as logs:
