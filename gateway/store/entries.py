@@ -317,6 +317,7 @@ def _new_delivery(decision_id: str, pair: tuple[str, str], status: DeliveryStatu
         "last_status_code": None,
         "next_attempt_at": now,
         "lease_until": None,
+        "recheck": 0,
         "created_at": now,
         "updated_at": now,
     }

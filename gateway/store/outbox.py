@@ -594,6 +594,7 @@ def delivery_out(row: Mapping[Any, Any], attempts: list[AttemptOut] | None = Non
         last_error=row["last_error"],
         last_status_code=row["last_status_code"],
         next_attempt_at=None if status.final else row["next_attempt_at"],
+        recheck=bool(row["recheck"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         attempt_log=attempts,

@@ -94,7 +94,7 @@ async def test_a_timed_out_grant_landing_after_the_opt_out_is_overwritten(
     assert provider.held["cust-1"] == {"email": "granted"}, "not pushed again before the timeout has passed twice"
     clock.now = NOW + SETTLED
     await gateway.worker.drain()
-    assert provider.held["cust-1"] == {"email": "denied"}, "the newest decision is pushed again once it cannot be overtaken"
+    assert provider.held["cust-1"] == {"email": "denied"}, "pushed again once nothing can overtake it"
 
 
 async def test_an_answered_push_is_trusted_and_not_pushed_again(
@@ -123,7 +123,7 @@ async def test_a_push_taken_over_from_a_lapsed_lease_distrusts_and_rechecks(
     held = await store.outbox.acknowledged("cust-1", "fake")
     assert held.acknowledged == {}, "what the dead worker's request left there is unknown"
     page = await store.outbox.list(provider="fake", status=DeliveryStatus.pending)
-    assert [item.next_attempt_at for item in page.items] == [clock.now + SETTLED], "pushed again once it settled"
+    assert [(item.next_attempt_at, item.recheck) for item in page.items] == [(clock.now + SETTLED, True)]
 
     provider.held["cust-1"] = {"email": "granted"}  # the dead worker's grant lands late
     clock.now += SETTLED
