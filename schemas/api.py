@@ -58,7 +58,7 @@ class DeliveryOut(BaseModel):
     recheck: bool = Field(
         default=False,
         description="pushes the whole state again once a request an earlier push left unanswered can no "
-        "longer land (due twice the provider's timeout after it)",
+        "longer land (due twice the provider's timeout after it); not among its decision's deliveries",
     )
     created_at: datetime
     updated_at: datetime

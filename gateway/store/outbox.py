@@ -476,21 +476,24 @@ async def _queue_again(conn: Executor, claim: Claim, now: datetime, *, touched: 
     if (await conn.execute(update(deliveries).where(mine).values(again | {"updated_at": now}))).rowcount or not touched:
         return
     waiting = and_(deliveries.c.subject_id == claim.subject_id, deliveries.c.provider == claim.provider, joinable(now))
-    if not (await conn.execute(update(deliveries).where(waiting).values(next_attempt_at=now))).rowcount:
-        await _queue_pair(conn, claim, now, now)
+    if (await conn.execute(update(deliveries).where(waiting).values(next_attempt_at=now))).rowcount:
+        return
+    fresh = await _queue_pair(conn, claim, now, now)  # carries the claim's decision, like the push it follows
+    decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
+    await conn.execute(
+        delivery_decisions.insert().from_select(["delivery_id", "decision_id"], select(literal(fresh), decision))
+    )
 
 
-async def _queue_pair(conn: Executor, claim: Claim, now: datetime, when: datetime) -> None:
-    """A new push of the claim's pair, due ``when``, carrying the claim's decision."""
+async def _queue_pair(conn: Executor, claim: Claim, now: datetime, when: datetime) -> str:
+    """A new push of the claim's pair, due ``when`` (later than now: a recheck, which pushes the whole
+    state whatever is acknowledged by then). Its ``decision_id`` is the claim's; the id."""
     decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
     fresh = str(uuid.uuid4())
     row = {"id": fresh, "subject_id": claim.subject_id, "provider": claim.provider, "attempts": 0, "reschedules": 0}
     queued = {"status": DeliveryStatus.pending.value, "next_attempt_at": when, "created_at": now, "updated_at": now}
-    queued["recheck"] = int(when > now)
-    await conn.execute(deliveries.insert().values(row | queued | {"decision_id": decision}))
-    await conn.execute(
-        delivery_decisions.insert().from_select(["delivery_id", "decision_id"], select(literal(fresh), decision))
-    )
+    await conn.execute(deliveries.insert().values(row | queued | {"decision_id": decision, "recheck": int(when > now)}))
+    return fresh
 
 
 async def _hold_pair(conn: Executor, claim: Claim) -> None:
@@ -565,11 +568,12 @@ DUE_NOW = [_due_now(status.value) for status in (*JOINABLE, DeliveryStatus.sendi
 
 async def _candidates(conn: Executor, provider: str, limit: int, now: datetime) -> list[Candidate]:
     """The first ``limit`` due rows of a provider whose pair is not in flight, in due order: waiting
-    ones due now and ``sending`` ones whose lease ran out."""
+    ones due now and ``sending`` ones whose lease ran out; a recheck after a pair's other due push (it
+    pushes the whole state again after it: the push carries the decisions, the recheck only repeats)."""
     found: list[Candidate] = []
     for query in DUE_NOW:
         found += (await conn.execute(query, {"provider": provider, "now": now, "limit": limit})).all()
-    found.sort(key=lambda row: (row.next_attempt_at, row.created_at))
+    found.sort(key=lambda row: (row.recheck, row.next_attempt_at, row.created_at))  # a pair's own push first
     return found[:limit]
 
 
