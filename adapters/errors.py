@@ -31,10 +31,17 @@ class ProviderError(GatewayError):
 
 class TransientError(ProviderError):
     def __init__(
-        self, provider: str, message: str, status_code: int | None = None, retry_after: float | None = None
+        self,
+        provider: str,
+        message: str,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        *,
+        unanswered: bool = False,
     ) -> None:
         super().__init__(provider, message, status_code)
         self.retry_after = retry_after
+        self.unanswered = unanswered  # the request may have reached the provider: it may still land, later
 
 
 class PermanentError(ProviderError):

@@ -55,6 +55,11 @@ class DeliveryOut(BaseModel):
     last_error: str | None = None
     last_status_code: int | None = None
     next_attempt_at: datetime | None = None
+    recheck: bool = Field(
+        default=False,
+        description="pushes the whole state again once a request an earlier push left unanswered can no "
+        "longer land (due twice the provider's timeout after it); not among its decision's deliveries",
+    )
     created_at: datetime
     updated_at: datetime
     attempt_log: list[AttemptOut] | None = Field(

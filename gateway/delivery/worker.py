@@ -53,6 +53,7 @@ class Journal:
     writes: list[dict[str, Write]] = field(default_factory=list)
     fence: int = 0
     private: tuple[str, ...] = ()  # the subject's own texts: a provider echoing them back is no news
+    unsure: bool = False  # a request went unanswered: it may still land at the provider, later
 
     def text(self, adapter: Adapter, error: ProviderError) -> str:
         """An error as it may be stored and logged: no secret, and none of what the push sent
@@ -68,6 +69,9 @@ class Journal:
     def tried(self, request: httpx.Request, attempt: Attempt) -> None:
         self.attempts.append(attempt)
 
+    def unanswered(self, request: httpx.Request) -> None:
+        self.unsure = True
+
 
 class Record(Protocol):
     """Where a flow's requests are written down: one delivery's Journal, or those of a bulk flow."""
@@ -77,6 +81,8 @@ class Record(Protocol):
     def sending(self, request: httpx.Request) -> None: ...
 
     def tried(self, request: httpx.Request, attempt: Attempt) -> None: ...
+
+    def unanswered(self, request: httpx.Request) -> None: ...
 
 
 @dataclass
@@ -97,6 +103,10 @@ class Together:
     def tried(self, request: httpx.Request, attempt: Attempt) -> None:
         for index in item_writes_of(request):
             self.members[index].attempts.append(attempt)
+
+    def unanswered(self, request: httpx.Request) -> None:
+        for index in item_writes_of(request):
+            self.members[index].unsure = True
 
 
 @dataclass(eq=False)
@@ -152,10 +162,12 @@ class Lane:
                     await self.budget.acquire()
                 async with asyncio.timeout(timeout):
                     return await self._send(request)
-        except (TimeoutError, httpx.TimeoutException):
-            raise TransientError(name, f"no answer within {timeout:g} s") from None
-        except httpx.TransportError as error:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:  # nothing was sent
             raise TransientError(name, f"connection failed: {type(error).__name__}") from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise TransientError(name, f"no answer within {timeout:g} s", unanswered=True) from None
+        except httpx.TransportError as error:
+            raise TransientError(name, f"connection failed: {type(error).__name__}", unanswered=True) from None
         except TooLarge as error:
             raise TransientError(name, str(error)) from None
 
@@ -452,6 +464,8 @@ class Worker:
             response = await lane.send(request)
         except ProviderError as failure:  # no answer, or the auth exchange (Masivo) refused
             self._note(lane.adapter, journal, request, (started, began), failure.status_code, failure)
+            if isinstance(failure, TransientError) and failure.unanswered:
+                journal.unanswered(request)
             raise
         error = None if response.status_code in expected(request) else _classified(lane.adapter, response)
         self._note(lane.adapter, journal, request, (started, began), response.status_code, error)
@@ -477,8 +491,14 @@ class Worker:
         journal.tried(request, Attempt(started, round(elapsed * 1000), outcome, status_code, text, self.identity))
 
     async def _finish(self, claim: Claim, outcome: Outcome, journal: Journal, ack: Ack | None = None) -> None:
-        """Record the outcome with the others ending meanwhile (group commit), then report it."""
-        if await self.outcomes.commit(Ended(claim, outcome, ack, journal.writes, journal.fence)):
+        """Record the outcome with the others ending meanwhile (group commit), then report it. A push that
+        left a request unanswered, or took over from a worker that lost its lease, is not sure what the
+        provider will hold: such a request may still land, after a newer push. The pair is pushed again
+        once that can no longer happen (twice the provider's timeout), whatever it acknowledged."""
+        recheck = None
+        if journal.unsure or claim.lost:
+            recheck = self.clock() + timedelta(seconds=2 * self.lanes[claim.provider].adapter.settings.timeout_s)
+        if await self.outcomes.commit(Ended(claim, outcome, ack, journal.writes, journal.fence, recheck)):
             self._report(claim, outcome)
             return
         self.metrics.deliveries.labels(claim.provider, "too_late").inc()

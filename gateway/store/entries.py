@@ -20,7 +20,7 @@ from adapters.base import Adapter, Projection
 from gateway.rules.provenance import Provenance
 from gateway.store import addresses, stale
 from gateway.store.db import Executor, insert, upsert
-from gateway.store.outbox import WAITING, delivery_out
+from gateway.store.outbox import delivery_out, joinable
 from gateway.store.snapshot import EPOCH
 from gateway.store.tables import (
     decisions,
@@ -256,7 +256,7 @@ async def _enqueue(conn: Executor, plans: Sequence[Plan], now: datetime) -> dict
             .where(
                 deliveries.c.subject_id.in_(sorted({subject for subject, _ in pairs})),
                 deliveries.c.provider.in_(sorted({provider for _, provider in pairs})),
-                WAITING,
+                joinable(now),
             )
             .order_by(deliveries.c.id)
             .with_for_update()
@@ -317,6 +317,7 @@ def _new_delivery(decision_id: str, pair: tuple[str, str], status: DeliveryStatu
         "last_status_code": None,
         "next_attempt_at": now,
         "lease_until": None,
+        "recheck": 0,
         "created_at": now,
         "updated_at": now,
     }

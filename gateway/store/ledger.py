@@ -202,7 +202,7 @@ class Ledger:
                     select(deliveries, delivery_decisions.c.decision_id.label("carried_for"))
                     .join(delivery_decisions, delivery_decisions.c.delivery_id == deliveries.c.id)
                     .where(delivery_decisions.c.decision_id.in_(list(carried)))
-                    .order_by(deliveries.c.provider, deliveries.c.id)
+                    .order_by(deliveries.c.provider, deliveries.c.created_at, deliveries.c.id)
                 )
                 for delivery in found.mappings():
                     carried[delivery["carried_for"]].append(delivery_out(delivery))

@@ -22,6 +22,18 @@ from schemas.consent import parse_timestamp
 
 JOINABLE = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a newer decision joins it
 WAITING = deliveries.c.status.in_([status.value for status in JOINABLE])  # a delivery row that is JOINABLE
+
+
+def joinable(now: datetime) -> Any:
+    """A waiting delivery a newer push may ride on: one waiting for its retry, or pending and due. A
+    pending one due later is a recheck (``Ended.recheck_at``): it must be pushed then, whatever is pushed
+    meanwhile, so a newer decision gets a delivery of its own, due now."""
+    pending, retrying = DeliveryStatus.pending.value, DeliveryStatus.retrying.value
+    return or_(
+        deliveries.c.status == retrying, and_(deliveries.c.status == pending, deliveries.c.next_attempt_at <= now)
+    )
+
+
 PAIR_LOCK = "hashtext(current_schema() || '/' || :provider), hashtext({subject})"
 """The advisory lock key of a subject × provider pair (PostgreSQL), keyed by schema too: advisory locks
 are database-wide, and two gateways (or test sessions) in schemas of one database must not pass over
@@ -34,8 +46,9 @@ CANDIDATE = (
     deliveries.c.reschedules,
     deliveries.c.next_attempt_at,
     deliveries.c.created_at,
+    deliveries.c.recheck,
 )
-Candidate = Row[Any, Any, Any, Any, Any, Any]  # a CANDIDATE row
+Candidate = Row[Any, Any, Any, Any, Any, Any, Any]  # a CANDIDATE row
 ABANDONED = "gave up: the outcome of its attempts was never recorded (the worker stopped or the store failed)"
 
 
@@ -49,6 +62,7 @@ class Claim:
     reschedules: int
     lease: str | None = None  # this claim's lease id: its outcome counts only while the lease holds
     abandoned: bool = False  # its lease ran out once too often: marked dead by the claim itself
+    lost: bool = False  # taken over from a worker whose lease ran out unrecorded: a request of its may still land
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -91,6 +105,7 @@ class Ended:
     ack: Ack | None = None
     sent: Sequence[Mapping[str, Write]] = ()
     fence: int = 0
+    recheck_at: datetime | None = None  # what the provider will hold is unsure: push the pair again then
 
 
 @dataclass(frozen=True)
@@ -171,7 +186,12 @@ class Outbox:
                 )
                 .returning(deliveries.c.id, deliveries.c.subject_id, deliveries.c.provider, deliveries.c.reschedules)
             )
-            return claims + [Claim(row.id, row.subject_id, provider, row.reschedules, lease) for row in leased]
+            taken = [
+                Claim(row.id, row.subject_id, provider, row.reschedules, lease, lost=row.id in lost) for row in leased
+            ]
+            rechecks = {row.id for row in found if row.recheck}
+            await _distrust(conn, provider, [claim.subject_id for claim in taken if claim.lost or claim.id in rechecks])
+            return claims + taken
 
         return await transaction(self.engine, leasing)
 
@@ -350,12 +370,12 @@ class Outbox:
 
 
 async def _finish(conn: Executor, end: Ended, now: datetime) -> bool:
-    """One delivery's end (``Outbox.finish_many``); whether it counted."""
+    """One delivery's end (``Outbox.finish_many``); whether it counted. An acknowledgement is trusted
+    only from a push whose lease held and that is sure what it left at the provider."""
     claim, outcome = end.claim, end.outcome
     await _hold_pair(conn, claim)
-    held = bool(
-        (await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))).rowcount
-    )
+    result = await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))
+    held = bool(result.rowcount)
     if not held:
         tried = deliveries.c.attempts + len(outcome.attempts)
         await conn.execute(update(deliveries).where(deliveries.c.id == claim.id).values(attempts=tried))
@@ -363,10 +383,22 @@ async def _finish(conn: Executor, end: Ended, now: datetime) -> bool:
     if outcome.attempts:
         rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
         await conn.execute(delivery_attempts.insert(), rows)
+    unsure = not held or end.recheck_at is not None
     if end.ack is not None or outcome.attempts:
-        ack = end.ack if held else None
-        await _record_held(conn, claim, outcome, now, ack, end.sent, end.fence, lapsed=not held)
+        ack = None if unsure else end.ack
+        await _record_held(conn, claim, outcome, now, ack, end.sent, end.fence, lapsed=unsure)
+    if end.recheck_at is not None:
+        await _queue_pair(conn, claim, now, end.recheck_at)
     return held
+
+
+async def _distrust(conn: Executor, provider: str, subject_ids: Sequence[str]) -> None:
+    """What the provider holds for these subjects is unknown from now on (a request may still land): the
+    next push sends everything, and an acknowledgement read before this is not trusted (the fence moves)."""
+    if subject_ids:
+        where = (provider_state.c.provider == provider) & provider_state.c.subject_id.in_(subject_ids)
+        moved = {"acknowledged": {}, "fence": provider_state.c.fence + 1}
+        await conn.execute(update(provider_state).where(where).values(moved))
 
 
 def _pair(subject_id: str, provider: str) -> Any:
@@ -443,18 +475,25 @@ async def _queue_again(conn: Executor, claim: Claim, now: datetime, *, touched: 
     mine = and_(deliveries.c.id == claim.id, deliveries.c.lease_id == claim.lease)
     if (await conn.execute(update(deliveries).where(mine).values(again | {"updated_at": now}))).rowcount or not touched:
         return
-    waiting = and_(deliveries.c.subject_id == claim.subject_id, deliveries.c.provider == claim.provider, WAITING)
+    waiting = and_(deliveries.c.subject_id == claim.subject_id, deliveries.c.provider == claim.provider, joinable(now))
     if (await conn.execute(update(deliveries).where(waiting).values(next_attempt_at=now))).rowcount:
         return
+    fresh = await _queue_pair(conn, claim, now, now)  # carries the claim's decision, like the push it follows
     decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
-    fresh = str(uuid.uuid4())
-    row = {"id": fresh, "subject_id": claim.subject_id, "provider": claim.provider, "attempts": 0, "reschedules": 0}
-    await conn.execute(
-        deliveries.insert().values(row | again | {"decision_id": decision, "created_at": now, "updated_at": now})
-    )
     await conn.execute(
         delivery_decisions.insert().from_select(["delivery_id", "decision_id"], select(literal(fresh), decision))
     )
+
+
+async def _queue_pair(conn: Executor, claim: Claim, now: datetime, when: datetime) -> str:
+    """A new push of the claim's pair, due ``when`` (later than now: a recheck, which pushes the whole
+    state whatever is acknowledged by then). Its ``decision_id`` is the claim's; the id."""
+    decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
+    fresh = str(uuid.uuid4())
+    row = {"id": fresh, "subject_id": claim.subject_id, "provider": claim.provider, "attempts": 0, "reschedules": 0}
+    queued = {"status": DeliveryStatus.pending.value, "next_attempt_at": when, "created_at": now, "updated_at": now}
+    await conn.execute(deliveries.insert().values(row | queued | {"decision_id": decision, "recheck": int(when > now)}))
+    return fresh
 
 
 async def _hold_pair(conn: Executor, claim: Claim) -> None:
@@ -529,11 +568,12 @@ DUE_NOW = [_due_now(status.value) for status in (*JOINABLE, DeliveryStatus.sendi
 
 async def _candidates(conn: Executor, provider: str, limit: int, now: datetime) -> list[Candidate]:
     """The first ``limit`` due rows of a provider whose pair is not in flight, in due order: waiting
-    ones due now and ``sending`` ones whose lease ran out."""
+    ones due now and ``sending`` ones whose lease ran out; a recheck after a pair's other due push (it
+    pushes the whole state again after it: the push carries the decisions, the recheck only repeats)."""
     found: list[Candidate] = []
     for query in DUE_NOW:
         found += (await conn.execute(query, {"provider": provider, "now": now, "limit": limit})).all()
-    found.sort(key=lambda row: (row.next_attempt_at, row.created_at))
+    found.sort(key=lambda row: (row.recheck, row.next_attempt_at, row.created_at))  # a pair's own push first
     return found[:limit]
 
 
@@ -558,6 +598,7 @@ def delivery_out(row: Mapping[Any, Any], attempts: list[AttemptOut] | None = Non
         last_error=row["last_error"],
         last_status_code=row["last_status_code"],
         next_attempt_at=None if status.final else row["next_attempt_at"],
+        recheck=bool(row["recheck"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         attempt_log=attempts,

@@ -102,6 +102,7 @@ deliveries = Table(
     _timestamp("next_attempt_at"),
     _timestamp("lease_until", nullable=True),
     Column("lease_id", String(36)),  # this claim's own: an outcome counts only under the lease it was claimed with
+    Column("recheck", Integer, nullable=False, default=0, server_default="0"),  # 1: push all, whatever was acknowledged
     _timestamp("created_at"),
     _timestamp("updated_at"),
     Index("ix_deliveries_due", "provider", "status", "next_attempt_at"),

@@ -121,9 +121,9 @@ async def test_a_late_push_makes_a_waiting_delivery_of_the_pair_due_instead_of_a
     [taken_over] = await claim(store, LAPSED)
     assert taken_over.id == starved.id
     assert await store.outbox.finish(taken_over, PUSHED, LAPSED, ack("denied"))
-    async with store.engine.begin() as conn:  # the waiting one was put off (a retry, say)
+    async with store.engine.begin() as conn:  # the waiting one was put off: a retry
         put_off = deliveries.update().where(deliveries.c.status == "pending")
-        await conn.execute(put_off.values(next_attempt_at=LAPSED + timedelta(hours=1)))
+        await conn.execute(put_off.values(status="retrying", next_attempt_at=LAPSED + timedelta(hours=1)))
 
     assert not await store.outbox.finish(starved, PUSHED, LAPSED, ack("granted"))
     assert len(await rows(store)) == 2, "no third delivery"
