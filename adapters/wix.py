@@ -149,10 +149,11 @@ class WixSettings(ProviderSettings):
         return value
 
     bulk_size: int = Field(
-        default=0,
+        default=100,
         ge=0,
         le=1000,
-        description="items per bulk upsert of first syncs (Wix documents no maximum); 0: off, every push alone",
+        description="items per bulk upsert of first syncs (Wix documents no maximum: 100 is conservative); "
+        "0: off, every push alone",
     )
 
     @field_validator("purposes")

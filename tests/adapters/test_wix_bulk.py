@@ -65,7 +65,8 @@ def test_wix_is_bulk_with_a_bounded_setting() -> None:
     adapter = wix()
     assert isinstance(adapter, Bulk) and adapter.bulk_size == 100
     assert wix(bulk_size=7).bulk_size == 7
-    assert WixSettings(api_key=SecretStr("k"), site_id="s").bulk_size == 0, "off unless configured"
+    assert WixSettings(api_key=SecretStr("k"), site_id="s").bulk_size == 100, "a conservative default"
+    assert WixSettings(api_key=SecretStr("k"), site_id="s", bulk_size=0).bulk_size == 0, "0: off"
     for wrong in (-1, 1001):
         with pytest.raises(ValueError, match="bulk_size"):
             wix(bulk_size=wrong)

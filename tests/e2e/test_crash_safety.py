@@ -161,6 +161,7 @@ site_id = "${{CG_E2E_WIX_SITE}}"
 timeout_s = {timeout_s}
 concurrency = {concurrency}
 rate_per_minute = 600000.0
+bulk_size = 0  # one push per delivery, each held at the gate on its own (a killed bulk push: test_scale_out)
 
 [providers.intempt]
 base_url = "{simulators}/intempt"

@@ -34,6 +34,7 @@ TOKEN = "scale-out-token-0123456789"
 SECRETS = {"CG_SO_MASIVO": "masivo-key-scale-0123456789", "CG_SO_WIX": "wix-key-scale-0123456789"}
 SECRETS["CG_SO_INTEMPT"] = "pfx.intempt-scale-secret-0123456789"
 OPEN = ("pending", "retrying", "sending")
+ARRIVAL_LAG_S = 0.1  # how far a request's arrival at the simulator may trail its grant by the budget
 PATIENCE_S = 300.0  # a client's retries of one decision: a key the busy store could not release is freed within ~30 s
 
 pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("heavy")]  # one worker runs the long tests
@@ -305,11 +306,14 @@ async def test_two_apis_and_three_workers_share_one_postgresql(
         metrics = (await worker_http.get("/metrics")).text
     assert 'consent_gateway_deliveries_total{outcome="succeeded",provider="wix"}' in metrics
 
-    # Together the workers kept within Wix's budget: in any 5 s, at most 5 s of it plus one burst.
+    # Together the workers kept within Wix's budget: in any 5 s, at most 5 s of it plus one burst. The
+    # times are the simulator's arrivals, which trail the budget's grants by what the loaded machine
+    # adds in between (up to ~0.1 s seen): with the budget used to the full, a window of arrivals
+    # holds that much more of it (the budget's own exactness: tests/unit/test_ratelimit.py).
     wix_times = sorted(entry["at"] for entry in held["wix"]["requests"])
     per_second = WIX_PER_MINUTE / 60
     busiest = max(sum(1 for t in wix_times[i:] if t < start + 5) for i, start in enumerate(wix_times))
-    assert busiest <= 5 * per_second + per_second + 1, f"{busiest} Wix requests in 5 s"
+    assert busiest <= (5 + ARRIVAL_LAG_S) * per_second + per_second + 1, f"{busiest} Wix requests in 5 s"
     print(
         f"\n[postgresql] {len(posted)} decisions through 2 APIs in {posted_in:.1f} s, 3 workers (one SIGKILLed): "
         f"settled {settled_at - began:.1f} s after start; deliveries {dict(final)}; {len(attempts)} attempts; "

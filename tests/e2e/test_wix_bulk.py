@@ -20,7 +20,7 @@ from tests.world import World
 WIX_BASE = "/wix/marketing-consent/v1/marketing-consent"
 BULK = f"/wix{BULK_UPSERT}"
 SUBJECTS = 100
-BULK_ON = {"wix": {"bulk_size": 100}}  # bulk first syncs are opt-in (README)
+BULK_ON = {"wix": {"bulk_size": 100}}  # the default, said out loud
 
 
 async def closed(world: World) -> None:
