@@ -226,13 +226,14 @@ def test_a_revoke_at_the_demos_wix_reaches_masivo_and_intempt_by_webhook(live: t
         removed = client.post("/simulators/wix/marketing-consent/v1/marketing-consent/remove", json=revoke, headers=wix)
         assert removed.status_code == 200, removed.text
         deadline = time.monotonic() + 20  # a bound for a busy machine, not a speed claim
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # the event is marked applied in its own step, after its effect
             newest = client.get("/v1/subjects/cust-42/history?limit=1", headers=headers).json()["items"][0]
             delivered = {d["provider"]: d["status"] for d in newest["deliveries"]}
-            if newest["decision"]["source"] == "provider:wix" and delivered.get("masivo") == "succeeded":
+            events = client.get("/v1/providers/wix/events", headers=headers).json()["items"]
+            applied = [event for event in events if event["status"] == "applied"]
+            if newest["decision"]["source"] == "provider:wix" and delivered.get("masivo") == "succeeded" and applied:
                 break
             time.sleep(0.1)
-        events = client.get("/v1/providers/wix/events", headers=headers).json()["items"]
 
     assert newest["decision"]["source"] == "provider:wix", newest
     assert newest["decision"]["purposes"] == {"email_marketing": "denied"}
