@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, TypeVarTuple, cast, overload
@@ -192,7 +193,7 @@ def _begun_at_once(conn: Connection) -> bool:
     try:
         conn.begin()
     except sa_exc.OperationalError as error:
-        if "locked" not in str(error.orig) and "busy" not in str(error.orig):
+        if getattr(error.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:  # "database is locked"
             raise
         return False
     finally:

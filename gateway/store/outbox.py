@@ -478,22 +478,21 @@ async def _queue_again(conn: Executor, claim: Claim, now: datetime, *, touched: 
     waiting = and_(deliveries.c.subject_id == claim.subject_id, deliveries.c.provider == claim.provider, joinable(now))
     if (await conn.execute(update(deliveries).where(waiting).values(next_attempt_at=now))).rowcount:
         return
-    fresh = await _queue_pair(conn, claim, now, now)  # carries the claim's decision, like the push it follows
-    decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
-    await conn.execute(
-        delivery_decisions.insert().from_select(["delivery_id", "decision_id"], select(literal(fresh), decision))
-    )
+    await _queue_pair(conn, claim, now, now, carried=True)  # carries the claim's decision, like the push it follows
 
 
-async def _queue_pair(conn: Executor, claim: Claim, now: datetime, when: datetime) -> str:
+async def _queue_pair(conn: Executor, claim: Claim, now: datetime, when: datetime, *, carried: bool = False) -> None:
     """A new push of the claim's pair, due ``when`` (later than now: a recheck, which pushes the whole
-    state whatever is acknowledged by then). Its ``decision_id`` is the claim's; the id."""
+    state whatever is acknowledged by then). Its ``decision_id`` is the claim's; ``carried``: listed among
+    that decision's deliveries too."""
     decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
     fresh = str(uuid.uuid4())
     row = {"id": fresh, "subject_id": claim.subject_id, "provider": claim.provider, "attempts": 0, "reschedules": 0}
     queued = {"status": DeliveryStatus.pending.value, "next_attempt_at": when, "created_at": now, "updated_at": now}
     await conn.execute(deliveries.insert().values(row | queued | {"decision_id": decision, "recheck": int(when > now)}))
-    return fresh
+    if carried:
+        link = select(literal(fresh), decision)
+        await conn.execute(delivery_decisions.insert().from_select(["delivery_id", "decision_id"], link))
 
 
 async def _hold_pair(conn: Executor, claim: Claim) -> None:
@@ -568,12 +567,12 @@ DUE_NOW = [_due_now(status.value) for status in (*JOINABLE, DeliveryStatus.sendi
 
 async def _candidates(conn: Executor, provider: str, limit: int, now: datetime) -> list[Candidate]:
     """The first ``limit`` due rows of a provider whose pair is not in flight, in due order: waiting
-    ones due now and ``sending`` ones whose lease ran out; a recheck after a pair's other due push (it
-    pushes the whole state again after it: the push carries the decisions, the recheck only repeats)."""
+    ones due now and ``sending`` ones whose lease ran out; rechecks after every other due row (a pair's own
+    push carries its decisions, a recheck only repeats the newest state, and may wait behind a backlog)."""
     found: list[Candidate] = []
     for query in DUE_NOW:
         found += (await conn.execute(query, {"provider": provider, "now": now, "limit": limit})).all()
-    found.sort(key=lambda row: (row.recheck, row.next_attempt_at, row.created_at))  # a pair's own push first
+    found.sort(key=lambda row: (row.recheck, row.next_attempt_at, row.created_at))
     return found[:limit]
 
 
