@@ -23,7 +23,7 @@ from gateway.config import Settings
 from gateway.rules.provenance import Provenance
 from gateway.service import Gateway
 from gateway.store import Store
-from gateway.store.outbox import Attempt, Claim, Outcome
+from gateway.store.outbox import Attempt, Claim, Ended, Outcome
 from gateway.store.tables import deliveries, provider_state
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision, PurposeState
@@ -129,6 +129,22 @@ async def test_a_late_push_makes_a_waiting_delivery_of_the_pair_due_instead_of_a
     assert len(await rows(store)) == 2, "no third delivery"
     [again] = await claim(store, LAPSED)
     assert again.id != starved.id, "the waiting one is due now"
+
+
+async def test_outcomes_recorded_together_each_count_by_their_own_lease(store: Store) -> None:
+    """One transaction for a group (the worker's group commit): each outcome's answer is its own, in the
+    order given, whatever order the pairs are written in."""
+    for subject in ("cust-b", "cust-a"):
+        occurred = NOW - timedelta(hours=1)
+        body = {"subject": {"id": subject}, "purposes": {"email_marketing": "granted"}, "occurred_at": occurred}
+        await store.ledger.record(Decision.model_validate(body, strict=False), ADAPTERS, NOW)
+    starved = {c.subject_id: c for c in await claim(store, NOW)}
+    assert await store.outbox.renew(starved["cust-b"], NOW + timedelta(seconds=30), LEASE_S)  # cust-b's holds
+    [taken_over] = await claim(store, LAPSED)  # cust-a's ran out
+    assert taken_over.subject_id == "cust-a"
+    ended = [Ended(starved["cust-b"], PUSHED, ack("granted")), Ended(starved["cust-a"], PUSHED, ack("granted"))]
+    assert await store.outbox.finish_many(ended, LAPSED) == [True, False]
+    assert await store.outbox.finish_many([Ended(taken_over, PUSHED, ack("granted"))], LAPSED) == [True]
 
 
 # -- two workers, one starved ---------------------------------------------------------------
