@@ -15,7 +15,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
@@ -134,8 +134,13 @@ class Lane:
         self.adapter = adapter
         self.bulk = adapter if isinstance(adapter, Bulk) and adapter.bulk_size > 0 else None  # 0: off
         self.budget = budget
-        self.limit = settings.concurrency
-        self.active = 0  # deliveries under way
+        self.active = 0  # deliveries claimed and not yet ended
+        # Claimed ahead: as many again as may be pushed at once wait their turn (``pacing``), so a push
+        # that ends starts the next at once instead of waiting for a claim and a read. The lane claims
+        # again once half its concurrency is free, so its groups (one claim, read, heartbeat and commit
+        # for many deliveries) stay large.
+        self.limit = 2 * settings.concurrency
+        self.refill = max(1, settings.concurrency // 2)
         self.slots = asyncio.Semaphore(settings.concurrency)  # requests in flight: pushes and reads together
         # deliveries pushed alone at once: a Bulk lane's group of bulk_size claims works through them as
         # many at a time as any lane would, so it never queues its store work ahead of its own lease
@@ -146,7 +151,9 @@ class Lane:
             auth=adapter.auth(),
             transport=transport,
             timeout=httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0)),
-            limits=httpx.Limits(max_connections=settings.concurrency),
+            # as many kept alive as may be open: httpcore closes idle connections beyond its keep-alive
+            # count (20 by default), and a lane of 32 then opened a new connection for most requests
+            limits=httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency),
             follow_redirects=False,  # a redirect is refused (adapters' check), never followed with our keys
             headers={"user-agent": USER_AGENT},
             trust_env=False,  # no proxy or netrc credentials picked up from the environment
@@ -198,6 +205,8 @@ class Worker:
         }
         self.identity = f"{socket.gethostname()}:{os.getpid()}"  # written on each attempt
         self._wake = asyncio.Event()
+        self._everyone = True  # the next dispatch claims for every lane (else only for those refilling)
+        self._refilling: set[str] = set()  # lanes whose deliveries ended, leaving room for a group
         self._stopping = asyncio.Event()
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -228,6 +237,14 @@ class Worker:
             await lane.client.aclose()
 
     def wake(self) -> None:
+        """Deliveries may be due: claim for every lane now."""
+        self._everyone = True
+        self._wake.set()
+
+    def _refill(self, lane: Lane) -> None:
+        """Room for a group in this lane: claim for it now (not for the others, whose claims would find
+        what they found last time)."""
+        self._refilling.add(lane.adapter.name)
         self._wake.set()
 
     async def read(self, provider: str, flow: Generator[httpx.Request, httpx.Response, T]) -> T:
@@ -245,23 +262,27 @@ class Worker:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()  # before dispatching: a wake (or stop) arriving meanwhile is kept
+            lanes = None if self._everyone else set(self._refilling)
+            self._everyone, self._refilling = False, set()
             try:
-                await self.dispatch()
+                await self.dispatch(lanes)
             except Exception:  # a store hiccup must not kill the worker
                 log.exception("dispatch_failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.worker.poll_interval_s)
             except TimeoutError:
-                pass
+                self._everyone = True
 
     # -- claiming ------------------------------------------------------------------------
 
-    async def dispatch(self) -> int:
-        """Claim due deliveries for every lane with room and start them; returns how many."""
+    async def dispatch(self, only: Collection[str] | None = None) -> int:
+        """Claim due deliveries for every lane with room (or those ``only``) and start them; returns how many."""
         started = 0
         for name, lane in self.lanes.items():
             if self._stopping.is_set():
                 break
+            if only is not None and name not in only:
+                continue
             room = min(lane.limit - lane.active, self.settings.worker.batch_size)
             if room <= 0:
                 continue
@@ -425,7 +446,10 @@ class Worker:
             log.exception("delivery_not_recorded", provider=job.claim.provider, subject=job.claim.subject_id)
         finally:
             job.live.discard(job.claim)
-            self.lanes[job.claim.provider].active -= 1
+            lane = self.lanes[job.claim.provider]
+            lane.active -= 1
+            if lane.limit - lane.active == lane.refill:  # room for a group: claim, without waiting for this one's
+                self._refill(lane)
 
     def _outcome(self, job: Job, result: Ack | ProviderError | None) -> tuple[Outcome, Ack | None]:
         claim, journal = job.claim, job.journal

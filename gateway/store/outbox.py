@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Row, and_, bindparam, case, exists, func, literal, or_, select, text, update
+from sqlalchemy import Integer, Row, and_, bindparam, case, exists, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Ack, Projection, Write
@@ -262,7 +263,9 @@ class Outbox:
 
         async def body(conn: Executor) -> list[bool]:
             await stale.mark(conn, [end.claim.subject_id for end in ended])
-            counted = {index: await _finish(conn, ended[index], now) for index in order}
+            counted: dict[int, bool] = {}
+            for indices in _rounds(order, [end.claim.pair for end in ended]):
+                counted |= zip(indices, await _finish(conn, [ended[index] for index in indices], now), strict=True)
             return [counted[index] for index in range(len(ended))]
 
         return await transaction(self.engine, body)
@@ -369,27 +372,87 @@ class Outbox:
             return {name: (int(count), _age(now, oldest)) for name, count, oldest in rows}
 
 
-async def _finish(conn: Executor, end: Ended, now: datetime) -> bool:
-    """One delivery's end (``Outbox.finish_many``); whether it counted. An acknowledgement is trusted
-    only from a push whose lease held and that is sure what it left at the provider."""
-    claim, outcome = end.claim, end.outcome
-    await _hold_pair(conn, claim)
-    result = await conn.execute(update(deliveries).where(_leased(claim, now)).values(_ended(outcome, now)))
-    held = bool(result.rowcount)
-    if not held:
-        tried = deliveries.c.attempts + len(outcome.attempts)
-        await conn.execute(update(deliveries).where(deliveries.c.id == claim.id).values(attempts=tried))
-        await _queue_again(conn, claim, now, touched=bool(outcome.attempts))
-    if outcome.attempts:
-        rows = [{"delivery_id": claim.id, **attempt.__dict__} for attempt in outcome.attempts]
-        await conn.execute(delivery_attempts.insert(), rows)
-    unsure = not held or end.recheck_at is not None
-    if end.ack is not None or outcome.attempts:
-        ack = None if unsure else end.ack
-        await _record_held(conn, claim, outcome, now, ack, end.sent, end.fence, lapsed=unsure)
-    if end.recheck_at is not None:
-        await _queue_pair(conn, claim, now, end.recheck_at)
-    return held
+async def _finish(conn: Executor, ended: Sequence[Ended], now: datetime) -> list[bool]:
+    """Deliveries' ends, each pair at most once (``Outbox.finish_many``); whether each counted. An
+    acknowledgement is trusted only from a push whose lease held and that is sure what it left at the
+    provider. Statements go for all of them at once, built once: per delivery they cost more to build
+    than SQLite takes to run them."""
+    for end in ended:
+        await _hold_pair(conn, end.claim)
+    held = await _still_leased(conn, [end.claim for end in ended], now)
+    if finished := [_ended(end, now) for end in ended if end.claim.id in held]:
+        await conn.execute(ENDED, finished)
+    for end in ended:
+        if end.claim.id not in held:
+            tried = deliveries.c.attempts + len(end.outcome.attempts)
+            await conn.execute(update(deliveries).where(deliveries.c.id == end.claim.id).values(attempts=tried))
+            await _queue_again(conn, end.claim, now, touched=bool(end.outcome.attempts))
+    if attempts := [{"delivery_id": end.claim.id, **a.__dict__} for end in ended for a in end.outcome.attempts]:
+        await conn.execute(delivery_attempts.insert(), attempts)
+    await _record_held(conn, [end for end in ended if end.ack is not None or end.outcome.attempts], held, now)
+    for end in ended:
+        if end.recheck_at is not None:
+            await _queue_pair(conn, end.claim, now, end.recheck_at)
+    return [end.claim.id in held for end in ended]
+
+
+def _rounds(order: Sequence[int], pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+    """The indices in ``order`` cut into rounds holding each pair at most once, a pair's ends in the order
+    given: two ends of one pair in a group (a lapsed push and the one that took over) are recorded one
+    after the other, the second reading what the first wrote."""
+    rounds: list[list[int]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index in order:
+        nth = seen[pairs[index]] = seen.get(pairs[index], -1) + 1
+        if nth == len(rounds):
+            rounds.append([])
+        rounds[nth].append(index)
+    return rounds
+
+
+async def _still_leased(conn: Executor, claims: Sequence[Claim], now: datetime) -> set[str]:
+    """The claims whose lease still holds (their rows locked until commit on PostgreSQL)."""
+    query = (
+        select(deliveries.c.id, deliveries.c.lease_id)
+        .where(deliveries.c.id.in_([claim.id for claim in claims]))
+        .where(deliveries.c.status == DeliveryStatus.sending.value, deliveries.c.lease_until > now)
+        .with_for_update()
+    )
+    leases = {claim.id: claim.lease for claim in claims}
+    return {row.id for row in await conn.execute(query) if leases[row.id] == row.lease_id}
+
+
+ENDED = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("ended_id"), deliveries.c.lease_id == bindparam("ended_lease"))
+    .values(
+        status=bindparam("ended_status"),
+        attempts=deliveries.c.attempts + bindparam("ended_tried", type_=Integer),
+        reschedules=deliveries.c.reschedules + bindparam("ended_rescheduled", type_=Integer),
+        last_error=bindparam("ended_error"),
+        last_status_code=bindparam("ended_status_code"),
+        next_attempt_at=bindparam("ended_next", type_=deliveries.c.next_attempt_at.type),
+        lease_until=None,
+        lease_id=None,
+        updated_at=bindparam("ended_at", type_=deliveries.c.updated_at.type),
+    )
+)
+"""A leased delivery's end (one row of :func:`_ended` each), built once."""
+
+
+def _ended(end: Ended, now: datetime) -> dict[str, Any]:
+    outcome = end.outcome
+    return {
+        "ended_id": end.claim.id,
+        "ended_lease": end.claim.lease,
+        "ended_status": outcome.status.value,
+        "ended_tried": len(outcome.attempts),
+        "ended_rescheduled": int(outcome.rescheduled),
+        "ended_error": outcome.error,
+        "ended_status_code": outcome.status_code,
+        "ended_next": outcome.next_attempt_at or now,
+        "ended_at": now,
+    }
 
 
 async def _distrust(conn: Executor, provider: str, subject_ids: Sequence[str]) -> None:
@@ -399,10 +462,6 @@ async def _distrust(conn: Executor, provider: str, subject_ids: Sequence[str]) -
         where = (provider_state.c.provider == provider) & provider_state.c.subject_id.in_(subject_ids)
         moved = {"acknowledged": {}, "fence": provider_state.c.fence + 1}
         await conn.execute(update(provider_state).where(where).values(moved))
-
-
-def _pair(subject_id: str, provider: str) -> Any:
-    return (provider_state.c.subject_id == subject_id) & (provider_state.c.provider == provider)
 
 
 def _leased(claim: Claim, now: datetime) -> Any:
@@ -415,56 +474,70 @@ def _leased(claim: Claim, now: datetime) -> Any:
     )
 
 
-def _ended(outcome: Outcome, now: datetime) -> dict[str, Any]:
-    return {
-        "status": outcome.status.value,
-        "attempts": deliveries.c.attempts + len(outcome.attempts),
-        "reschedules": deliveries.c.reschedules + int(outcome.rescheduled),
-        "last_error": outcome.error,
-        "last_status_code": outcome.status_code,
-        "next_attempt_at": outcome.next_attempt_at or now,
-        "lease_until": None,
-        "lease_id": None,
-        "updated_at": now,
-    }
+async def _record_held(conn: Executor, ended: Sequence[Ended], held: set[str], now: datetime) -> None:
+    """What the providers hold after these pushes (each pair once): the acknowledgement, if the push's
+    lease held, it is sure what it left there and no lapsed push moved the pair's fence since it read
+    what was held; otherwise unknown (the next push sends everything), with ids/revisions kept. The
+    gateway's writes are added to those stored now, never to a copy read before the push: two pushes of
+    one pair may end at once."""
+    stored = await _stored_writes(conn, [end.claim.pair for end in ended])
+    changes: list[dict[str, Any]] = []
+    added: list[dict[str, Any]] = []
+    for end in ended:
+        if (values := _held_after(end, end.claim.id in held, stored.get(end.claim.pair), now)) is None:
+            continue
+        if end.claim.pair in stored:
+            pair = {"state_subject": end.claim.subject_id, "state_provider": end.claim.provider}
+            changes.append({f"set_{name}": value for name, value in values.items()} | pair)
+        else:
+            pair = {"subject_id": end.claim.subject_id, "provider": end.claim.provider}
+            added.append({"memo": {}, "acknowledged_at": now} | values | pair)
+    for shape in {tuple(sorted(row)) for row in changes}:  # two: with an acknowledgement or without
+        await conn.execute(_state_update(shape), [row for row in changes if tuple(sorted(row)) == shape])
+    if added:
+        await conn.execute(provider_state.insert(), added)
 
 
-async def _record_held(
-    conn: Executor,
-    claim: Claim,
-    outcome: Outcome,
-    now: datetime,
-    ack: Ack | None,
-    sent: Sequence[Mapping[str, Write]],
-    fence: int,
-    *,
-    lapsed: bool,
-) -> None:
-    """What the provider holds after a push: its acknowledgement, if the push's lease held and no
-    lapsed push moved the pair's fence since it read what was held; otherwise unknown (the next push
-    sends everything), with ids/revisions kept. The gateway's writes are added to those stored now,
-    never to a copy read before the push: two pushes of one pair may end at once."""
-    row = (
-        await conn.execute(
-            select(provider_state.c.writes, provider_state.c.fence)
-            .where(_pair(claim.subject_id, claim.provider))
-            .with_for_update()
-        )
-    ).first()
-    stored, moved = (Provenance.from_json(row[0]), row[1]) if row else (Provenance(), 0)
-    trusted = ack if ack is not None and moved == fence else None
-    failed = any(attempt.outcome != "succeeded" for attempt in outcome.attempts)
-    if trusted is None and not (sent or failed or lapsed):
-        return
-    writes = stored.after_push(sent, acknowledged=trusted is not None).to_json() if sent else stored.to_json()
-    values: dict[str, Any] = {"acknowledged": {}, "writes": writes, "fence": moved + lapsed}
+async def _stored_writes(conn: Executor, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Stored]:
+    """The gateway's writes and the fence stored for these (provider, subject) pairs, locked until commit
+    (PostgreSQL)."""
+    if not pairs:
+        return {}
+    columns = (provider_state.c.provider, provider_state.c.subject_id, provider_state.c.writes, provider_state.c.fence)
+    query = select(*columns).where(tuple_(provider_state.c.provider, provider_state.c.subject_id).in_(pairs))
+    rows = await conn.execute(query.with_for_update())
+    return {(row[0], row[1]): (Provenance.from_json(row[2]), row[3]) for row in rows}
+
+
+Stored = tuple[Provenance, int]  # a pair's provider_state writes and fence
+
+
+def _held_after(end: Ended, leased: bool, stored: Stored | None, now: datetime) -> dict[str, Any] | None:
+    """The pair's new provider_state values after this push, or None when nothing changes."""
+    writes, moved = stored or (Provenance(), 0)
+    lapsed = not leased or end.recheck_at is not None  # unsure what the provider will hold
+    ack = None if lapsed else end.ack
+    trusted = ack if ack is not None and moved == end.fence else None
+    failed = any(attempt.outcome != "succeeded" for attempt in end.outcome.attempts)
+    if trusted is None and not (end.sent or failed or lapsed):
+        return None
+    after = writes.after_push(end.sent, acknowledged=trusted is not None) if end.sent else writes
+    values: dict[str, Any] = {"acknowledged": {}, "writes": after.to_json(), "fence": moved + lapsed}
     if trusted is not None:
         values |= {"acknowledged": trusted.acknowledged, "memo": trusted.memo, "acknowledged_at": now}
-    if row is None:
-        pair = {"subject_id": claim.subject_id, "provider": claim.provider}
-        await conn.execute(provider_state.insert().values({"memo": {}, "acknowledged_at": now} | values | pair))
-    else:
-        await conn.execute(update(provider_state).where(_pair(claim.subject_id, claim.provider)).values(values))
+    return values
+
+
+@functools.cache
+def _state_update(shape: tuple[str, ...]) -> Any:
+    """An UPDATE of one pair's provider_state (``state_subject``, ``state_provider``) setting the columns
+    ``shape`` names (``set_<column>``), built once per shape."""
+    where = (provider_state.c.subject_id == bindparam("state_subject")) & (
+        provider_state.c.provider == bindparam("state_provider")
+    )
+    columns = [name.removeprefix("set_") for name in shape if name.startswith("set_")]
+    values = {name: bindparam(f"set_{name}", type_=provider_state.c[name].type) for name in columns}
+    return update(provider_state).where(where).values(values)
 
 
 async def _queue_again(conn: Executor, claim: Claim, now: datetime, *, touched: bool) -> None:
@@ -499,8 +572,10 @@ async def _hold_pair(conn: Executor, claim: Claim) -> None:
     """PostgreSQL: wait for any other finish of the same pair (two pushes of one pair end at once only
     after a lease lapsed). SQLite has one writer at a time."""
     if conn.dialect.name == "postgresql":
-        lock = text(f"SELECT pg_advisory_xact_lock({PAIR_LOCK.format(subject=':subject')})")
-        await conn.execute(lock, {"provider": claim.provider, "subject": claim.subject_id})
+        await conn.execute(HOLD_PAIR, {"provider": claim.provider, "subject": claim.subject_id})
+
+
+HOLD_PAIR = text(f"SELECT pg_advisory_xact_lock({PAIR_LOCK.format(subject=':subject')})")
 
 
 async def _lock_pairs(conn: Executor, provider: str, subject_ids: set[str]) -> set[str]:
