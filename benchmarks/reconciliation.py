@@ -213,7 +213,8 @@ async def _one_run(gateway: Gateway, provider: str) -> dict[str, Any]:
         nonlocal requests
         requests += 1
 
-    gateway.worker.lanes[provider].client.event_hooks["request"].append(count)
+    for client in gateway.worker.lanes[provider].clients:
+        client.event_hooks["request"].append(count)
     run = await gateway.reconciler.start([provider], None)
     claimed = await gateway.store.runs.claim(gateway.clock(), 600, run_id=run.id)
     assert claimed is not None

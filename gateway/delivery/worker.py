@@ -141,34 +141,57 @@ class Lane:
         # for many deliveries) stay large.
         self.limit = 2 * settings.concurrency
         self.refill = max(1, settings.concurrency // 2)
-        self.slots = asyncio.Semaphore(settings.concurrency)  # requests in flight: pushes and reads together
         # deliveries pushed alone at once: a Bulk lane's group of bulk_size claims works through them as
         # many at a time as any lane would, so it never queues its store work ahead of its own lease
         # heartbeat in the connection pool (leases lapsed by the hundred without this)
         self.pacing = asyncio.Semaphore(settings.concurrency)
-        self.client = httpx.AsyncClient(
+        # Clients of at most CONNECTIONS_PER_CLIENT connections each, sharing one auth (Masivo's token):
+        # httpcore's pool looks at every connection it holds on each request and each answer, so one pool
+        # of 32 cost more than the requests themselves. A request in flight holds a slot, a client's index:
+        # a client has as many slots as connections, so no request waits in one pool while another idles.
+        auth = adapter.auth()
+        sizes = _client_sizes(settings.concurrency)
+        self.clients = [self._client(adapter, auth, size, transport) for size in sizes]
+        self._senders = [sender(client, settings.max_response_bytes) for client in self.clients]
+        self.slots: asyncio.LifoQueue[int] = asyncio.LifoQueue()  # requests in flight: pushes and reads together
+        for index, size in enumerate(sizes):
+            for _ in range(size):
+                self.slots.put_nowait(index)
+
+    @staticmethod
+    def _client(
+        adapter: Adapter, auth: httpx.Auth, connections: int, transport: httpx.AsyncBaseTransport | None
+    ) -> httpx.AsyncClient:
+        settings = adapter.settings
+        return httpx.AsyncClient(
             base_url=settings.base_url,
-            auth=adapter.auth(),
+            auth=auth,
             transport=transport,
             timeout=httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0)),
             # as many kept alive as may be open: httpcore closes idle connections beyond its keep-alive
-            # count (20 by default), and a lane of 32 then opened a new connection for most requests
-            limits=httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency),
+            # count (20 by default), and a larger pool then opened a new connection for most requests
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             follow_redirects=False,  # a redirect is refused (adapters' check), never followed with our keys
             headers={"user-agent": USER_AGENT},
             trust_env=False,  # no proxy or netrc credentials picked up from the environment
         )
-        self._send = sender(self.client, settings.max_response_bytes)
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
 
     async def send(self, request: httpx.Request) -> httpx.Response:
         """Send with a hard deadline (also over in-process transports) and classify I/O failures."""
         name, timeout = self.adapter.name, self.adapter.settings.timeout_s
         try:
-            async with self.slots:
+            slot = await self.slots.get()
+            try:
                 if self.budget is not None:
                     await self.budget.acquire()
                 async with asyncio.timeout(timeout):
-                    return await self._send(request)
+                    return await self._senders[slot](request)
+            finally:
+                self.slots.put_nowait(slot)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:  # nothing was sent
             raise TransientError(name, f"connection failed: {type(error).__name__}") from None
         except (TimeoutError, httpx.TimeoutException):
@@ -234,7 +257,7 @@ class Worker:
             await asyncio.gather(self._loop, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for lane in self.lanes.values():
-            await lane.client.aclose()
+            await lane.aclose()
 
     def wake(self) -> None:
         """Deliveries may be due: claim for every lane now."""
@@ -587,6 +610,15 @@ class BackoffHonouringRetryAfter:
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
         return max(wait, retry_after) if retry_after is not None else wait
+
+
+CONNECTIONS_PER_CLIENT = 8
+
+
+def _client_sizes(concurrency: int) -> list[int]:
+    """A lane's connections split into clients of at most CONNECTIONS_PER_CLIENT, as even as can be."""
+    clients = -(-concurrency // CONNECTIONS_PER_CLIENT)
+    return [concurrency // clients + (index < concurrency % clients) for index in range(clients)]
 
 
 def _logged(claim: Claim) -> dict[str, str]:

@@ -30,7 +30,7 @@ async def push(handler: httpx.MockTransport) -> httpx.Response:
     try:
         return await the_lane.send(httpx.Request("PUT", "/consents/c-1", content=b"{}"))
     finally:
-        await the_lane.client.aclose()
+        await the_lane.aclose()
 
 
 def test_plain_http_is_refused_except_to_loopback_or_when_allowed() -> None:
