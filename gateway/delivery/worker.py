@@ -418,24 +418,25 @@ class Worker:
         return first if len(first) > 1 else []
 
     async def _push_alone(self, lane: Lane, job: Job, state: SubjectState) -> None:
+        """One delivery's push, in its turn (``pacing``); its outcome is recorded after its turn, so the next
+        push starts meanwhile."""
         async with lane.pacing:
-            await self._push(lane, job, state)
+            result = await self._push(lane, job, state)
+        await self._end(job, result)
 
-    async def _push(self, lane: Lane, job: Job, state: SubjectState) -> None:
+    async def _push(self, lane: Lane, job: Job, state: SubjectState) -> Ack | ProviderError:
         adapter, held = lane.adapter, job.held
-        result: Ack | ProviderError
         try:
             flow = (
                 adapter.erase(state, held.memo)
                 if state.erased_at
                 else adapter.push(state, held.acknowledged, held.memo)
             )
-            result = await self.run_flow(lane, flow, job.journal)
+            return await self.run_flow(lane, flow, job.journal)
         except ProviderError as error:
-            result = error
+            return error
         except Exception as error:
-            result = self._crashed(job.claim.provider, error, delivery=job.claim.id)
-        await self._end(job, result)
+            return self._crashed(job.claim.provider, error, delivery=job.claim.id)
 
     async def _push_together(self, lane: Lane, ready: Sequence[Ready]) -> None:
         """Several first syncs in one bulk flow through the lane (its slots, budget and in-process retries
