@@ -147,6 +147,30 @@ async def test_outcomes_recorded_together_each_count_by_their_own_lease(store: S
     assert await store.outbox.finish_many([Ended(taken_over, PUSHED, ack("granted"))], LAPSED) == [True]
 
 
+@pytest.mark.parametrize("starved_first", [True, False])
+async def test_two_ends_of_one_pair_in_one_group_are_each_judged_by_their_own_lease(
+    store: Store, starved_first: bool
+) -> None:
+    """A starved push and the push that took its delivery over may end in the same group commit: the same
+    delivery under two leases. Only the holder's counts, and the second recorded reads what the first
+    wrote: both writes kept, neither acknowledgement trusted, the pair queued again."""
+    await store.ledger.record(decision(1, "granted"), ADAPTERS, NOW)
+    [starved] = await claim(store, NOW)
+    [taken_over] = await claim(store, LAPSED)
+    fence = (await store.outbox.acknowledged("cust-1", "fake")).fence
+    grant, denial = (PurposeState.granted, NOW), (PurposeState.denied, LAPSED)
+    late = Ended(starved, PUSHED, ack("granted"), [{"email": grant}])
+    holder = Ended(taken_over, PUSHED, ack("denied"), [{"email": denial}], fence)
+    ended, counted = ([late, holder], [False, True]) if starved_first else ([holder, late], [True, False])
+
+    assert await store.outbox.finish_many(ended, LAPSED) == counted
+    state = await held(store)
+    assert state["acknowledged"] == {}, "either push may have landed last"
+    assert set(Provenance.from_json(state["writes"]).terms["email"].holding()) == {grant, denial}
+    first, queued = await rows(store)
+    assert (first["status"], queued["status"]) == (DeliveryStatus.succeeded.value, DeliveryStatus.pending.value)
+
+
 # -- two workers, one starved ---------------------------------------------------------------
 
 
