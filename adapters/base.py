@@ -73,7 +73,9 @@ class ProviderSettings(BaseModel):
     base_url: str
     purposes: dict[str, str] = Field(description="gateway purpose -> the provider's own term")
     timeout_s: float = Field(default=10.0, gt=0)
-    concurrency: int = Field(default=4, ge=1, le=256)
+    concurrency: int = Field(
+        default=4, ge=1, le=256, description="requests in flight per worker process (twice as many leased ahead)"
+    )
     rate_per_minute: float = Field(default=0.0, ge=0, description="request budget per minute; 0 = unlimited")
     drift_policy: DriftPolicy = Field(
         default="newest_wins", description="what a read-back that finds other state here does (see README)"

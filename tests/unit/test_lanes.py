@@ -180,15 +180,25 @@ async def test_every_request_of_a_full_lane_goes_at_once_over_its_own_connection
     all there at once, one connection each; a request left waiting in a pool would never arrive."""
     arrived: set[int] = set()
     everyone = asyncio.Event()
+    handlers: list[asyncio.Task[None]] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                arrived.add(writer.get_extra_info("peername")[1])
+                if len(arrived) == 20:
+                    everyone.set()
+                await everyone.wait()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):  # the lane closed its connections
+            pass
+        finally:
+            writer.close()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await reader.readuntil(b"\r\n\r\n"):
-            arrived.add(writer.get_extra_info("peername")[1])
-            if len(arrived) == 20:
-                everyone.set()
-            await everyone.wait()
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
-            await writer.drain()
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await answer(reader, writer)
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -203,6 +213,7 @@ async def test_every_request_of_a_full_lane_goes_at_once_over_its_own_connection
     finally:
         await lane.aclose()
         server.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
 
 
