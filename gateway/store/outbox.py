@@ -207,7 +207,7 @@ class Outbox:
             return set()
         renewal = (
             update(deliveries)
-            .where(or_(*(_leased(claim, now) for claim in claims)))
+            .where(_leased(claims, now))
             .values(lease_until=now + timedelta(seconds=lease_s))
             .returning(deliveries.c.id)
         )
@@ -412,14 +412,8 @@ def _rounds(order: Sequence[int], pairs: Sequence[tuple[str, str]]) -> list[list
 
 async def _still_leased(conn: Executor, claims: Sequence[Claim], now: datetime) -> set[str]:
     """The claims whose lease still holds (their rows locked until commit on PostgreSQL)."""
-    query = (
-        select(deliveries.c.id, deliveries.c.lease_id)
-        .where(deliveries.c.id.in_([claim.id for claim in claims]))
-        .where(deliveries.c.status == DeliveryStatus.sending.value, deliveries.c.lease_until > now)
-        .with_for_update()
-    )
-    leases = {claim.id: claim.lease for claim in claims}
-    return {row.id for row in await conn.execute(query) if leases[row.id] == row.lease_id}
+    query = select(deliveries.c.id).where(_leased(claims, now)).with_for_update()
+    return {row.id for row in await conn.execute(query)}
 
 
 ENDED = (
@@ -464,11 +458,10 @@ async def _distrust(conn: Executor, provider: str, subject_ids: Sequence[str]) -
         await conn.execute(update(provider_state).where(where).values(moved))
 
 
-def _leased(claim: Claim, now: datetime) -> Any:
-    """The claim's row, while the lease it was claimed with still holds."""
+def _leased(claims: Sequence[Claim], now: datetime) -> Any:
+    """The claims' rows whose lease, the one each was claimed with, still holds."""
     return and_(
-        deliveries.c.id == claim.id,
-        deliveries.c.lease_id == claim.lease,
+        tuple_(deliveries.c.id, deliveries.c.lease_id).in_([(claim.id, claim.lease) for claim in claims]),
         deliveries.c.status == DeliveryStatus.sending.value,
         deliveries.c.lease_until > now,
     )
@@ -492,8 +485,11 @@ async def _record_held(conn: Executor, ended: Sequence[Ended], held: set[str], n
         else:
             pair = {"subject_id": end.claim.subject_id, "provider": end.claim.provider}
             added.append({"memo": {}, "acknowledged_at": now} | values | pair)
-    for shape in {tuple(sorted(row)) for row in changes}:  # two: with an acknowledgement or without
-        await conn.execute(_state_update(shape), [row for row in changes if tuple(sorted(row)) == shape])
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # two: with an acknowledgement or without
+    for row in changes:
+        shapes.setdefault(tuple(sorted(row)), []).append(row)
+    for shape, rows in shapes.items():
+        await conn.execute(_state_update(shape), rows)
     if added:
         await conn.execute(provider_state.insert(), added)
 
