@@ -228,8 +228,7 @@ class Worker:
         }
         self.identity = f"{socket.gethostname()}:{os.getpid()}"  # written on each attempt
         self._wake = asyncio.Event()
-        self._everyone = True  # the next dispatch claims for every lane (else only for those refilling)
-        self._refilling: set[str] = set()  # lanes whose deliveries ended, leaving room for a group
+        self._due: set[str] | None = None  # lanes the next dispatch claims for (None: every lane)
         self._stopping = asyncio.Event()
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -261,13 +260,14 @@ class Worker:
 
     def wake(self) -> None:
         """Deliveries may be due: claim for every lane now."""
-        self._everyone = True
+        self._due = None
         self._wake.set()
 
     def _refill(self, lane: Lane) -> None:
         """Room for a group in this lane: claim for it now (not for the others, whose claims would find
         what they found last time)."""
-        self._refilling.add(lane.adapter.name)
+        if self._due is not None:
+            self._due.add(lane.adapter.name)
         self._wake.set()
 
     async def read(self, provider: str, flow: Generator[httpx.Request, httpx.Response, T]) -> T:
@@ -285,8 +285,7 @@ class Worker:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()  # before dispatching: a wake (or stop) arriving meanwhile is kept
-            lanes = None if self._everyone else set(self._refilling)
-            self._everyone, self._refilling = False, set()
+            lanes, self._due = self._due, set()
             try:
                 await self.dispatch(lanes)
             except Exception:  # a store hiccup must not kill the worker
@@ -294,7 +293,7 @@ class Worker:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.worker.poll_interval_s)
             except TimeoutError:
-                self._everyone = True
+                self._due = None
 
     # -- claiming ------------------------------------------------------------------------
 
