@@ -10,7 +10,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Row, and_, bindparam, case, exists, func, literal, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Integer,
+    Row,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.base import Ack, Projection, Write
@@ -30,8 +45,11 @@ def joinable(now: datetime) -> Any:
     pending one due later is a recheck (``Ended.recheck_at``): it must be pushed then, whatever is pushed
     meanwhile, so a newer decision gets a delivery of its own, due now."""
     pending, retrying = DeliveryStatus.pending.value, DeliveryStatus.retrying.value
-    return or_(
-        deliveries.c.status == retrying, and_(deliveries.c.status == pending, deliveries.c.next_attempt_at <= now)
+    # no OR of the two: SQLite would answer it with two index searches, the pending one walking every
+    # due delivery of the provider (a backlog) instead of the subject's own, by ix_deliveries_pair
+    return and_(
+        deliveries.c.status.in_([pending, retrying]),
+        case((deliveries.c.status == retrying, true()), else_=deliveries.c.next_attempt_at <= now),
     )
 
 
