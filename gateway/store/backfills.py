@@ -10,7 +10,6 @@ subject rides on is kept (the receipt), and the cursor moves past the chunk.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from adapters.errors import GatewayError
 from gateway.store import addresses
 from gateway.store.db import insert, reader
 from gateway.store.entries import Plan, lock_subjects, write
+from gateway.store.ids import new_id
 from gateway.store.ledger import repair
 from gateway.store.snapshot import EPOCH, subject_state
 from gateway.store.tables import UNFINISHED, UTCDateTime, backfill_items, backfills, deliveries, provider_state
@@ -55,7 +55,7 @@ class Backfills:
         """Queue a backfill of ``provider`` (``subjects``: how many it is about to push), or join the
         one not finished yet (False): at most one per provider is queued or running."""
         row: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
+            "id": new_id(),
             "provider": provider,
             "status": RunStatus.queued.value,
             "counts": {"subjects": subjects, "enqueued": 0, "nothing": 0},

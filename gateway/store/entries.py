@@ -8,7 +8,6 @@ size: the ledger rows, the subjects' final states, acknowledgements, and the out
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from adapters.base import Adapter, Projection
 from gateway.rules.provenance import Provenance
 from gateway.store import addresses, stale
 from gateway.store.db import Executor, insert, upsert
+from gateway.store.ids import new_id
 from gateway.store.outbox import delivery_out, joinable
 from gateway.store.snapshot import EPOCH
 from gateway.store.tables import (
@@ -306,7 +306,7 @@ async def _left_behind(conn: Executor, plans: Sequence[Plan]) -> list[set[tuple[
 
 def _new_delivery(decision_id: str, pair: tuple[str, str], status: DeliveryStatus, now: datetime) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()),
+        "id": new_id(),
         "decision_id": decision_id,
         "subject_id": pair[0],
         "provider": pair[1],

@@ -14,7 +14,6 @@ The ledger keeps its non-identifying history: ids, times, purposes and sources.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -27,6 +26,7 @@ from gateway.redaction import mask_contacts, mask_values
 from gateway.store import addresses
 from gateway.store.db import flush_to_disk
 from gateway.store.entries import Entry
+from gateway.store.ids import new_id
 from gateway.store.ledger import Ledger
 from gateway.store.outbox import delivery_out
 from gateway.store.tables import (
@@ -88,10 +88,10 @@ class ErasureRecords:
         everything = dict.fromkeys(purposes, PurposeState.denied)
         decision = own_decision(state.subject_id, everything, dated, "erasure", f"erasure requested by {requested_by}")
         after, effective = merge(state, decision)
-        entry_id = str(uuid.uuid4())
+        entry_id = new_id()
         entry = Entry(entry_id, decision, effective, dict.fromkeys(effective, entry_id), force=frozenset(adapters))
         await self.ledger.append(conn, entry, state, after.model_copy(update={"erased_at": now}), adapters, now)
-        erasure_id = str(uuid.uuid4())
+        erasure_id = new_id()
         row = {"id": erasure_id, "subject_id": state.subject_id, "decision_id": entry_id, "requested_by": requested_by}
         await conn.execute(erasures.insert(), [row | {"status": ErasureStatus.pending.value, "requested_at": now}])
         return erasure_id

@@ -8,7 +8,6 @@ and writes ledger rows, merged states and deliveries with one statement per kind
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +20,7 @@ from adapters.errors import GatewayError
 from gateway.store.db import Executor, read, reader, transaction
 from gateway.store.entries import Entry, Plan, decision_out, lock_subjects, write
 from gateway.store.idempotency import Binding, claim_bindings
+from gateway.store.ids import new_id
 from gateway.store.outbox import delivery_out
 from gateway.store.snapshot import DECIDED, EPOCH, read_states, subject_state
 from gateway.store.tables import decisions, deliveries, delivery_decisions, erasures, subjects
@@ -53,7 +53,7 @@ def repair(state: SubjectState, providers: Collection[str], now: datetime, note:
     whatever they acknowledged, changing nothing."""
     held = {purpose: record.state for purpose, record in state.purposes.items()}
     decision = own_decision(state.subject_id, held, now, "repair", note)
-    return Entry(str(uuid.uuid4()), decision, [], {}, superseded=[], force=frozenset(providers))
+    return Entry(new_id(), decision, [], {}, superseded=[], force=frozenset(providers))
 
 
 class Ledger:
@@ -80,7 +80,7 @@ class Ledger:
         A decision bound to an idempotency key that an earlier attempt already recorded is not
         recorded again: the earlier one is returned in its place.
         """
-        proposed = [str(uuid.uuid4()) for _ in items]
+        proposed = [new_id() for _ in items]
 
         async def group(conn: Executor) -> tuple[dict[int, str], dict[int, DecisionOut]]:
             return await self._record_group(conn, items, proposed, adapters, now)

@@ -6,7 +6,6 @@ a run whose worker died is taken over by another worker and resumed where it sto
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.base import Observation
 from gateway.store import stale
 from gateway.store.db import insert, reader, upsert
+from gateway.store.ids import new_id
 from gateway.store.tables import UTCDateTime, observations, reconciliation_runs
 from schemas.api import RunOut, RunStatus
 
@@ -97,7 +97,7 @@ class Runs:
         scheduled: bool = False,
     ) -> RunOut | None:
         """Queue a run; None when ``run_id`` exists already (a schedule slot another worker took)."""
-        row = _queued(run_id or str(uuid.uuid4()), providers, subjects, now, scheduled=scheduled)
+        row = _queued(run_id or new_id(), providers, subjects, now, scheduled=scheduled)
         async with self.engine.begin() as conn:
             added = await conn.execute(insert(conn, reconciliation_runs).values(row).on_conflict_do_nothing())
         return run_out(row) if added.rowcount else None
@@ -114,7 +114,7 @@ class Runs:
             same = next((r for r in queued if r["providers"] == providers and r["subjects"] == subjects), None)
             if same is not None or len(queued) >= max_queued:
                 return (run_out(same) if same else None), False
-            row = _queued(str(uuid.uuid4()), providers, subjects, now, scheduled=False)
+            row = _queued(new_id(), providers, subjects, now, scheduled=False)
             await conn.execute(insert(conn, table).values(row))
         return run_out(row), True
 

@@ -11,7 +11,6 @@ changed. Providers then get the subject's repaired state like after any decision
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ from sqlalchemy import select
 
 from adapters.base import Adapter
 from gateway.rules.redating import refold
+from gateway.store.ids import new_id
 from gateway.store.ledger import Entry, Ledger
 from gateway.store.tables import decisions, subject_purposes
 from schemas.api import DecisionOut
@@ -76,5 +76,5 @@ class FutureDates:
             note = f"re-dated future-dated decisions ({', '.join(redated)}) to when the gateway received them"
             redone = {purpose: after.purposes[purpose].state for purpose in changed}
             decision = own_decision(subject_id, redone, now, "repair", note)
-            entry = Entry(str(uuid.uuid4()), decision, changed, winners)
+            entry = Entry(new_id(), decision, changed, winners)
             return await ledger.append(conn, entry, before, after, adapters, now)
