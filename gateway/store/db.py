@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, TypeVarTuple, cast, overload
 
@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import TypedReturnsRows
 from sqlalchemy.util.typing import TupleAny
@@ -117,7 +118,56 @@ class Inline:
         self.dialect = conn.dialect
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        if isinstance(parameters, list) and len(parameters) > 1:
+            bound = _by_position(statement, self.dialect, tuple(parameters[0]))
+            if bound is not None:
+                return self.conn.exec_driver_sql(bound.sql, bound.rows(parameters))
         return self.conn.execute(statement, parameters)
+
+
+@dataclass(frozen=True)
+class ByPosition:
+    """An executemany statement whose every value comes from its rows, bound by position in one pass.
+
+    SQLAlchemy first builds, for each row, a dict of every parameter and then a tuple of their
+    processed values; a group writes thousands of rows, and that was a fifth of its time."""
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def rows(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        pairs = tuple(zip(self.names, self.processors, strict=True))
+        return [tuple(row[name] if bind is None else bind(row[name]) for name, bind in pairs) for row in rows]
+
+
+_BY_POSITION: dict[tuple[Any, ...], ByPosition | None] = {}
+
+
+def _by_position(statement: Any, dialect: Dialect, keys: tuple[str, ...]) -> ByPosition | None:
+    """``statement`` bound by position when the rows give every value it takes; None when anything
+    else would (a Python-side default, a value written into the statement, RETURNING)."""
+    if not isinstance(statement, UpdateBase):
+        return None
+    cache_key = statement._generate_cache_key()
+    if cache_key is None:
+        return None
+    key = (cache_key.key, keys)
+    if key not in _BY_POSITION:
+        _BY_POSITION[key] = _compiled_by_position(statement, dialect, keys)
+    return _BY_POSITION[key]
+
+
+def _compiled_by_position(statement: UpdateBase, dialect: Dialect, keys: tuple[str, ...]) -> ByPosition | None:
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    names = tuple(compiled.positiontup or ())
+    # a value the rows do not give (a Python-side default, one written into the statement) is SQLAlchemy's
+    if compiled.effective_returning or not set(names) <= set(keys):
+        return None
+    processors = [compiled._bind_processors.get(name) for name in names]
+    if not all(bind is None or callable(bind) for bind in processors):  # a tuple's processors
+        return None
+    return ByPosition(compiled.string, names, cast(tuple[Callable[[Any], Any] | None, ...], tuple(processors)))
 
 
 class SQLiteEngine(AsyncEngine):

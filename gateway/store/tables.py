@@ -37,9 +37,10 @@ def _sqlite_utc(value: str | None) -> datetime | None:
 
 @functools.lru_cache(maxsize=256)
 def _sqlite_text(value: datetime | None) -> str | None:
-    """"2026-11-23 12:00:00.000000": the format SQLAlchemy's SQLite DATETIME stores, so text order is time
-    order. Cached: a group's rows carry its one ``now`` many times over, and ``isoformat`` is most of the
-    cost of binding them (equal instants in other zones give the same text, so sharing it is right)."""
+    """Text such as ``2026-11-23 12:00:00.000000``, the format SQLAlchemy's SQLite DATETIME stores,
+    so text order is time order. Cached: a group's rows carry its one ``now`` many times over, and
+    ``isoformat`` is most of the cost of binding them (equal instants in other zones give the same
+    text, so sharing it is right)."""
     return None if value is None else value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
