@@ -114,9 +114,21 @@ class Gateway:
         except SubjectErased:
             self.metrics.decisions.labels("rejected").inc()
             raise
-        superseded = recorded.superseded_purposes and not recorded.effective_purposes
-        self.metrics.decisions.labels("superseded" if superseded else "accepted").inc()
+        self._count([recorded])
         return recorded
+
+    async def record_all(self, items: Sequence[tuple[Decision, Binding | None]]) -> list[DecisionOut | BaseException]:
+        """``record`` for a batch, handed over at once: each item's decision as recorded, or what refused
+        it (SubjectErased)."""
+        outcomes = await self.recorder.commit_all([Pending(decision, binding) for decision, binding in items])
+        self.metrics.decisions.labels("rejected").inc(sum(isinstance(each, SubjectErased) for each in outcomes))
+        self._count([each for each in outcomes if isinstance(each, DecisionOut)])
+        return outcomes
+
+    def _count(self, recorded: Sequence[DecisionOut]) -> None:
+        superseded = sum(bool(each.superseded_purposes and not each.effective_purposes) for each in recorded)
+        self.metrics.decisions.labels("superseded").inc(superseded)
+        self.metrics.decisions.labels("accepted").inc(len(recorded) - superseded)
 
     async def wait_until_final(self, decision_id: str, timeout: float) -> DecisionOut:
         """The decision once every delivery is final, or as it stands when ``timeout`` runs out.

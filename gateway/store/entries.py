@@ -324,14 +324,16 @@ def _new_delivery(decision_id: str, pair: tuple[str, str], status: DeliveryStatu
 
 
 def decision_out(row: Mapping[Any, Any], carried: list[DeliveryOut], decision: Decision | None = None) -> DecisionOut:
-    """A ledger row as the API shows it (``decision``: the one just written, not read back);
-    built without validation: the store's own rows."""
-    return DecisionOut.model_construct(
-        id=row["id"],
-        subject_id=row["subject_id"],
-        received_at=row["received_at"],
-        decision=decision or Decision.model_validate(row["body"], strict=False),
-        effective_purposes=row["effective"],
-        superseded_purposes=row["superseded"],
-        deliveries=carried,
+    """A ledger row as the API shows it (``decision``: the one just written, not read back). Validated,
+    as ``delivery_out`` is, for speed; the decision and deliveries, models already, are taken as they are."""
+    return DecisionOut.model_validate(
+        {
+            "id": row["id"],
+            "subject_id": row["subject_id"],
+            "received_at": row["received_at"],
+            "decision": decision or Decision.model_validate(row["body"], strict=False),
+            "effective_purposes": row["effective"],
+            "superseded_purposes": row["superseded"],
+            "deliveries": carried,
+        }
     )

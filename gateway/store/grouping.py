@@ -46,12 +46,22 @@ class GroupCommit(Generic[Item, Result]):
 
     async def commit(self, item: Item) -> Result:
         """``item``'s result once the transaction holding it has committed. Queued before the first
-        await, so items handed over in one go (a batch) are written in the order they were given."""
-        answer: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._queue.append(Waiting(item, answer))
+        await, so items handed over one after another are written in the order they were given."""
+        [answer] = self._hand_over([item])
+        return await answer  # a caller that gives up cancels only its answer: the group is written anyway
+
+    async def commit_all(self, items: Sequence[Item]) -> list[Result | BaseException]:
+        """Each item's result, or the error that refused it alone, in order: a batch handed over in one
+        go, without a task per item (giving up cancels the answers, as ``commit`` does)."""
+        return await asyncio.gather(*self._hand_over(items), return_exceptions=True)
+
+    def _hand_over(self, items: Sequence[Item]) -> list[asyncio.Future[Result]]:
+        loop = asyncio.get_running_loop()
+        waiting = [Waiting(item, loop.create_future()) for item in items]
+        self._queue.extend(waiting)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name=self.name)
-        return await answer  # a caller that gives up cancels only its answer: the group is written anyway
+        return [each.answer for each in waiting]
 
     async def _write(self) -> None:
         while self._queue:

@@ -674,20 +674,23 @@ def _one_per_pair(rows: Sequence[Candidate]) -> list[Candidate]:
 
 
 def delivery_out(row: Mapping[Any, Any], attempts: list[AttemptOut] | None = None) -> DeliveryOut:
-    """A stored delivery as the API shows it; built without validation (the store's own rows)."""
+    """A stored delivery as the API shows it. Validated: pydantic's validator builds a model in half the
+    time ``model_construct`` takes (it runs in Rust), and a group of decisions shows thousands."""
     status = STATUSES[row["status"]]
-    return DeliveryOut.model_construct(
-        id=row["id"],
-        decision_id=row["decision_id"],
-        subject_id=row["subject_id"],
-        provider=row["provider"],
-        status=status,
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        last_status_code=row["last_status_code"],
-        next_attempt_at=None if status.final else row["next_attempt_at"],
-        recheck=bool(row["recheck"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        attempt_log=attempts,
+    return DeliveryOut.model_validate(
+        {
+            "id": row["id"],
+            "decision_id": row["decision_id"],
+            "subject_id": row["subject_id"],
+            "provider": row["provider"],
+            "status": status,
+            "attempts": row["attempts"],
+            "last_error": row["last_error"],
+            "last_status_code": row["last_status_code"],
+            "next_attempt_at": None if status.final else row["next_attempt_at"],
+            "recheck": bool(row["recheck"]),
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+            "attempt_log": attempts,
+        }
     )

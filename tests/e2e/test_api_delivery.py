@@ -178,6 +178,25 @@ async def test_metrics_count_deliveries_by_provider_and_outcome(client: httpx.As
     assert "consent_gateway_attempt_seconds_bucket" in text
 
 
+async def test_metrics_count_a_batchs_decisions_by_outcome(client: httpx.AsyncClient) -> None:
+    """Each item counts once, as it would alone: recorded, superseded by a newer decision, or refused
+    (invalid, or its subject erased)."""
+    await client.post("/v1/consents", json=DECISION | {"subject": {"id": "erased"}}, headers=auth(WRITER))
+    assert (await client.delete("/v1/subjects/erased", headers=auth(ADMIN))).status_code == 202
+    await client.post("/v1/consents", json=DECISION, headers=auth(WRITER))
+    items = [
+        DECISION | {"subject": {"id": "cust-43"}},
+        DECISION | {"occurred_at": "2026-11-23T09:00:00Z"},  # older than cust-42's: superseded
+        DECISION | {"subject": {"id": "erased"}},
+        {"subject": {}},
+    ]
+    answer = await client.post("/v1/consents:batch", json={"decisions": items}, headers=auth(WRITER))
+    assert [item["status"] for item in answer.json()["results"]] == ["accepted", "accepted", "rejected", "rejected"]
+    text = (await client.get("/metrics")).text
+    for outcome, count in (("accepted", 3), ("superseded", 1), ("rejected", 2)):
+        assert f'consent_gateway_decisions_total{{outcome="{outcome}"}} {count}.0' in text
+
+
 async def test_metrics_count_requests_by_route_template_and_decisions_by_outcome(client: httpx.AsyncClient) -> None:
     accepted = await client.post("/v1/consents", json=DECISION, headers=auth(WRITER))
     older = DECISION | {"occurred_at": "2026-11-23T09:00:00Z"}  # every purpose holds a newer decision

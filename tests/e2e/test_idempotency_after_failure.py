@@ -58,19 +58,18 @@ async def test_a_different_body_right_after_a_failure_that_recorded_is_a_conflic
 async def test_a_different_batch_right_after_a_batch_failed_after_recording_is_a_conflict(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gateway = client.gateway  # type: ignore[attr-defined]
-    record, calls = gateway.record, 0
+    ledger = client.gateway.store.ledger  # type: ignore[attr-defined]
+    record_many = ledger.record_many
 
-    async def failing_second_time(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
+    async def failing_for_the_second(items: list[Any], *args: Any) -> Any:
+        """The batch's group fails; written one by one (the group commit's fallback), only the second does."""
+        if any(item.decision.subject.id == "cust-43" for item in items):
             raise RuntimeError("the store went away")
-        return await record(*args)
+        return await record_many(items, *args)
 
     first = {"decisions": [DECISION, {**DECISION, "subject": {"id": "cust-43"}}]}
     with monkeypatch.context() as patched:
-        patched.setattr(gateway, "record", failing_second_time)
+        patched.setattr(ledger, "record_many", failing_for_the_second)
         with pytest.raises(RuntimeError, match="the store went away"):
             await client.post("/v1/consents:batch", json=first, headers=with_key("b-failed"))
     recorded = await decisions_of(client)

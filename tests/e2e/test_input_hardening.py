@@ -253,21 +253,21 @@ async def test_a_repeated_envelope_key_refuses_the_batch(client: httpx.AsyncClie
 async def test_a_batch_that_fails_midway_records_no_item_twice_on_retry(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gateway = client.gateway  # type: ignore[attr-defined]
-    record = gateway.record
-    calls = 0
+    ledger = client.gateway.store.ledger  # type: ignore[attr-defined]
+    record_many = ledger.record_many
 
-    async def failing_third_time(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
+    async def failing_for_the_third(items: list[Any], *args: Any) -> Any:
+        """The batch's group fails; written one by one (the group commit's fallback), only the third does."""
+        if any(item.decision.subject.id == "good-3" for item in items):
             raise RuntimeError("the store went away")
-        return await record(*args)
+        return await record_many(items, *args)
 
-    monkeypatch.setattr(gateway, "record", failing_third_time)
+    monkeypatch.setattr(ledger, "record_many", failing_for_the_third)
     items = batch_of(good("good-1"), good("good-2"), good("good-3"), good("good-4"))
     with pytest.raises(RuntimeError, match="the store went away"):  # the in-process transport re-raises
         await client.post("/v1/consents:batch", json=items, headers=with_key(WRITER, "b-2"))
+    assert [await decision_count(client, f"good-{i}") for i in range(1, 5)] == [1, 1, 0, 1]
+    monkeypatch.undo()
     retried = await client.post("/v1/consents:batch", json=items, headers=with_key(WRITER, "b-2"))
     assert [r["status"] for r in retried.json()["results"]] == ["accepted"] * 4
     assert [await decision_count(client, f"good-{i}") for i in range(1, 5)] == [1, 1, 1, 1]

@@ -78,7 +78,8 @@ async def test_decisions_for_one_subject_in_one_group_merge_in_arrival_order(sto
     assert [d.id for d in newest_sms.deliveries] == [d.id for d in newer.deliveries], "coalesced within the group"
 
 
-async def test_one_bad_decision_fails_alone(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("handed_over", ["one by one", "all at once"])
+async def test_one_bad_decision_fails_alone(store: Store, monkeypatch: pytest.MonkeyPatch, handed_over: str) -> None:
     real = entries.Plan.of
 
     def refuse_bad(entry: entries.Entry, *args: Any, **kwargs: Any) -> entries.Plan:
@@ -88,10 +89,11 @@ async def test_one_bad_decision_fails_alone(store: Store, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(entries.Plan, "of", refuse_bad)
     recorder = group(store)
-    outcomes: list[DecisionOut | BaseException] = await asyncio.gather(
-        *(recorder.commit(Pending(decision(s, 0, email_marketing="granted"))) for s in ("a", "bad", "c")),
-        return_exceptions=True,
-    )
+    items = [Pending(decision(s, 0, email_marketing="granted")) for s in ("a", "bad", "c")]
+    if handed_over == "all at once":  # a batch
+        outcomes = await recorder.commit_all(items)
+    else:
+        outcomes = await asyncio.gather(*(recorder.commit(item) for item in items), return_exceptions=True)
     assert isinstance(outcomes[1], RuntimeError)
     assert isinstance(outcomes[0], DecisionOut) and isinstance(outcomes[2], DecisionOut)
     assert await store.ledger.subject_state("bad") is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -130,9 +129,7 @@ async def create_consents_batch(request: Request) -> Response:
         with counted_if_refused(gateway, len(valid)):
             await request.app.state.limits.spend_decisions(request.state.principal, len(valid))
         # handed over together, in input order: recorded in as few transactions as the group allows
-        recorded = await asyncio.gather(
-            *(gateway.record(item, bind(index)) for index, item in valid), return_exceptions=True
-        )
+        recorded = await gateway.record_all([(item, bind(index)) for index, item in valid])
         outcomes = dict(zip((index for index, _ in valid), recorded, strict=True))
         results = [
             item if isinstance(item, BatchResult) else _result(index, outcomes[index])
