@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import operator
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -137,8 +138,19 @@ class ByPosition:
     processors: tuple[Callable[[Any], Any] | None, ...]
 
     def rows(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-        pairs = tuple(zip(self.names, self.processors, strict=True))
-        return [tuple(row[name] if bind is None else bind(row[name]) for name, bind in pairs) for row in rows]
+        """Each row's values in the statement's order, processed where their type says so (timestamps
+        as SQLite's text, JSON as text), taken out of the row in C (``itemgetter``)."""
+        values = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda row: (row[self.names[0]],)
+        processed = [(index, bind) for index, bind in enumerate(self.processors) if bind is not None]
+        if not processed:
+            return [values(row) for row in rows]
+        bound = []
+        for row in rows:
+            row_values = list(values(row))
+            for index, bind in processed:
+                row_values[index] = bind(row_values[index])
+            bound.append(tuple(row_values))
+        return bound
 
 
 _BY_POSITION: dict[tuple[Any, ...], ByPosition | None] = {}
@@ -162,7 +174,7 @@ def _compiled_by_position(statement: UpdateBase, dialect: Dialect, keys: tuple[s
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
     names = tuple(compiled.positiontup or ())
     # a value the rows do not give (a Python-side default, one written into the statement) is SQLAlchemy's
-    if compiled.effective_returning or not set(names) <= set(keys):
+    if compiled.effective_returning or not names or not set(names) <= set(keys):
         return None
     processors = [compiled._bind_processors.get(name) for name in names]
     if not all(bind is None or callable(bind) for bind in processors):  # a tuple's processors
