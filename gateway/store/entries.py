@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 
 from adapters.base import Adapter, Projection
 from gateway.rules.provenance import Provenance
@@ -251,18 +251,8 @@ async def _enqueue(conn: Executor, plans: Sequence[Plan], now: datetime) -> dict
     )
     found: dict[tuple[str, str], dict[str, Any]] = {}
     if pairs:
-        query = (  # by the indexed columns one at a time: SQLite scans the table for a row-value IN
-            select(deliveries)
-            .where(
-                deliveries.c.subject_id.in_(sorted({subject for subject, _ in pairs})),
-                deliveries.c.provider.in_(sorted({provider for _, provider in pairs})),
-                joinable(now),
-            )
-            .order_by(deliveries.c.id)
-            .with_for_update()
-        )
         wanted = set(pairs)
-        rows = (await conn.execute(query)).mappings()
+        rows = (await conn.execute(open_deliveries(pairs, now))).mappings()
         found = {pair: dict(row) for row in rows if (pair := (row["subject_id"], row["provider"])) in wanted}
     new_rows: list[dict[str, Any]] = []
     links: list[dict[str, str]] = []
@@ -290,6 +280,22 @@ async def _enqueue(conn: Executor, plans: Sequence[Plan], now: datetime) -> dict
     if links:
         await conn.execute(delivery_decisions.insert(), links)
     return carried
+
+
+def open_deliveries(pairs: Sequence[tuple[str, str]], now: datetime) -> Select[Any]:
+    """The deliveries (subject, provider) pairs can join, locked, and a few others: by the indexed
+    columns one at a time (SQLite scans the table for a row-value IN), so by the subjects' own
+    index (``ix_deliveries_pair``), never by the provider's whole backlog."""
+    return (
+        select(deliveries)
+        .where(
+            deliveries.c.subject_id.in_(sorted({subject for subject, _ in pairs})),
+            deliveries.c.provider.in_(sorted({provider for _, provider in pairs})),
+            joinable(now),
+        )
+        .order_by(deliveries.c.id)
+        .with_for_update()
+    )
 
 
 async def _left_behind(conn: Executor, plans: Sequence[Plan]) -> list[set[tuple[str, str]]]:
