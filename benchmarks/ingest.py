@@ -22,6 +22,7 @@ from benchmarks.common import (
     write_config,
 )
 from benchmarks.load import Load
+from benchmarks.payloads import key_prefix
 
 CEILING = "benchmarks.ceiling"
 TARGETS = {
@@ -51,13 +52,17 @@ async def alternate(bench: Bench, servers: dict[str, Server]) -> dict[str, list[
     side always runs first (a machine shared with other work drifts)."""
     args = bench.args
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    index = {name: number for number, name in enumerate(servers)}
     for name, server in servers.items():
-        warm = Load(f"{server.url}/v1/consents", args.connections, min(1.0, args.seconds), prefix=f"warm-{name}-")
+        warm = Load(
+            f"{server.url}/v1/consents", args.connections, min(1.0, args.seconds), prefix=key_prefix(0, index[name])
+        )
         await bench.load(warm)
-    for number in range(args.rounds):
-        order = list(servers) if number % 2 == 0 else list(reversed(servers))
+    for number in range(1, args.rounds + 1):
+        order = list(servers) if number % 2 else list(reversed(servers))
         for name in order:
-            load = Load(f"{servers[name].url}/v1/consents", args.connections, args.seconds, prefix=f"r{number}-{name}-")
+            url, prefix = f"{servers[name].url}/v1/consents", key_prefix(number, index[name])
+            load = Load(url, args.connections, args.seconds, prefix=prefix)
             rounds[name].append(await measured(bench, servers[name], load))
     return rounds
 

@@ -116,7 +116,7 @@ end
 
 function request()
   counter = counter + 1
-  return wrk.format(nil, nil, nil, table.concat(parts, prefix .. tid .. "-" .. counter))
+  return wrk.format(nil, nil, nil, table.concat(parts, prefix .. tid .. string.format("%%07d", counter)))
 end
 
 function done(summary, latency, requests)
@@ -183,7 +183,7 @@ def _requests(load: Load) -> Callable[[int], bytes]:
         if load.batch:
             body = batch_body(load.prefix, load.batch, n * load.batch)
         else:
-            body = f"{load.prefix}{n}".encode().join(parts)
+            body = f"{load.prefix}{n:07d}".encode().join(parts)
         return _head(load.url, len(body)) + body
 
     return build

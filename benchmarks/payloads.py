@@ -13,11 +13,12 @@ PURPOSES = {"email_marketing": "granted", "sms_marketing": "denied", "analytics"
 MARKER = "SUBJECTMARKER"  # stands for the subject id in a body template
 
 
-def decision(subject_id: str, index: int = 0) -> dict[str, Any]:
+def decision(subject_id: str, index: int = 0, phone: str | None = None) -> dict[str, Any]:
     """One decision for a new subject: an email and a phone of its own (Wix keeps one consent per
     address, so shared addresses would change its flow), three purposes, a TCF string Masivo accepts."""
+    phone = phone or f"+1415{index % 10**7:07d}"
     return {
-        "subject": {"id": subject_id, "email": f"{subject_id}@example.com", "phone": f"+1415{index % 10**7:07d}"},
+        "subject": {"id": subject_id, "email": f"{subject_id}@example.com", "phone": phone},
         "purposes": PURPOSES,
         "tcf_string": TCF,
         "occurred_at": OCCURRED_AT,
@@ -26,9 +27,16 @@ def decision(subject_id: str, index: int = 0) -> dict[str, Any]:
 
 
 def body_parts() -> list[str]:
-    """A single decision's JSON split where the subject id goes: ``id.join(parts)`` is a body.
-    Both load generators build bodies this way, so neither pays for json.dumps per request."""
-    return json.dumps(decision(MARKER), separators=(",", ":")).split(MARKER)
+    """A single decision's JSON split where its key goes: ``key.join(parts)`` is a body. The key is
+    the subject id, its email's local part and its phone after ``+1``, so it is digits (at most 13):
+    every subject has addresses of its own. Both load generators build bodies this way, so neither
+    pays for json.dumps per request."""
+    return json.dumps(decision(MARKER, phone=f"+1{MARKER}"), separators=(",", ":")).split(MARKER)
+
+
+def key_prefix(round_: int, server: int) -> str:
+    """The digits every key of one load round starts with (a load generator appends its own)."""
+    return f"{round_:03d}{server}"
 
 
 def batch_body(prefix: str, size: int, first: int) -> bytes:
