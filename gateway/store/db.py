@@ -164,7 +164,7 @@ def _by_position(statement: Any, dialect: Dialect, keys: tuple[str, ...]) -> ByP
     cache_key = statement._generate_cache_key()
     if cache_key is None:
         return None
-    key = (cache_key.key, keys)
+    key = (dialect.name, dialect.paramstyle, cache_key.key, keys)
     if key not in _BY_POSITION:
         _BY_POSITION[key] = _compiled_by_position(statement, dialect, keys)
     return _BY_POSITION[key]
