@@ -44,13 +44,10 @@ def joinable(now: datetime) -> Any:
     """A waiting delivery a newer push may ride on: one waiting for its retry, or pending and due. A
     pending one due later is a recheck (``Ended.recheck_at``): it must be pushed then, whatever is pushed
     meanwhile, so a newer decision gets a delivery of its own, due now."""
-    pending, retrying = DeliveryStatus.pending.value, DeliveryStatus.retrying.value
     # no OR of the two: SQLite would answer it with two index searches, the pending one walking every
     # due delivery of the provider (a backlog) instead of the subject's own, by ix_deliveries_pair
-    return and_(
-        deliveries.c.status.in_([pending, retrying]),
-        case((deliveries.c.status == retrying, true()), else_=deliveries.c.next_attempt_at <= now),
-    )
+    retrying = deliveries.c.status == DeliveryStatus.retrying.value
+    return and_(WAITING, case((retrying, true()), else_=deliveries.c.next_attempt_at <= now))
 
 
 PAIR_LOCK = "hashtext(current_schema() || '/' || :provider), hashtext({subject})"
