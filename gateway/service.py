@@ -109,26 +109,21 @@ class Gateway:
     async def record(self, decision: Decision, binding: Binding | None = None) -> DecisionOut:
         """Record ``decision`` (with the others arriving meanwhile: group commit); with a
         ``binding``, at most once per idempotency key and item."""
-        try:
-            recorded = await self.recorder.commit(Pending(decision, binding))
-        except SubjectErased:
-            self.metrics.decisions.labels("rejected").inc()
-            raise
-        self._count([recorded])
-        return recorded
+        [outcome] = await self.record_all([(decision, binding)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def record_all(self, items: Sequence[tuple[Decision, Binding | None]]) -> list[DecisionOut | BaseException]:
         """``record`` for a batch, handed over at once: each item's decision as recorded, or what refused
-        it (SubjectErased)."""
+        it (SubjectErased); each counted by outcome."""
         outcomes = await self.recorder.commit_all([Pending(decision, binding) for decision, binding in items])
-        self.metrics.decisions.labels("rejected").inc(sum(isinstance(each, SubjectErased) for each in outcomes))
-        self._count([each for each in outcomes if isinstance(each, DecisionOut)])
-        return outcomes
-
-    def _count(self, recorded: Sequence[DecisionOut]) -> None:
+        recorded = [each for each in outcomes if isinstance(each, DecisionOut)]
         superseded = sum(bool(each.superseded_purposes and not each.effective_purposes) for each in recorded)
+        self.metrics.decisions.labels("rejected").inc(sum(isinstance(each, SubjectErased) for each in outcomes))
         self.metrics.decisions.labels("superseded").inc(superseded)
         self.metrics.decisions.labels("accepted").inc(len(recorded) - superseded)
+        return outcomes
 
     async def wait_until_final(self, decision_id: str, timeout: float) -> DecisionOut:
         """The decision once every delivery is final, or as it stands when ``timeout`` runs out.
