@@ -135,12 +135,13 @@ class Lane:
         self.bulk = adapter if isinstance(adapter, Bulk) and adapter.bulk_size > 0 else None  # 0: off
         self.budget = budget
         self.active = 0  # deliveries claimed and not yet ended
-        # Claimed ahead: as many again as may be pushed at once wait their turn (``pacing``), so a push
+        # Claimed ahead: twice as many as may be pushed at once wait their turn (``pacing``), so a push
         # that ends starts the next at once instead of waiting for a claim and a read. The lane claims
-        # again once half its concurrency is free, so its groups (one claim, read, heartbeat and commit
-        # for many deliveries) stay large.
-        self.limit = 2 * settings.concurrency
-        self.refill = max(1, settings.concurrency // 2)
+        # again once its concurrency's worth is free (as many still waiting as in flight), so its groups
+        # (one claim, read, heartbeat and commit for many deliveries) stay large: claiming for every two
+        # deliveries at concurrency 4 cost the worker a tenth of its CPU.
+        self.limit = 3 * settings.concurrency
+        self.refill = settings.concurrency
         # deliveries pushed alone at once: a Bulk lane's group of bulk_size claims works through them as
         # many at a time as any lane would, so it never queues its store work ahead of its own lease
         # heartbeat in the connection pool (leases lapsed by the hundred without this)

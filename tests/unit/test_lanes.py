@@ -110,36 +110,36 @@ async def make(store: Store, provider: Held) -> AsyncIterator[Make]:
         await built.worker.stop()
 
 
-async def test_a_lane_claims_twice_its_concurrency_and_pushes_no_more_than_it_at_once(
+async def test_a_lane_claims_three_times_its_concurrency_and_pushes_no_more_than_it_at_once(
     make: Make, provider: Held, store: Store
 ) -> None:
-    gateway = await make(3)
+    gateway = await make(3, subjects=15)
     gateway.worker.start()
     await until(lambda: _true(provider.in_flight == 3), "three requests in flight")
     for _ in range(50):  # every chance to send a fourth
         await asyncio.sleep(0)
     assert provider.in_flight == 3
-    assert await count(store, DeliveryStatus.sending) == 6, "three more claimed, waiting their turn"
+    assert await count(store, DeliveryStatus.sending) == 9, "six more claimed, waiting their turn"
     provider.release(100)
     await until(lambda: _true(provider.answered == 3), "the first three answered")
     await until(lambda: _true(provider.in_flight == 3), "the claimed ones pushed next")
     provider.release_all()
-    await until(lambda: _is(count(store, DeliveryStatus.succeeded), 12), "every delivery made")
+    await until(lambda: _is(count(store, DeliveryStatus.succeeded), 15), "every delivery made")
 
 
-async def test_a_lane_claims_again_once_half_its_concurrency_is_free(make: Make, provider: Held, store: Store) -> None:
-    """Concurrency 4: 8 claimed. Two ending leave room for a group of two, claimed at once, while the six
-    others of the first group are still under way (no poll: the worker's is an hour)."""
-    gateway = await make(4)
+async def test_a_lane_claims_again_once_its_concurrency_is_free(make: Make, provider: Held, store: Store) -> None:
+    """Concurrency 4: 12 claimed. Four ending leave room for a group of four, claimed at once, while the
+    eight others of the first group are still under way (no poll: the worker's is an hour)."""
+    gateway = await make(4, subjects=20)
     gateway.worker.start()
     await until(lambda: _true(provider.in_flight == 4), "four requests in flight")
-    assert await count(store, DeliveryStatus.sending) == 8
+    assert await count(store, DeliveryStatus.sending) == 12
+    provider.release(3)
+    await until(lambda: _is(count(store, DeliveryStatus.succeeded), 3), "three deliveries made")
+    assert await count(store, DeliveryStatus.sending) == 9, "room for three is not room for a group"
     provider.release(1)
-    await until(lambda: _is(count(store, DeliveryStatus.succeeded), 1), "one delivery made")
-    assert await count(store, DeliveryStatus.sending) == 7, "room for one is not room for a group"
-    provider.release(1)
-    await until(lambda: _is(count(store, DeliveryStatus.sending), 8), "two more claimed")
-    assert await count(store, DeliveryStatus.succeeded) == 2
+    await until(lambda: _is(count(store, DeliveryStatus.sending), 12), "four more claimed")
+    assert await count(store, DeliveryStatus.succeeded) == 4
 
 
 async def test_the_next_push_starts_while_an_outcome_is_being_recorded(
