@@ -64,6 +64,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     scale.add_argument("--delivery-decisions", type=int, default=200, help="delivery: decisions delivered")
     scale.add_argument("--concurrency", type=int, default=4, help="delivery: per provider (the default setting)")
     scale.add_argument(
+        "--delivery-history", type=int, default=0, help="delivery: earlier decisions already delivered, in the store"
+    )
+    scale.add_argument(
         "--high-concurrency", type=int, default=32, help="delivery: per provider, again (decisions scaled to match)"
     )
     scale.add_argument("--workers-decisions", type=int, default=150, help="workers: decisions per worker count")

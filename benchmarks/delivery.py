@@ -16,9 +16,10 @@ which share the machine's cores with the worker.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, text
 
 from benchmarks.common import (
     PROVIDERS,
@@ -58,6 +59,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Deliver ``decisions`` with ``workers`` worker processes at ``concurrency`` each."""
     url = await db.fresh(part)
+    await history(url, bench.args.delivery_history)
     config = write_config(bench.folder / f"{db.kind}-{part}.toml", url, bench.simulators, concurrency)
     async with bench.processes(f"{db.kind}-{part}") as procs:
         gateway = await start_gateway(procs, config, worker=False)
@@ -77,6 +79,7 @@ async def measure(
         "cpu_s_per_push": per(cpu, sent),
         "simulators_cpu_s_per_request": per(simulated, sent),
         "requests": sent,
+        "history": bench.args.delivery_history,
         "statuses": await statuses(url),
     }
 
@@ -111,12 +114,44 @@ def figures(decisions: int, seconds: float, flows: dict[str, float], workers: in
     }
 
 
+PROVIDER_NAMES = " UNION ALL ".join(f"SELECT '{provider}' AS name" for provider in PROVIDERS)
+HISTORY = [  # ``count`` earlier subjects, each with one decision delivered to every provider
+    "INSERT INTO decisions (id, subject_id, occurred_at, received_at, body, effective, superseded)"
+    " SELECT 'h-' || i, 'h-' || i, :at, :at, '{}', '{}', '{}' FROM n",
+    "INSERT INTO deliveries (id, decision_id, subject_id, provider, status, attempts, reschedules, next_attempt_at,"
+    " recheck, created_at, updated_at) SELECT 'h-' || i || '-' || p.name, 'h-' || i, 'h-' || i, p.name, 'succeeded',"
+    f" 1, 0, :at, 0, :at, :at FROM n CROSS JOIN ({PROVIDER_NAMES}) AS p",
+    "INSERT INTO provider_state (subject_id, provider, acknowledged, memo, writes, fence, acknowledged_at)"
+    f" SELECT 'h-' || i, p.name, '{{}}', '{{}}', '{{}}', 0, :at FROM n CROSS JOIN ({PROVIDER_NAMES}) AS p",
+]
+
+
+async def history(url: str, count: int) -> None:
+    """``count`` decisions delivered before the run, as a store in production holds (``--delivery-history``):
+    a lookup that walks a table instead of the rows it needs shows here."""
+    if count <= 0:
+        return
+    at = bindparam("at", datetime(2026, 1, 1, tzinfo=UTC), type_=deliveries.c.created_at.type)
+    numbers = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {int(count)}) "
+    store = Store.from_url(url)
+    try:
+        async with store.engine.begin() as conn:
+            for statement in HISTORY:
+                await conn.execute(text(numbers + statement).bindparams(at))
+    finally:
+        await store.close()
+
+
 async def statuses(url: str) -> dict[str, int]:
     """How the deliveries ended: anything but succeeded means the figure hides failures."""
     store = Store.from_url(url)
     try:
         async with store.engine.connect() as conn:
-            query = select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+            query = (
+                select(deliveries.c.status, func.count())
+                .where(deliveries.c.id.not_like("h-%"))  # the run's, not the history's
+                .group_by(deliveries.c.status)
+            )
             return {str(status): int(count) for status, count in await conn.execute(query)}
     finally:
         await store.close()

@@ -222,7 +222,7 @@ class Outbox:
             return set()
         renewal = (
             update(deliveries)
-            .where(_leased(claims, now))
+            .where(leased(claims, now))
             .values(lease_until=now + timedelta(seconds=lease_s))
             .returning(deliveries.c.id)
         )
@@ -427,7 +427,7 @@ def _rounds(order: Sequence[int], pairs: Sequence[tuple[str, str]]) -> list[list
 
 async def _still_leased(conn: Executor, claims: Sequence[Claim], now: datetime) -> set[str]:
     """The claims whose lease still holds (their rows locked until commit on PostgreSQL)."""
-    query = select(deliveries.c.id).where(_leased(claims, now)).with_for_update()
+    query = select(deliveries.c.id).where(leased(claims, now)).with_for_update()
     return {row.id for row in await conn.execute(query)}
 
 
@@ -473,9 +473,11 @@ async def _distrust(conn: Executor, provider: str, subject_ids: Sequence[str]) -
         await conn.execute(update(provider_state).where(where).values(moved))
 
 
-def _leased(claims: Sequence[Claim], now: datetime) -> Any:
-    """The claims' rows whose lease, the one each was claimed with, still holds."""
+def leased(claims: Sequence[Claim], now: datetime) -> Any:
+    """The claims' rows whose lease, the one each was claimed with, still holds. Found by id: SQLite
+    answers a pair of columns ``IN`` a list by scanning the whole table."""
     return and_(
+        deliveries.c.id.in_([claim.id for claim in claims]),
         tuple_(deliveries.c.id, deliveries.c.lease_id).in_([(claim.id, claim.lease) for claim in claims]),
         deliveries.c.status == DeliveryStatus.sending.value,
         deliveries.c.lease_until > now,
@@ -515,9 +517,17 @@ async def _stored_writes(conn: Executor, pairs: Sequence[tuple[str, str]]) -> di
     if not pairs:
         return {}
     columns = (provider_state.c.provider, provider_state.c.subject_id, provider_state.c.writes, provider_state.c.fence)
-    query = select(*columns).where(tuple_(provider_state.c.provider, provider_state.c.subject_id).in_(pairs))
-    rows = await conn.execute(query.with_for_update())
+    rows = await conn.execute(select(*columns).where(held_pairs(pairs)).with_for_update())
     return {(row[0], row[1]): (Provenance.from_json(row[2]), row[3]) for row in rows}
+
+
+def held_pairs(pairs: Sequence[tuple[str, str]]) -> Any:
+    """The provider_state rows of these (provider, subject) pairs, found by the subjects (the key's first
+    column): SQLite answers a pair of columns ``IN`` a list by scanning the whole table."""
+    return and_(
+        provider_state.c.subject_id.in_(sorted({subject for _, subject in pairs})),
+        tuple_(provider_state.c.provider, provider_state.c.subject_id).in_(pairs),
+    )
 
 
 Stored = tuple[Provenance, int]  # a pair's provider_state writes and fence
