@@ -16,11 +16,16 @@ which share the machine's cores with the worker.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import bindparam, func, select, text
 
+from adapters.base import Adapter, Bulk, drive
 from benchmarks.common import (
     PROVIDERS,
     Bench,
@@ -36,8 +41,12 @@ from benchmarks.common import (
     until_delivered,
     write_config,
 )
+from benchmarks.fanout import checked, subject_state
+from gateway.config import build_adapters, load_settings
+from gateway.delivery.worker import client_sizes
 from gateway.store import Store
 from gateway.store.tables import deliveries
+from schemas.consent import SubjectState
 from tests.processes import Process
 
 LATENCY_MS = 20.0
@@ -72,16 +81,21 @@ async def measure(
         cpu = sum(cpu_seconds(process.pid) for process in started) - idle
         simulated = sum(cpu_seconds(pid) for pid in bench.simulator_pids) - simulating
     requests = {provider: await logged(bench.simulators, provider) for provider in PROVIDERS}
+    bare = await without_gateway(config, decisions, concurrency) if workers == 1 else {}
     began = min(entry["at"] for entries in requests.values() for entry in entries)
     flows = {provider: len(entries) / decisions for provider, entries in requests.items()}
     sent = sum(len(entries) for entries in requests.values())
-    return figures(decisions, done_at - began, flows, workers, concurrency) | {
-        "cpu_s_per_push": per(cpu, sent),
-        "simulators_cpu_s_per_request": per(simulated, sent),
-        "requests": sent,
-        "history": bench.args.delivery_history,
-        "statuses": await statuses(url),
-    }
+    return (
+        figures(decisions, done_at - began, flows, workers, concurrency)
+        | {
+            "cpu_s_per_push": per(cpu, sent),
+            "simulators_cpu_s_per_request": per(simulated, sent),
+            "requests": sent,
+            "history": bench.args.delivery_history,
+            "statuses": await statuses(url),
+        }
+        | bare
+    )
 
 
 async def started_up(processes: list[Process], settle_s: float = 0.5) -> float:
@@ -114,6 +128,55 @@ def figures(decisions: int, seconds: float, flows: dict[str, float], workers: in
     }
 
 
+async def without_gateway(config: Path, decisions: int, concurrency: int) -> dict[str, Any]:
+    """The same flows for as many new subjects by a bare client in this process: the same adapters, an
+    httpx client per provider with ``concurrency`` requests in flight, Wix's first syncs in bulk as the
+    worker sends them, and no store, no retries, no logs. What one Python process on this machine can
+    push at all: the ceiling of the worker's ratio. ``bare_cpu_s_per_request``: this process's CPU."""
+    adapters = build_adapters(load_settings(config))
+    states = [subject_state(f"{BARE + n}", BARE + n) for n in range(decisions)]
+    sent = dict.fromkeys(adapters, 0)
+    began, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(bare_lane(adapter, states, concurrency, sent) for adapter in adapters.values()))
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
+    bare = figures(decisions, seconds, {name: n / decisions for name, n in sent.items()}, 1, concurrency)
+    return {
+        "bare_per_s": bare["per_s"],
+        "bare_ratio": bare["ratio"],
+        "bare_cpu_s_per_request": per(cpu, sum(sent.values())),
+    }
+
+
+async def bare_lane(adapter: Adapter, states: list[SubjectState], concurrency: int, sent: dict[str, int]) -> None:
+    """One provider's flows, ``concurrency`` at a time (Wix's in bulk flows of ``bulk_size`` subjects), over
+    clients of at most 8 connections, as the worker splits them (one httpcore pool of 32 costs more than
+    its requests)."""
+    flows: Iterator[Generator[httpx.Request, httpx.Response, Any]] = (
+        (adapter.push_many(states[at : at + adapter.bulk_size]) for at in range(0, len(states), adapter.bulk_size))
+        if isinstance(adapter, Bulk) and adapter.bulk_size > 0
+        else (adapter.push(state, {}, {}) for state in states)
+    )
+    auth = adapter.auth()
+
+    async def client(connections: int) -> None:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(base_url=adapter.settings.base_url, auth=auth, limits=limits) as http:
+            send = checked(adapter, http)
+
+            async def counted(request: httpx.Request) -> httpx.Response:
+                sent[adapter.name] += 1
+                return await send(request)
+
+            async def one_at_a_time() -> None:
+                for flow in flows:
+                    await drive(flow, counted)
+
+            await asyncio.gather(*(one_at_a_time() for _ in range(connections)))
+
+    await asyncio.gather(*(client(size) for size in client_sizes(concurrency)))
+
+
+BARE = 9_000_000  # the bare client's subjects: keys no load round uses
 PROVIDER_NAMES = " UNION ALL ".join(f"SELECT '{provider}' AS name" for provider in PROVIDERS)
 HISTORY = [  # ``count`` earlier subjects, each with one decision delivered to every provider
     "INSERT INTO decisions (id, subject_id, occurred_at, received_at, body, effective, superseded)"

@@ -11,6 +11,7 @@ after another (the same adapters, no gateway) shows what not fanning out in para
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -95,15 +96,20 @@ async def sequential(config: Path, count: int) -> list[float]:
 
 async def push(adapter: Adapter, http: httpx.AsyncClient, state: SubjectState) -> None:
     """One provider's flow, each answer checked as the worker checks it."""
+    await drive(adapter.push(state, {}, {}), checked(adapter, http))
+
+
+def checked(adapter: Adapter, http: httpx.AsyncClient) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    """Send through ``http``, each answer checked as the worker checks it (an error raises)."""
     send = sender(http)
 
-    async def checked(request: httpx.Request) -> httpx.Response:
+    async def checked_send(request: httpx.Request) -> httpx.Response:
         response = await send(request)
         if response.status_code not in expected(request):
             adapter.check(response)
         return response
 
-    await drive(adapter.push(state, {}, {}), checked)
+    return checked_send
 
 
 def subject_state(subject_id: str, index: int) -> SubjectState:

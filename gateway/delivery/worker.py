@@ -151,7 +151,7 @@ class Lane:
         # of 32 cost more than the requests themselves. A request in flight holds a slot, a client's index:
         # a client has as many slots as connections, so no request waits in one pool while another idles.
         auth = adapter.auth()
-        sizes = _client_sizes(settings.concurrency)
+        sizes = client_sizes(settings.concurrency)
         self.clients = [self._client(adapter, auth, size, transport) for size in sizes]
         self._senders = [sender(client, settings.max_response_bytes) for client in self.clients]
         self.slots: asyncio.LifoQueue[int] = asyncio.LifoQueue()  # requests in flight: pushes and reads together
@@ -616,7 +616,7 @@ class BackoffHonouringRetryAfter:
 CONNECTIONS_PER_CLIENT = 8
 
 
-def _client_sizes(concurrency: int) -> list[int]:
+def client_sizes(concurrency: int) -> list[int]:
     """A lane's connections split into clients of at most CONNECTIONS_PER_CLIENT, as even as can be."""
     clients = -(-concurrency // CONNECTIONS_PER_CLIENT)
     return [concurrency // clients + (index < concurrency % clients) for index in range(clients)]

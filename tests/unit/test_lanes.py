@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.config import Settings
-from gateway.delivery.worker import Lane, _client_sizes
+from gateway.delivery.worker import Lane, client_sizes
 from gateway.service import Gateway
 from gateway.store import Store
 from gateway.store.tables import deliveries
@@ -168,11 +168,11 @@ async def test_the_next_push_starts_while_an_outcome_is_being_recorded(
 
 
 def test_a_lanes_connections_are_split_into_clients_of_at_most_eight() -> None:
-    assert _client_sizes(4) == [4]
-    assert _client_sizes(8) == [8]
-    assert _client_sizes(9) == [5, 4]
-    assert _client_sizes(32) == [8, 8, 8, 8]
-    assert _client_sizes(20) == [7, 7, 6]
+    assert client_sizes(4) == [4]
+    assert client_sizes(8) == [8]
+    assert client_sizes(9) == [5, 4]
+    assert client_sizes(32) == [8, 8, 8, 8]
+    assert client_sizes(20) == [7, 7, 6]
 
 
 async def test_every_request_of_a_full_lane_goes_at_once_over_its_own_connection() -> None:
