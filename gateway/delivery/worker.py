@@ -344,7 +344,7 @@ class Worker:
         finally:
             heartbeat.cancel()
             lane.active -= len(live)  # any that never ended (each that did, counted itself out)
-            self.wake()
+            self._refill(lane)  # what its outcomes made due is of its own pairs: no other lane has news
             async with self._changed:
                 self._changed.notify_all()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -20,10 +21,11 @@ from gateway.config import Settings
 from gateway.delivery.worker import Lane, client_sizes
 from gateway.service import Gateway
 from gateway.store import Store
+from gateway.store.outbox import Claim
 from gateway.store.tables import deliveries
 from schemas.api import DeliveryStatus
 from schemas.consent import Decision
-from tests.fakes import fake_adapter
+from tests.fakes import FakeAdapter, FakeSettings, fake_adapter
 from tests.world import Sleeps
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -165,6 +167,50 @@ async def test_the_next_push_starts_while_an_outcome_is_being_recorded(
         go.set()
     provider.release_all()
     await until(lambda: _is(count(store, DeliveryStatus.succeeded), 2), "both delivered")
+
+
+class Other(FakeAdapter):
+    name = "other"
+
+
+async def test_a_group_ending_claims_again_for_its_own_lane_only(
+    store: Store, provider: Held, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a group's outcomes make due is of its own pairs: the other lanes are not claimed for (at
+    concurrency 4, those empty claims were half of all claims, each a write transaction)."""
+    answered = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+    gateway = Gateway(
+        Settings(worker={"poll_interval_s": 3600}),
+        store=store,
+        adapters={"fake": fake_adapter(timeout_s=3600), "other": Other(FakeSettings(timeout_s=3600))},
+        transports={"fake": httpx.MockTransport(provider), "other": answered},
+        clock=lambda: NOW,
+        sleep=Sleeps(),
+    )
+    body = {"subject": {"id": "cust-1"}, "purposes": {"email_marketing": "granted"}, "occurred_at": NOW}
+    await gateway.record(Decision.model_validate(body, strict=False))
+    claimed: list[str] = []
+    claim = gateway.store.outbox.claim
+
+    async def spied(provider_name: str, *args: Any, **kwargs: Any) -> list[Claim]:
+        claimed.append(provider_name)
+        return await claim(provider_name, *args, **kwargs)
+
+    monkeypatch.setattr(gateway.store.outbox, "claim", spied)
+    gateway.worker.start()
+    try:
+        await until(lambda: _is(count(store, DeliveryStatus.succeeded), 1), "the other provider's delivery made")
+        await until(lambda: _true(provider.in_flight == 1), "the fake provider's push sent")
+        claimed.clear()
+        provider.release(1)
+        await until(lambda: _is(count(store, DeliveryStatus.succeeded), 2), "the fake provider's delivery made")
+        await until(lambda: _true("fake" in claimed), "its lane claimed again")
+        for _ in range(50):  # every chance to claim for the other lane
+            await asyncio.sleep(0)
+        assert claimed == ["fake"]
+    finally:
+        provider.release_all()
+        await gateway.worker.stop()
 
 
 def test_a_lanes_connections_are_split_into_clients_of_at_most_eight() -> None:
