@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,9 +17,11 @@ from typer.testing import CliRunner
 from adapters.base import Observation
 from gateway.cli import app as cli
 from gateway.config import load_settings
+from gateway.reconcile import rows as rows_module
 from gateway.reconcile.runner import Reconciler
 from gateway.service import Gateway
 from gateway.store import Store
+from gateway.store.snapshot import Chunk
 from gateway.store.tables import reconciliation_rows
 from schemas.api import DeliveryStatus, ReconciliationPage, SyncStatus
 from schemas.consent import Decision
@@ -128,6 +130,32 @@ async def test_a_change_after_the_refresher_read_the_marks_keeps_its_mark(world:
     assert await rows.store(marks, {"cust-1": []}, world.now) == 1
     assert await marked(world) == {"cust-1"}
     assert await rows.store(marks, {"cust-1": []}, world.now) == 0  # another refresher's marks: nothing stored
+
+
+async def test_the_refresher_reads_and_computes_a_chunk_in_slices(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It runs in the worker's process: a chunk computed in one go held the event loop, and the pushes in
+    flight, for tens of milliseconds. Every subject's rows are stored all the same."""
+    monkeypatch.setattr(rows_module, "SLICE", 2)
+    refresher = world.gateway.reconciler.refresher
+    read: list[int] = []
+    chunk = refresher.snapshots.chunk
+
+    async def spied(ids: Sequence[str]) -> Chunk:
+        read.append(len(ids))
+        return await chunk(ids)
+
+    monkeypatch.setattr(refresher.snapshots, "chunk", spied)
+    subjects = [f"cust-{n}" for n in range(5)]
+    for subject in subjects:
+        await world.decide(subject, 10, email_marketing="granted")
+    assert await refresher.refresh(10) == 5
+    assert read == [2, 2, 1]
+    assert await marked(world) == set()
+    stored = await world.gateway.store.drift_rows.of(subjects)
+    assert {subject for subject, _ in stored} == set(subjects)
+    assert len(stored) == 5 * len(world.gateway.adapters)
 
 
 async def scenario(world: World) -> None:
