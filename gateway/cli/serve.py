@@ -13,6 +13,7 @@ from adapters.simulators.common import LOG_LIMIT
 from gateway.cli.common import ConfigOption, HostOption, PortOption, app, console, fail, gateway, registered, settings
 from gateway.demo import demo_app, demo_token
 from gateway.http.app import create_app, create_worker_app
+from gateway.http.server import collect_less
 from gateway.http.server import serve as serve_app
 from gateway.redaction import configure_logging
 
@@ -61,6 +62,7 @@ def worker(
     if bind_port:
         serve_app(create_worker_app(built), host or configured.worker.http_host, bind_port)
         return
+    collect_less()  # as serve_app does: the collector's full passes held the loop ~60 ms each
 
     async def run() -> None:
         stop = asyncio.Event()

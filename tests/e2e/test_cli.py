@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
+from gateway.cli import serve as serve_commands
 from gateway.config import build_adapters, load_settings
 from gateway.store import Store
 from gateway.store.outbox import Outcome
@@ -238,3 +240,31 @@ def test_commands_refuse_a_schema_that_is_behind_in_one_line(tmp_path: Path) -> 
         result = runner.invoke(app, [*command, "--config", str(config)])
         assert result.exit_code == 1, (command, result.output)
         assert result.output.strip() == "error: the database has no schema: run `consent-gateway db upgrade`"
+
+
+def test_the_worker_freezes_start_ups_objects_out_of_the_collectors_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``serve`` does (``collect_less``), also with no HTTP port: without it, each of the collector's
+    full passes held the worker's event loop, and every push in flight, for ~60 ms."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    config = tmp_path / "config.toml"
+    masivo = '[providers.masivo]\nbase_url = "http://127.0.0.1:9/masivo"\napi_key = "masivo-key-0123456789abcdef"\n'
+    config.write_text(f'database_url = "{url}"\n[worker]\nhttp_port = 0\n{masivo}')
+    prepare(url)
+    steps: list[str] = []
+
+    started = asyncio.run
+
+    def run(main: Coroutine[Any, Any, Any]) -> Any:
+        if main.__qualname__ != "worker.<locals>.run":  # start-up's own (the schema check)
+            return started(main)
+        main.close()  # the worker's loop: not run here
+        steps.append("ran")
+        return None
+
+    monkeypatch.setattr(serve_commands, "collect_less", lambda: steps.append("frozen"))
+    monkeypatch.setattr(serve_commands.asyncio, "run", run)
+    result = CliRunner().invoke(app, ["worker", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert steps == ["frozen", "ran"]
