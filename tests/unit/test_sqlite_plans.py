@@ -64,4 +64,3 @@ async def test_what_the_providers_hold_is_found_by_subject(tmp_path: Path) -> No
     plan_ = await plan(tmp_path, select(provider_state.c.writes).where(held_pairs(pairs)))
     assert "SEARCH provider_state USING INDEX sqlite_autoindex_provider_state_1 (subject_id=?)" in plan_, plan_
     assert "SCAN provider_state" not in plan_, plan_
-
