@@ -244,6 +244,8 @@ class Worker:
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="delivery-worker")
+        concurrency = {name: lane.adapter.settings.concurrency for name, lane in self.lanes.items()}
+        log.info("worker_started", worker=self.identity, concurrency=concurrency)
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight deliveries finish, close the clients.
@@ -258,6 +260,8 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for lane in self.lanes.values():
             await lane.aclose()
+        if self._loop is not None:
+            log.info("worker_stopped", worker=self.identity)
 
     def wake(self) -> None:
         """Deliveries may be due: claim for every lane now."""

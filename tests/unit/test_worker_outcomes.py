@@ -158,3 +158,16 @@ async def test_wixs_expected_404_on_a_first_lookup_is_a_successful_attempt(world
         None,
         0,
     )
+
+
+async def test_the_worker_says_when_it_starts_and_stops(store: Store, clock: Clock) -> None:
+    """An operator can tell a worker is up before it has delivered anything (one with no HTTP port
+    serves no /readyz)."""
+    gateway = make_gateway(store, clock, Provider())
+    with capture_logs() as logs:
+        gateway.worker.start()
+        await gateway.worker.stop()
+    said = [(entry["event"], entry["log_level"]) for entry in logs if entry["event"].startswith("worker_")]
+    assert said == [("worker_started", "info"), ("worker_stopped", "info")]
+    [started] = [entry for entry in logs if entry["event"] == "worker_started"]
+    assert started["concurrency"] == {"fake": 4} and started["worker"] == gateway.worker.identity
