@@ -68,6 +68,9 @@ class WorkerSettings(BaseModel):
     poll_interval_s: float = Field(default=0.5, gt=0)
     lease_s: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=1000)
+    outcome_gather_s: float = Field(
+        default=0.005, ge=0, le=1, description="while pushes are under way, an outcome waits this long for others"
+    )
     http_host: str = Field(default="127.0.0.1", description="`consent-gateway worker` serves /metrics here")
     http_port: int = Field(default=8001, ge=0, le=65535, description="0: the worker serves no HTTP")
 

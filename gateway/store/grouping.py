@@ -36,11 +36,17 @@ class GroupCommit(Generic[Item, Result]):
         committed: Callable[[], None] = lambda: None,
         max_group: int = 1000,
         name: str = "group-commit",
+        gather: Callable[[], float] = lambda: 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.write = write  # one transaction: every item's result, in order
         self.committed = committed  # e.g. wake the worker: there are deliveries to make
         self.max_group = max_group
         self.name = name
+        # Seconds to wait for more items before writing a group, asked each time: worth it only while
+        # others are about to arrive (PostgreSQL's commit_delay, taken only with commit_siblings active).
+        self.gather = gather
+        self.sleep = sleep
         self._queue: list[Waiting[Item, Result]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -65,6 +71,8 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _write(self) -> None:
         while self._queue:
+            if len(self._queue) < self.max_group and (wait := self.gather()) > 0:
+                await self.sleep(wait)
             group, self._queue = self._queue[: self.max_group], self._queue[self.max_group :]
             try:
                 await self._commit(group)

@@ -4,7 +4,7 @@ decision fails alone (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -98,3 +98,37 @@ async def test_one_bad_decision_fails_alone(store: Store, monkeypatch: pytest.Mo
     assert isinstance(outcomes[0], DecisionOut) and isinstance(outcomes[2], DecisionOut)
     assert await store.ledger.subject_state("bad") is None
     assert (await store.ledger.subject_state("a")) is not None and (await store.ledger.subject_state("c")) is not None
+
+
+class Gathering:
+    """A gather window the test ends: it records each wait and holds the writer until ``close``."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.open = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await self.open.wait()
+
+
+@pytest.mark.parametrize("window", [0.0, 0.005])
+async def test_a_gather_window_lets_items_arriving_meanwhile_join_the_group(window: float) -> None:
+    """With a window, the writer waits before taking the queue, so an item handed over meanwhile is
+    written with the first; with none, the first goes alone at once."""
+    groups: list[list[int]] = []
+
+    async def write(items: Sequence[int]) -> list[int]:
+        groups.append(list(items))
+        return list(items)
+
+    gathering = Gathering()
+    commit = GroupCommit(write, gather=lambda: window, sleep=gathering)
+    first = asyncio.ensure_future(commit.commit(1))
+    for _ in range(5):  # the writer starts: it waits in the window, or writes the first
+        await asyncio.sleep(0)
+    second = asyncio.ensure_future(commit.commit(2))
+    gathering.open.set()
+    assert await asyncio.gather(first, second) == [1, 2]
+    assert groups == ([[1, 2]] if window else [[1], [2]])
+    assert gathering.waits == ([window] if window else [])

@@ -213,6 +213,41 @@ async def test_a_group_ending_claims_again_for_its_own_lane_only(
         await gateway.worker.stop()
 
 
+async def test_an_outcome_waits_for_others_only_while_pushes_are_under_way(store: Store) -> None:
+    """The outcome that ends while another provider's push is in flight waits ``outcome_gather_s`` for it
+    (one transaction for both); the last one, with nothing under way, is written at once."""
+    fake, other = Held(), Held()
+    gateway = Gateway(
+        Settings(worker={"poll_interval_s": 3600, "outcome_gather_s": 0.25}),
+        store=store,
+        adapters={"fake": fake_adapter(timeout_s=3600), "other": Other(FakeSettings(timeout_s=3600))},
+        transports={"fake": httpx.MockTransport(fake), "other": httpx.MockTransport(other)},
+        clock=lambda: NOW,
+        sleep=Sleeps(),
+    )
+    waits: list[float] = []
+
+    async def gathering(seconds: float) -> None:
+        waits.append(seconds)
+
+    gateway.worker.outcomes.sleep = gathering
+    body = {"subject": {"id": "cust-1"}, "purposes": {"email_marketing": "granted"}, "occurred_at": NOW}
+    await gateway.record(Decision.model_validate(body, strict=False))
+    gateway.worker.start()
+    try:
+        await until(lambda: _true(fake.in_flight == other.in_flight == 1), "both pushes sent")
+        other.release(1)
+        await until(lambda: _is(count(store, DeliveryStatus.succeeded), 1), "the other provider's delivery made")
+        assert waits == [0.25], "its outcome waited while the fake provider's push was under way"
+        fake.release(1)
+        await until(lambda: _is(count(store, DeliveryStatus.succeeded), 2), "the fake provider's delivery made")
+        assert waits == [0.25], "the last outcome did not wait"
+    finally:
+        fake.release_all()
+        other.release_all()
+        await gateway.worker.stop()
+
+
 def test_a_lanes_connections_are_split_into_clients_of_at_most_eight() -> None:
     assert client_sizes(4) == [4]
     assert client_sizes(8) == [8]
