@@ -52,8 +52,12 @@ class DeliveryOut(BaseModel):
     provider: str
     status: DeliveryStatus
     attempts: int
-    last_error: str | None = None
-    last_status_code: int | None = None
+    last_error: str | None = Field(
+        default=None, description="why the last failed attempt failed; none once it succeeded"
+    )
+    last_status_code: int | None = Field(
+        default=None, description="the provider's HTTP status on the last failed attempt; none once it succeeded"
+    )
     next_attempt_at: datetime | None = None
     recheck: bool = Field(
         default=False,
