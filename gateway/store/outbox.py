@@ -32,6 +32,7 @@ from adapters.base import Ack, Projection, Write
 from gateway.rules.provenance import Provenance
 from gateway.store import stale
 from gateway.store.db import Executor, read, reader, transaction
+from gateway.store.ids import new_id
 from gateway.store.tables import deliveries, delivery_attempts, delivery_decisions, provider_state
 from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
 from schemas.consent import parse_timestamp
@@ -580,7 +581,7 @@ async def _queue_pair(conn: Executor, claim: Claim, now: datetime, when: datetim
     state whatever is acknowledged by then). Its ``decision_id`` is the claim's; ``carried``: listed among
     that decision's deliveries too."""
     decision = select(deliveries.c.decision_id).where(deliveries.c.id == claim.id).scalar_subquery()
-    fresh = str(uuid.uuid4())
+    fresh = new_id()
     row = {"id": fresh, "subject_id": claim.subject_id, "provider": claim.provider, "attempts": 0, "reschedules": 0}
     queued = {"status": DeliveryStatus.pending.value, "next_attempt_at": when, "created_at": now, "updated_at": now}
     await conn.execute(deliveries.insert().values(row | queued | {"decision_id": decision, "recheck": int(when > now)}))

@@ -6,6 +6,7 @@ old grant landing late never outlives a newer opt-out."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -124,6 +125,7 @@ async def test_a_push_taken_over_from_a_lapsed_lease_distrusts_and_rechecks(
     assert held.acknowledged == {}, "what the dead worker's request left there is unknown"
     page = await store.outbox.list(provider="fake", status=DeliveryStatus.pending)
     assert [(item.next_attempt_at, item.recheck) for item in page.items] == [(clock.now + SETTLED, True)]
+    assert uuid.UUID(page.items[0].id).version == 7, "a queued recheck's id is made as every delivery's"
 
     provider.held["cust-1"] = {"email": "granted"}  # the dead worker's grant lands late
     clock.now += SETTLED
