@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple, cast, overload
 
 import orjson
 import sqlalchemy
-from sqlalchemy import event
+from sqlalchemy import ColumnElement, and_, event, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
@@ -347,6 +347,12 @@ def _upsert(dialect: str, table: Table, columns: tuple[str, ...], keys: tuple[st
 
 
 RETRYABLE_STATES = ("08", "40001", "40P01", "53", "57P03")  # connection lost, conflict, out of resources, starting
+
+
+def rows_in(columns: Sequence[ColumnElement[Any]], rows: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:
+    """``(columns) IN rows``, with the first column's own ``IN`` beside it: SQLite answers a row value
+    ``IN`` a list by scanning the whole table, and searches the first column's index for this."""
+    return and_(columns[0].in_(sorted({row[0] for row in rows})), tuple_(*columns).in_(rows))
 
 
 def store_busy(exc: BaseException) -> bool:

@@ -23,7 +23,6 @@ from sqlalchemy import (
     select,
     text,
     true,
-    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.base import Ack, Projection, Write
 from gateway.rules.provenance import Provenance
 from gateway.store import stale
-from gateway.store.db import Executor, read, reader, transaction
+from gateway.store.db import Executor, read, reader, rows_in, transaction
 from gateway.store.ids import new_id
 from gateway.store.tables import deliveries, delivery_attempts, delivery_decisions, provider_state
 from schemas.api import AttemptOut, DeliveryOut, DeliveryStatus
@@ -475,11 +474,9 @@ async def _distrust(conn: Executor, provider: str, subject_ids: Sequence[str]) -
 
 
 def leased(claims: Sequence[Claim], now: datetime) -> Any:
-    """The claims' rows whose lease, the one each was claimed with, still holds. Found by id: SQLite
-    answers a pair of columns ``IN`` a list by scanning the whole table."""
+    """The claims' rows whose lease, the one each was claimed with, still holds (found by id)."""
     return and_(
-        deliveries.c.id.in_([claim.id for claim in claims]),
-        tuple_(deliveries.c.id, deliveries.c.lease_id).in_([(claim.id, claim.lease) for claim in claims]),
+        rows_in((deliveries.c.id, deliveries.c.lease_id), [(claim.id, claim.lease) for claim in claims]),
         deliveries.c.status == DeliveryStatus.sending.value,
         deliveries.c.lease_until > now,
     )
@@ -523,12 +520,8 @@ async def _stored_writes(conn: Executor, pairs: Sequence[tuple[str, str]]) -> di
 
 
 def held_pairs(pairs: Sequence[tuple[str, str]]) -> Any:
-    """The provider_state rows of these (provider, subject) pairs, found by the subjects (the key's first
-    column): SQLite answers a pair of columns ``IN`` a list by scanning the whole table."""
-    return and_(
-        provider_state.c.subject_id.in_(sorted({subject for _, subject in pairs})),
-        tuple_(provider_state.c.provider, provider_state.c.subject_id).in_(pairs),
-    )
+    """The provider_state rows of these (provider, subject) pairs, found by subject (the key's first column)."""
+    return rows_in((provider_state.c.subject_id, provider_state.c.provider), [(s, p) for p, s in pairs])
 
 
 Stored = tuple[Provenance, int]  # a pair's provider_state writes and fence
