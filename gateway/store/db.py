@@ -134,20 +134,18 @@ class ByPosition:
     processed values; a group writes thousands of rows, and that was a fifth of its time."""
 
     sql: str
-    names: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # a row's values in the statement's order
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, processor) of the typed ones
 
     def rows(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-        """Each row's values in the statement's order, processed where their type says so (timestamps
-        as SQLite's text, JSON as text), taken out of the row in C (``itemgetter``)."""
-        values = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda row: (row[self.names[0]],)
-        processed = [(index, bind) for index, bind in enumerate(self.processors) if bind is not None]
-        if not processed:
-            return [values(row) for row in rows]
+        """Each row's values, processed where their type says so (timestamps as SQLite's text, JSON as
+        text), taken out of the row in C (``itemgetter``)."""
+        if not self.processed:
+            return [self.values(row) for row in rows]
         bound = []
         for row in rows:
-            row_values = list(values(row))
-            for index, bind in processed:
+            row_values = list(self.values(row))
+            for index, bind in self.processed:
                 row_values[index] = bind(row_values[index])
             bound.append(tuple(row_values))
         return bound
@@ -179,7 +177,10 @@ def _compiled_by_position(statement: UpdateBase, dialect: Dialect, keys: tuple[s
     processors = [compiled._bind_processors.get(name) for name in names]
     if not all(bind is None or callable(bind) for bind in processors):  # a tuple's processors
         return None
-    return ByPosition(compiled.string, names, cast(tuple[Callable[[Any], Any] | None, ...], tuple(processors)))
+    first = names[0]
+    values = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[first],)
+    processed = tuple((index, cast(Callable[[Any], Any], bind)) for index, bind in enumerate(processors) if bind)
+    return ByPosition(compiled.string, values, processed)
 
 
 class SQLiteEngine(AsyncEngine):
