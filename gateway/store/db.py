@@ -333,6 +333,17 @@ def _insert(dialect: str, table: Table) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
+def insert_new(conn: Executor, table: Table, keys: Sequence[str]) -> Any:
+    """An INSERT that leaves a row whose ``keys`` exist as it is, built once per shape: a statement made
+    afresh costs more to build and to look up in the compiled cache than a small group costs to write."""
+    return _insert_new(conn.dialect.name, table, tuple(keys))
+
+
+@functools.cache
+def _insert_new(dialect: str, table: Table, keys: tuple[str, ...]) -> Any:
+    return _insert(dialect, table).on_conflict_do_nothing(index_elements=list(keys))
+
+
 async def upsert(conn: Executor, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]) -> None:
     """Insert ``rows`` (all with the same columns), or update the ones whose ``keys`` exist."""
     if rows:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.store.db import Executor, insert
+from gateway.store.db import Executor, insert, insert_new
 from gateway.store.tables import idempotency_keys, idempotent_decisions
 
 if TYPE_CHECKING:  # the ledger binds keys as it records: it imports this module
@@ -69,7 +69,7 @@ async def claim_bindings(conn: Executor, proposed: Sequence[tuple[Binding | None
         {"scope": b.scope, "key": b.key, "item": b.item, "expires_at": b.expires_at, "decision_id": decision_id}
         for b, decision_id in bound
     ]
-    await conn.execute(insert(conn, table).on_conflict_do_nothing(index_elements=["scope", "key", "item"]), rows)
+    await conn.execute(insert_new(conn, table, ["scope", "key", "item"]), rows)
     keys = {_binding_key((b, "")) for b, _ in bound}
     query = select(table.c.scope, table.c.key, table.c.item, table.c.decision_id).where(  # the primary key's prefix
         table.c.scope.in_(sorted({scope for scope, _, _ in keys})), table.c.key.in_(sorted({key for _, key, _ in keys}))

@@ -26,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.elements import BindParameter
 
 from adapters.base import Ack, Projection, Write
 from gateway.rules.provenance import Provenance
@@ -40,7 +41,7 @@ JOINABLE = (DeliveryStatus.pending, DeliveryStatus.retrying)  # not sent yet: a 
 WAITING = deliveries.c.status.in_([status.value for status in JOINABLE])  # a delivery row that is JOINABLE
 
 
-def joinable(now: datetime) -> Any:
+def joinable(now: datetime | BindParameter[Any]) -> Any:
     """A waiting delivery a newer push may ride on: one waiting for its retry, or pending and due. A
     pending one due later is a recheck (``Ended.recheck_at``): it must be pushed then, whatever is pushed
     meanwhile, so a newer decision gets a delivery of its own, due now."""

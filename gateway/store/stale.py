@@ -11,10 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from gateway.store.db import Executor
 from gateway.store.tables import addresses, reconciliation_stale
+
+MARKED = reconciliation_stale.insert()
+OTHER_HOLDERS_MARKED = reconciliation_stale.insert().from_select(
+    ["subject_id"],
+    select(addresses.c.subject_id)
+    .where(
+        addresses.c.address.in_(bindparam("shared", expanding=True)),
+        addresses.c.current == 1,
+        addresses.c.subject_id.not_in(bindparam("ids", expanding=True)),
+    )
+    .distinct(),
+)
+"""Built once: a group runs both, and a statement built afresh costs more than its rows."""
 
 
 async def mark(conn: Executor, subject_ids: Iterable[str], sharing: Iterable[str] = ()) -> None:
@@ -23,10 +36,7 @@ async def mark(conn: Executor, subject_ids: Iterable[str], sharing: Iterable[str
     holders, so one holder's decision, arrival or departure changes the others' rows too."""
     ids = sorted(set(subject_ids))
     if ids:
-        await conn.execute(reconciliation_stale.insert(), [{"subject_id": subject_id} for subject_id in ids])
+        await conn.execute(MARKED, [{"subject_id": subject_id} for subject_id in ids])
     shared = sorted(set(sharing))
     if shared:
-        holders = select(addresses.c.subject_id).where(
-            addresses.c.address.in_(shared), addresses.c.current == 1, addresses.c.subject_id.not_in(ids)
-        )
-        await conn.execute(reconciliation_stale.insert().from_select(["subject_id"], holders.distinct()))
+        await conn.execute(OTHER_HOLDERS_MARKED, {"shared": shared, "ids": ids})

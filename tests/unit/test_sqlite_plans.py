@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 
 from gateway.store.db import create_engine
-from gateway.store.entries import open_deliveries
+from gateway.store.entries import OPEN_DELIVERIES, open_pairs
 from gateway.store.migrate import upgrade
 from gateway.store.outbox import Claim, held_pairs, leased
 from gateway.store.tables import deliveries, provider_state
@@ -47,7 +47,7 @@ async def plan(folder: Path, query: Any) -> str:
 
 async def test_the_deliveries_a_group_can_join_are_found_by_its_subjects_not_the_backlog(tmp_path: Path) -> None:
     group = [(f"s-{n}", provider) for n in range(1000) for provider in PAIRS]  # a batch's decisions
-    plan_ = await plan(tmp_path, open_deliveries(group, NOW))
+    plan_ = await plan(tmp_path, OPEN_DELIVERIES.params(open_pairs(group, NOW)))
     assert "USING INDEX ix_deliveries_pair (subject_id=? AND provider=? AND status=?)" in plan_, plan_
     assert "ix_deliveries_due" not in plan_ and "SCAN" not in plan_, plan_
 
