@@ -119,7 +119,7 @@ class Inline:
         self.dialect = conn.dialect
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
-        if isinstance(parameters, list) and len(parameters) > 1:
+        if isinstance(parameters, list) and parameters:  # rows, even one: a group of one is common
             bound = _by_position(statement, self.dialect, tuple(parameters[0]))
             if bound is not None:
                 return self.conn.exec_driver_sql(bound.sql, bound.rows(parameters))
@@ -128,7 +128,7 @@ class Inline:
 
 @dataclass(frozen=True)
 class ByPosition:
-    """An executemany statement whose every value comes from its rows, bound by position in one pass.
+    """A statement run with rows (one or many) whose every value comes from them, bound by position in one pass.
 
     SQLAlchemy first builds, for each row, a dict of every parameter and then a tuple of their
     processed values; a group writes thousands of rows, and that was a fifth of its time."""
