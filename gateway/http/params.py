@@ -184,6 +184,8 @@ def parse_json(body: bytes) -> Parsed:
 def _refuse_deep(body: bytes) -> None:
     """A 422 naming ``body`` for arrays and objects nested past :data:`MAX_DEPTH`, before
     ``json.loads`` (and everything after it that walks the value) runs out of stack on them."""
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:  # no deeper than its openers, counted in C
+        return
     brackets = JSON_STRING.sub(b"", body).translate(None, NOT_A_BRACKET)
     if max(accumulate(1 if code in b"[{" else -1 for code in brackets), default=0) > MAX_DEPTH:
         raise _body_error(f"nests arrays and objects more than {MAX_DEPTH} deep")
