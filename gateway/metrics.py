@@ -63,6 +63,8 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        for outcome in ("accepted", "superseded", "rejected"):  # at 0 from the start: a rate needs its series
+            self.decisions.labels(outcome)
         self.runs = Counter(
             "consent_gateway_runs",
             "Read-back runs finished, by status (done, failed)",

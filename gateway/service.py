@@ -120,9 +120,14 @@ class Gateway:
         outcomes = await self.recorder.commit_all([Pending(decision, binding) for decision, binding in items])
         recorded = [each for each in outcomes if isinstance(each, DecisionOut)]
         superseded = sum(bool(each.superseded_purposes and not each.effective_purposes) for each in recorded)
-        self.metrics.decisions.labels("rejected").inc(sum(isinstance(each, SubjectErased) for each in outcomes))
-        self.metrics.decisions.labels("superseded").inc(superseded)
-        self.metrics.decisions.labels("accepted").inc(len(recorded) - superseded)
+        counts = {
+            "rejected": sum(isinstance(each, SubjectErased) for each in outcomes),
+            "superseded": superseded,
+            "accepted": len(recorded) - superseded,
+        }
+        for outcome, count in counts.items():
+            if count:  # a series' labels cost more than its increment: skip the zeros
+                self.metrics.decisions.labels(outcome).inc(count)
         return outcomes
 
     async def wait_until_final(self, decision_id: str, timeout: float) -> DecisionOut:

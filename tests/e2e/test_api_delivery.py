@@ -214,3 +214,12 @@ async def test_metrics_count_requests_by_route_template_and_decisions_by_outcome
     )
     assert 'consent_gateway_http_request_seconds_count{method="POST",route="/v1/consents"} 3.0' in text
     assert decision_id not in text and "cust-42" not in text and "ana@example.com" not in text
+
+
+async def test_every_decision_outcome_is_a_series_from_the_start(client: httpx.AsyncClient) -> None:
+    """At 0 before anything is refused or superseded, so a rate or an alert on them has a series to read."""
+    assert (await client.post("/v1/consents", json=DECISION, headers=auth(WRITER))).status_code == 202
+    text = (await client.get("/metrics")).text
+    assert 'consent_gateway_decisions_total{outcome="accepted"} 1.0' in text
+    for outcome in ("superseded", "rejected"):
+        assert f'consent_gateway_decisions_total{{outcome="{outcome}"}} 0.0' in text
