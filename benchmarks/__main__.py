@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import backfill, batch, delivery, events, fanout, ingest, reconciliation, workers
+from benchmarks import backfill, batch, delivery, events, fanout, groups, ingest, reconciliation, workers
 from benchmarks.common import DEFAULT_POSTGRES, Bench, Database, start_simulators, unreachable
 from benchmarks.load import GENERATORS, describe, generator_name
 from gateway.redaction import configure_logging
@@ -32,6 +32,7 @@ Part = Callable[[Bench, Database], Awaitable[dict[str, Any]]]
 PARTS: dict[str, Part] = {
     "ingest": ingest.run,
     "batch": batch.run,
+    "groups": groups.run,
     "fanout": fanout.run,
     "delivery": delivery.run,
     "workers": workers.run,
@@ -59,6 +60,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     scale.add_argument("--rounds", type=int, default=3, help="ingest: rounds each, gateway and ceiling")
     scale.add_argument("--batch-decisions", type=int, default=100_000, help="batch: decisions, 1,000 per request")
     scale.add_argument("--batch-max-seconds", type=float, default=20.0, help="batch: start no request after; 0: none")
+    scale.add_argument("--group-decisions", type=int, default=640, help="groups: decisions per group size")
     scale.add_argument("--fanout-decisions", type=int, default=20, help="fanout: decisions timed, one at a time")
     scale.add_argument("--sequential-decisions", type=int, default=5, help="fanout: decisions the naive script sends")
     scale.add_argument("--delivery-decisions", type=int, default=200, help="delivery: decisions delivered")
