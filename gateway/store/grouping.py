@@ -38,6 +38,7 @@ class GroupCommit(Generic[Item, Result]):
         name: str = "group-commit",
         gather: Callable[[], float] = lambda: 0.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        yields: int = 0,
     ) -> None:
         self.write = write  # one transaction: every item's result, in order
         self.committed = committed  # e.g. wake the worker: there are deliveries to make
@@ -47,6 +48,9 @@ class GroupCommit(Generic[Item, Result]):
         # others are about to arrive (PostgreSQL's commit_delay, taken only with commit_siblings active).
         self.gather = gather
         self.sleep = sleep
+        # Loop turns the writer gives before taking a group: an item whose caller is already running (a
+        # request read, being validated) joins it, rather than starting a group of its own right after.
+        self.yields = yields
         self._queue: list[Waiting[Item, Result]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -71,6 +75,8 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _write(self) -> None:
         while self._queue:
+            for _ in range(self.yields):
+                await asyncio.sleep(0)  # only what is ready to run runs: the writer never waits idle here
             if len(self._queue) < self.max_group and (wait := self.gather()) > 0:
                 await self.sleep(wait)
             group, self._queue = self._queue[: self.max_group], self._queue[self.max_group :]

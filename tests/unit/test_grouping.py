@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from gateway.config import Settings
+from gateway.service import Gateway
 from gateway.store import Store, entries
 from gateway.store.grouping import GroupCommit
 from gateway.store.ledger import Pending
@@ -132,3 +134,37 @@ async def test_a_gather_window_lets_items_arriving_meanwhile_join_the_group(wind
     assert await asyncio.gather(first, second) == [1, 2]
     assert groups == ([[1, 2]] if window else [[1], [2]])
     assert gathering.waits == ([window] if window else [])
+
+
+@pytest.mark.parametrize("yields", [0, 2])
+async def test_items_already_under_way_join_the_group_when_the_writer_yields(yields: int) -> None:
+    """An item whose caller is one loop turn from handing it over (a request read, being validated)
+    joins the group when the writer yields first; with no yields it makes a group of its own."""
+    groups: list[list[int]] = []
+
+    async def write(items: Sequence[int]) -> list[int]:
+        groups.append(list(items))
+        return list(items)
+
+    commit = GroupCommit(write, yields=yields)
+
+    async def a_turn_away(item: int) -> int:
+        await asyncio.sleep(0)
+        return await commit.commit(item)
+
+    assert await asyncio.gather(commit.commit(1), a_turn_away(2)) == [1, 2]
+    assert groups == ([[1, 2]] if yields else [[1], [2]])
+
+
+async def test_the_record_path_takes_decisions_already_under_way_into_its_group(
+    store: Store, commits: list[int]
+) -> None:
+    """Under ingest load, without it, a third to half of the groups held 4 decisions or fewer."""
+    gateway = Gateway(Settings(), store=store, adapters={"fake": fake_adapter()})
+
+    async def a_turn_away(subject: str) -> DecisionOut:
+        await asyncio.sleep(0)  # its request is read and being validated when the first is handed over
+        return await gateway.record(decision(subject, 0, email_marketing="granted"))
+
+    first, second = await asyncio.gather(gateway.record(decision("a", 0, email_marketing="granted")), a_turn_away("b"))
+    assert first.id != second.id and len(commits) == 1, f"{len(commits)} transactions for 2 decisions"
