@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from gateway.config import ApiToken
 from gateway.refusals import Refusal
+from schemas.problem import FieldError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -45,11 +46,13 @@ class Authenticator:
 
 
 def unauthorized(detail: str) -> Refusal:
+    """A 401 naming the header at fault, as every other refusal names its field."""
     return Refusal(
         401,
         "unauthorized",
         "Authentication required",
         detail,
+        [FieldError(field="Authorization", message=detail)],
         headers={"WWW-Authenticate": 'Bearer realm="consent-gateway"'},
     )
 

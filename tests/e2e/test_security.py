@@ -79,6 +79,7 @@ async def test_every_endpoint_refuses_without_a_valid_token_and_without_its_scop
             answer = await client.request(method, path, headers=headers, json={})
             assert answer.status_code == 401, (method, path, headers)
             assert answer.headers["www-authenticate"].startswith("Bearer")
+            assert [error["field"] for error in answer.json()["errors"]] == ["Authorization"], answer.text
         for other in set(SCOPES) - {scope, "admin"}:
             answer = await client.request(method, path, headers=auth(ONLY[other]), json={})
             assert answer.status_code == 403, (method, path, other)
