@@ -27,6 +27,8 @@ TINY = [
     "1",
     "--batch-decisions",
     "200",
+    "--group-decisions",
+    "32",
     "--fanout-decisions",
     "2",
     "--sequential-decisions",
@@ -49,6 +51,7 @@ TINY = [
 FIGURES = {
     "ingest": ("rps", "ceiling_rps", "ratio", "p99_ms", "cpu_s_per_decision", "ceiling_cpu_s_per_request", "targets"),
     "batch": ("seconds", "decisions", "decisions_per_s", "cpu_s_per_decision", "peak_rss_mb", "targets"),
+    "groups": ("cpu_ms_per_decision", "ms_per_group", "ms_per_decision", "targets"),
     "fanout": ("p50_ms", "p99_ms", "p50_ratio", "p99_ratio", "sequential_ratio", "limit_ms", "chains", "targets"),
     "delivery": ("per_s", "ratio", "limit_per_s", "flow_lengths", "cpu_s_per_push", "concurrency_8", "targets"),
     "reconciliation": ("view", "readback", "targets"),
