@@ -14,6 +14,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from benchmarks.child import json_from
 from benchmarks.common import Bench, Database, write_config
 from benchmarks.payloads import decision
 from gateway.cli.common import gateway, settings
@@ -30,23 +31,18 @@ async def run(bench: Bench, db: Database) -> dict[str, Any]:
     url = await db.fresh("groups")
     config = write_config(bench.folder / f"{db.kind}-groups.toml", url, bench.simulators)
     spec = json.dumps({"config": str(config), "decisions": bench.args.group_decisions})
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.groups", spec, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await child.communicate()
-    if child.returncode:
-        raise RuntimeError(f"benchmarks.groups failed ({child.returncode}): {err.decode()[-2000:]}")
-    return figures(json.loads(out)) | {"targets": TARGETS}
+    return figures(await json_from("the group commits", "benchmarks.groups", spec)) | {"targets": TARGETS}
 
 
 def figures(ms_per_decision: dict[str, float]) -> dict[str, Any]:
     """The median CPU ms a decision by group size, and the two parts of a group's cost fitted from the
     smallest and the largest size: ``cost(n) = ms_per_group + n * ms_per_decision``."""
-    small, large = str(SIZES[0]), str(SIZES[-1])
-    each = (SIZES[-1] * ms_per_decision[large] - SIZES[0] * ms_per_decision[small]) / (SIZES[-1] - SIZES[0])
+    small, large = SIZES[0], SIZES[-1]
+    cost_small, cost_large = small * ms_per_decision[str(small)], large * ms_per_decision[str(large)]
+    each = (cost_large - cost_small) / (large - small)
     return {
         "cpu_ms_per_decision": ms_per_decision,
-        "ms_per_group": round(SIZES[0] * ms_per_decision[small] - SIZES[0] * each, 3),
+        "ms_per_group": round(cost_small - small * each, 3),
         "ms_per_decision": round(each, 3),
     }
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from benchmarks.child import json_from
 from benchmarks.payloads import TOKEN, batch_body, body_parts
 
 GENERATORS = ("auto", "wrk", "python")
@@ -74,14 +75,7 @@ async def run(load: Load, name: str) -> dict[str, Any]:
     """Run ``load`` with generator ``name`` in a child process; its summary."""
     if name == "wrk" and not load.requests and not load.batch:
         return await _wrk(load)
-    spec = json.dumps(asdict(load))
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.load", spec, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await child.communicate()
-    if child.returncode:
-        raise RuntimeError(f"load generator failed ({child.returncode}): {err.decode()[-2000:]}")
-    return dict(json.loads(out))
+    return dict(await json_from("load generator", "benchmarks.load", json.dumps(asdict(load))))
 
 
 def summary(requests: int, ok: int, seconds: float, latencies_ms: list[float], **extra: Any) -> dict[str, Any]:

@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import resource
-import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from sqlalchemy import insert
 
 from adapters.base import Observable
 from adapters.registry import providers
+from benchmarks.child import json_from
 from benchmarks.common import PROVIDERS, Bench, Database, provider_settings, set_latency
 from gateway.config import ReconcileSettings, Settings
 from gateway.redaction import configure_logging
@@ -182,14 +182,9 @@ async def view(bench: Bench, db: Database) -> dict[str, Any]:
     await gateway.reconciler.refresher.catch_up()  # what a worker's chore does once they are written
     refreshed = time.perf_counter() - began
     await gateway.store.close()
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.reconciliation", "--view-only", url, stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await child.communicate()
-    if child.returncode:
-        raise RuntimeError(f"the drift view failed (exit {child.returncode})")
+    view = await json_from("the drift view", "benchmarks.reconciliation", "--view-only", url)
     timed = {"populate_seconds": round(populated, 1), "refresh_seconds": round(refreshed, 1)}
-    return {"subjects": count, **timed, **json.loads(out)}
+    return {"subjects": count, **timed, **view}
 
 
 async def readback(bench: Bench, db: Database) -> dict[str, Any]:
