@@ -37,7 +37,7 @@ from schemas.consent import Decision, SubjectState
 SUBJECT_FIELDS = {"email", "phone", "tcf_string", "vendors", "expires_at", "source", "note", "occurred_at", "erased_at"}
 
 # The statements every group runs, built once: building them afresh (and their compiled-cache keys) cost
-# a group ~1 ms whatever its size, as much as writing ten decisions.
+# a group ~0.75 ms whatever its size, about what writing three decisions costs.
 SUBJECTS_LOCKED = (
     select(subjects)
     .where(subjects.c.id.in_(bindparam("ids", expanding=True)))
@@ -305,8 +305,11 @@ async def _enqueue(conn: Executor, plans: Sequence[Plan], now: datetime) -> dict
 
 def open_pairs(pairs: Sequence[tuple[str, str]], now: datetime) -> dict[str, Any]:
     """:data:`OPEN_DELIVERIES`'s parameters for these (subject, provider) pairs."""
-    subject_ids = sorted({subject for subject, _ in pairs})
-    return {"subjects": subject_ids, "providers": sorted({provider for _, provider in pairs}), "now": now}
+    return {
+        "subjects": sorted({subject for subject, _ in pairs}),
+        "providers": sorted({provider for _, provider in pairs}),
+        "now": now,
+    }
 
 
 async def _left_behind(conn: Executor, plans: Sequence[Plan]) -> list[set[tuple[str, str]]]:
